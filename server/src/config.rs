@@ -1,0 +1,304 @@
+//! Configuration: one TOML file, parsed into typed values and fully checked
+//! (TLS material loaded, organisations valid) before anything binds.
+//! Command-line flags and `SAMENOP_*` environment variables override the
+//! file (see `main.rs`); `samenop.example.toml` at the repository root is the
+//! commented example.
+
+use std::{
+    collections::HashSet,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+use crate::{
+    domain::{DisplayName, Oin, ProfessionalId},
+    tls::{self, TlsPaths},
+};
+
+/// The largest gRPC message accepted by default (bytes).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Why a configuration is refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read configuration file {path}: {reason}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The file is not valid TOML of the expected shape.
+    #[error("configuration file {path} is not valid: {reason}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        reason: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("configuration: {0}")]
+    Invalid(String),
+    /// The TLS material is unusable.
+    #[error("configuration: {0}")]
+    Tls(#[from] tls::TlsError),
+}
+
+/// An organisation allowed to connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Organisation {
+    /// Its OIN, as its certificates carry it.
+    pub oin: Oin,
+    /// Its name, for logs and listings.
+    pub name: String,
+    /// The professional the server registers as its first ORG_ADMIN when
+    /// missing, so the organisation can register everyone else.
+    pub bootstrap_admin: Option<(ProfessionalId, DisplayName)>,
+}
+
+/// Size limits applied to every call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest request message accepted, in bytes.
+    pub max_message_bytes: usize,
+}
+
+/// The checked configuration the server runs with.
+#[derive(Clone)]
+pub struct Config {
+    /// Where to listen (mutual TLS).
+    pub listen: SocketAddr,
+    /// The data directory of the embedded store.
+    pub data_dir: PathBuf,
+    /// The TLS configuration built from the configured files.
+    pub tls: Arc<rustls::ServerConfig>,
+    /// The organisations allowed to connect.
+    pub organisations: Vec<Organisation>,
+    /// Size limits.
+    pub limits: Limits,
+    /// How long a TLS handshake may take.
+    pub handshake_timeout: Duration,
+    /// How long in-flight calls get to finish at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// The file's shape.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Listen address, e.g. "0.0.0.0:7443".
+    pub listen: Option<String>,
+    /// Data directory.
+    pub data_dir: Option<PathBuf>,
+    /// Seconds in-flight calls get at shutdown.
+    pub shutdown_grace_seconds: Option<u64>,
+    /// Seconds a TLS handshake may take.
+    pub handshake_timeout_seconds: Option<u64>,
+    /// TLS files.
+    pub tls: FileTls,
+    /// Limits.
+    #[serde(default)]
+    pub limits: FileLimits,
+    /// Allowed organisations.
+    #[serde(default)]
+    pub organisations: Vec<FileOrganisation>,
+}
+
+/// The `[tls]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTls {
+    /// Server certificate chain (PEM).
+    pub certificate: PathBuf,
+    /// Server private key (PEM).
+    pub private_key: PathBuf,
+    /// Client CA certificates (PEM).
+    pub client_ca: Vec<PathBuf>,
+    /// Certificate revocation lists (PEM).
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
+}
+
+/// The `[limits]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLimits {
+    /// Largest request message, bytes.
+    pub max_message_bytes: Option<usize>,
+}
+
+/// One `[[organisations]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileOrganisation {
+    /// The OIN (20 digits).
+    pub oin: String,
+    /// The name.
+    pub name: String,
+    /// Id of the first ORG_ADMIN to register when missing.
+    pub bootstrap_admin: Option<String>,
+    /// That admin's display name.
+    pub bootstrap_admin_name: Option<String>,
+}
+
+/// Values that override the file (from flags or the environment).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// Replaces `listen`.
+    pub listen: Option<String>,
+    /// Replaces `data_dir`.
+    pub data_dir: Option<PathBuf>,
+}
+
+impl FileConfig {
+    /// Reads and parses a configuration file.
+    ///
+    /// # Errors
+    /// [`ConfigError::Read`] or [`ConfigError::Parse`].
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Applies overrides, resolves relative paths against `base` (the
+    /// file's directory), checks every value and loads the TLS material.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first value that is wrong.
+    pub fn check(self, overrides: Overrides, base: &Path) -> Result<Config, ConfigError> {
+        let listen_text = overrides
+            .listen
+            .or(self.listen)
+            .ok_or_else(|| ConfigError::Invalid("listen is required (e.g. \"127.0.0.1:7443\")".into()))?;
+        let listen = listen_text.parse().map_err(|_| {
+            ConfigError::Invalid(format!("listen {listen_text:?} is not an address:port"))
+        })?;
+        let data_dir = overrides
+            .data_dir
+            .or(self.data_dir)
+            .ok_or_else(|| ConfigError::Invalid("data_dir is required".into()))?;
+        let resolve = |p: &Path| if p.is_absolute() { p.to_owned() } else { base.join(p) };
+        let tls_paths = TlsPaths {
+            certificate: resolve(&self.tls.certificate),
+            private_key: resolve(&self.tls.private_key),
+            client_ca: self.tls.client_ca.iter().map(|p| resolve(p)).collect(),
+            crls: self.tls.crls.iter().map(|p| resolve(p)).collect(),
+        };
+        let max_message_bytes = self
+            .limits
+            .max_message_bytes
+            .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
+        if !(1024..=64 * 1024 * 1024).contains(&max_message_bytes) {
+            return Err(ConfigError::Invalid(
+                "limits.max_message_bytes must be between 1024 and 67108864".into(),
+            ));
+        }
+        let organisations = check_organisations(self.organisations)?;
+        Ok(Config {
+            listen,
+            data_dir: resolve(&data_dir),
+            tls: tls::server_config(&tls_paths)?,
+            organisations,
+            limits: Limits { max_message_bytes },
+            handshake_timeout: Duration::from_secs(self.handshake_timeout_seconds.unwrap_or(10)),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds.unwrap_or(10)),
+        })
+    }
+}
+
+fn check_organisations(raw: Vec<FileOrganisation>) -> Result<Vec<Organisation>, ConfigError> {
+    if raw.is_empty() {
+        return Err(ConfigError::Invalid(
+            "no [[organisations]] configured: no one could connect".into(),
+        ));
+    }
+    let mut seen = HashSet::new();
+    let mut admins = HashSet::new();
+    let mut organisations = Vec::with_capacity(raw.len());
+    for org in raw {
+        let oin = Oin::parse("oin", &org.oin).map_err(|_| {
+            ConfigError::Invalid(format!("organisation {:?}: oin must be 20 digits", org.name))
+        })?;
+        if !seen.insert(oin.clone()) {
+            return Err(ConfigError::Invalid(format!("organisation {oin} is listed twice")));
+        }
+        let bootstrap_admin = match org.bootstrap_admin {
+            None => None,
+            Some(raw_id) => {
+                let id = ProfessionalId::parse("bootstrap_admin", &raw_id).map_err(|_| {
+                    ConfigError::Invalid(format!(
+                        "organisation {oin}: bootstrap_admin must be a canonical UUID"
+                    ))
+                })?;
+                if !admins.insert(id) {
+                    return Err(ConfigError::Invalid(format!(
+                        "bootstrap_admin {id} is listed for two organisations"
+                    )));
+                }
+                let name = org.bootstrap_admin_name.as_deref().unwrap_or("Organisation admin");
+                let name = DisplayName::parse("bootstrap_admin_name", name).map_err(|e| {
+                    ConfigError::Invalid(format!("organisation {oin}: {e}"))
+                })?;
+                Some((id, name))
+            }
+        };
+        organisations.push(Organisation {
+            oin,
+            name: org.name,
+            bootstrap_admin,
+        });
+    }
+    Ok(organisations)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<FileConfig, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let text = r#"
+            listen = "127.0.0.1:1"
+            colour = "blue"
+            [tls]
+            certificate = "a"
+            private_key = "b"
+            client_ca = ["c"]
+        "#;
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn organisations_are_checked() {
+        let org = |oin: &str, admin: Option<&str>| FileOrganisation {
+            oin: oin.into(),
+            name: "Org".into(),
+            bootstrap_admin: admin.map(Into::into),
+            bootstrap_admin_name: None,
+        };
+        assert!(check_organisations(vec![]).is_err());
+        assert!(check_organisations(vec![org("123", None)]).is_err());
+        let oin = "00000099000000000001";
+        assert!(check_organisations(vec![org(oin, None), org(oin, None)]).is_err());
+        assert!(check_organisations(vec![org(oin, Some("not-a-uuid"))]).is_err());
+        let ok = check_organisations(vec![org(oin, Some("0190a5b0-0000-7000-8000-000000000001"))]);
+        assert_eq!(ok.map(|o| o.len()).ok(), Some(1));
+    }
+}

@@ -1,0 +1,119 @@
+//! `dev` mode: the development PKI, a local data directory and the demo
+//! network, so a newcomer runs the whole service with one command.
+
+use std::{fmt::Write as _, net::SocketAddr, path::Path};
+
+use samenop_certs_dev::{DEMO_ORGANISATIONS, PkiPaths};
+
+use crate::{
+    bootstrap::DemoPerson,
+    config::{ConfigError, FileConfig, FileOrganisation, FileTls, Overrides},
+    config::Config,
+};
+
+/// Creates the development PKI under `pki` when it is missing; returns
+/// whether it was created.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] when the PKI cannot be written.
+pub fn ensure_pki(pki: &PkiPaths) -> Result<bool, ConfigError> {
+    samenop_certs_dev::ensure(pki, DEMO_ORGANISATIONS)
+        .map_err(|e| ConfigError::Invalid(format!("cannot create the development PKI: {e}")))
+}
+
+/// The configuration of `dev` mode: loopback only, the development PKI,
+/// every demo organisation allowed.
+///
+/// # Errors
+/// [`ConfigError`] when the PKI files are unusable or `listen` is not loopback.
+pub fn config(pki: &PkiPaths, data_dir: &Path, listen: SocketAddr) -> Result<Config, ConfigError> {
+    if !listen.ip().is_loopback() {
+        return Err(ConfigError::Invalid(format!(
+            "dev mode listens on loopback only, not on {listen}"
+        )));
+    }
+    let file = FileConfig {
+        listen: Some(listen.to_string()),
+        data_dir: Some(data_dir.to_owned()),
+        shutdown_grace_seconds: Some(5),
+        handshake_timeout_seconds: None,
+        tls: FileTls {
+            certificate: pki.server_cert(),
+            private_key: pki.server_key(),
+            client_ca: vec![pki.ca_cert()],
+            crls: vec![pki.crl()],
+        },
+        limits: Default::default(),
+        organisations: DEMO_ORGANISATIONS
+            .iter()
+            .map(|org| FileOrganisation {
+                oin: org.oin.to_owned(),
+                name: org.name.to_owned(),
+                bootstrap_admin: None,
+                bootstrap_admin_name: None,
+            })
+            .collect(),
+    };
+    let base = std::env::current_dir().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    file.check(Overrides::default(), &base)
+}
+
+/// What `dev` prints once it serves: where everything is, who is in the demo
+/// network, and how to make a first call.
+pub fn welcome(pki: &PkiPaths, data_dir: &Path, listen: SocketAddr, people: &[DemoPerson]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "samenop dev server on {listen} (gRPC over mutual TLS, TLS 1.3)");
+    let _ = writeln!(out, "  data directory: {}", data_dir.display());
+    let _ = writeln!(out, "  CA certificate: {}", pki.ca_cert().display());
+    let _ = writeln!(out, "  development PKI only: never use these certificates in production");
+    let _ = writeln!(out, "\nDemo network (acting professional ids go in metadata `samenop-professional`):");
+    for org in DEMO_ORGANISATIONS {
+        let _ = writeln!(out, "\n  {} (OIN {}, {})", org.name, org.oin, org.kind);
+        let _ = writeln!(
+            out,
+            "    certificate {}  key {}",
+            pki.org_cert(org.slug).display(),
+            pki.org_key(org.slug).display()
+        );
+        for person in people.iter().filter(|p| p.organisation == org.slug) {
+            let p = &person.professional;
+            let roles: Vec<&str> = p.roles.iter().map(|r| r.name().trim_start_matches("ROLE_")).collect();
+            let expertise: Vec<String> = p
+                .expertise
+                .iter()
+                .map(|e| match e {
+                    crate::domain::Expertise::Child => "CHILD".to_owned(),
+                    crate::domain::Expertise::Adult => "ADULT".to_owned(),
+                    crate::domain::Expertise::Violence(kind) => {
+                        kind.as_str_name().trim_start_matches("VIOLENCE_TYPE_").to_owned()
+                    }
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "    {}  {:<26} {}{}",
+                p.id,
+                p.display_name.as_str(),
+                roles.join(","),
+                if expertise.is_empty() { String::new() } else { format!(" [{}]", expertise.join(", ")) }
+            );
+        }
+    }
+    if let (Some(org), Some(someone)) = (
+        DEMO_ORGANISATIONS.first(),
+        people.iter().find(|p| p.organisation == DEMO_ORGANISATIONS[0].slug),
+    ) {
+        let _ = writeln!(out, "\nTry it with grpcurl (server reflection is on):");
+        let _ = writeln!(
+            out,
+            "  grpcurl -cacert {} -cert {} -key {} \\\n    -H 'samenop-professional: {}' \\\n    localhost:{} samenop.v1.DirectoryService/ListSpecialists",
+            pki.ca_cert().display(),
+            pki.org_cert(org.slug).display(),
+            pki.org_key(org.slug).display(),
+            someone.professional.id,
+            listen.port()
+        );
+    }
+    let _ = writeln!(out, "\nor from Rust with samenop-client: Client::connect(ClientConfig {{ .. }}). Ctrl-C stops.");
+    out
+}

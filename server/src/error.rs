@@ -1,0 +1,61 @@
+//! The service layer's error, and its one mapping to a gRPC status.
+//!
+//! Every refusal carries a message that says what is wrong without echoing
+//! family data or message content. Internal failures are logged with their
+//! cause here and reach the peer only as "internal error".
+
+use tonic::{Code, Status};
+
+use crate::{domain::InvalidInput, store::StoreError};
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// The request is malformed (INVALID_ARGUMENT).
+    #[error(transparent)]
+    Invalid(#[from] InvalidInput),
+    /// The caller's identity is missing or unusable (UNAUTHENTICATED).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller may not do this (PERMISSION_DENIED).
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The object does not exist, or the caller may not know it does (NOT_FOUND).
+    #[error("{0}")]
+    NotFound(String),
+    /// The system is not in a state that allows the call (FAILED_PRECONDITION).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A limit was reached (RESOURCE_EXHAUSTED).
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// The storage layer failed; a conflict is retryable (ABORTED), anything
+    /// else is internal.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<ServiceError> for Status {
+    fn from(err: ServiceError) -> Self {
+        match err {
+            ServiceError::Invalid(invalid) => Status::invalid_argument(invalid.to_string()),
+            ServiceError::Unauthenticated(msg) => Status::unauthenticated(msg),
+            ServiceError::PermissionDenied(msg) => Status::permission_denied(msg),
+            ServiceError::NotFound(msg) => Status::not_found(msg),
+            ServiceError::FailedPrecondition(msg) => Status::failed_precondition(msg),
+            ServiceError::ResourceExhausted(msg) => Status::resource_exhausted(msg),
+            ServiceError::Store(StoreError::Conflict) => Status::new(
+                Code::Aborted,
+                "the record was changed by a concurrent call; read it again and retry",
+            ),
+            ServiceError::Store(cause @ (StoreError::Corrupt { .. } | StoreError::Backend(_))) => {
+                tracing::error!(cause = %cause, "storage failure");
+                Status::internal("internal error")
+            }
+        }
+    }
+}
+
+/// A service call's result.
+pub type ServiceResult<T> = Result<T, ServiceError>;

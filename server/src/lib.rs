@@ -1,0 +1,154 @@
+//! samenop-server: the consultation service of samenop.
+//!
+//! # Layout
+//! - [`config`]: the TOML configuration, typed and checked before anything binds.
+//! - [`tls`]: mutual TLS (rustls, ring, TLS 1.3, client certificates with CRLs)
+//!   and the stream of handshaken connections.
+//! - [`auth`]: certificate → organisation (OIN), metadata → acting professional.
+//! - [`domain`]: types and rules, parsed from the wire once; no I/O.
+//! - [`store`]: the [`store::Store`] trait, the sled backend, typed records.
+//! - [`services`]: one file per gRPC service: decode, authorise, act, encode.
+//! - [`error`]: the service error and its single mapping to gRPC status codes.
+//! - [`layers`]: per-call tracing span and transport-level status fixes.
+//! - [`bootstrap`]: first admins from configuration, and the demo network.
+//! - [`clock`]: the time source, replaceable in tests.
+//! - [`dev`]: `dev` mode: development PKI, demo network, welcome text.
+//!
+//! [`run`] serves on an already-bound listener until a shutdown future
+//! completes, so tests bind `127.0.0.1:0` and inject both.
+
+pub mod auth;
+pub mod bootstrap;
+pub mod clock;
+pub mod config;
+pub mod dev;
+pub mod domain;
+pub mod error;
+pub mod layers;
+pub mod services;
+pub mod store;
+pub mod tls;
+
+use std::{future::Future, sync::Arc};
+
+use samenop_proto::v1::{
+    audit_service_server::AuditServiceServer, consult_service_server::ConsultServiceServer,
+    directory_service_server::DirectoryServiceServer, family_service_server::FamilyServiceServer,
+    thread_service_server::ThreadServiceServer,
+};
+use tokio::net::TcpListener;
+
+use crate::{
+    auth::Authenticator,
+    clock::{Clock, SystemClock},
+    config::Config,
+    services::{AuditApi, ConsultApi, Context, DirectoryApi, FamilyApi, ThreadApi},
+    store::{Store, StoreError, directory::Directory, sled::SledStore},
+};
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The store could not be opened, seeded or flushed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// The gRPC transport failed.
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The reflection service could not be built.
+    #[error("reflection: {0}")]
+    Reflection(String),
+}
+
+/// Opens the embedded store in the configured data directory.
+///
+/// # Errors
+/// [`StoreError`] when the directory cannot be created or opened.
+pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| StoreError::Backend(format!("cannot create data directory: {e}")))?;
+    Ok(Arc::new(SledStore::open(&config.data_dir)?))
+}
+
+/// Runs the server with the system clock: opens the store, registers the
+/// configured bootstrap admins, and serves on `listener` until `shutdown`
+/// completes; then drains in-flight calls for the grace period and flushes
+/// the store.
+///
+/// # Errors
+/// [`RunError`] when the store or the transport fails.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let store = open_store(&config)?;
+    run_with(config, store, Arc::new(SystemClock), listener, shutdown).await
+}
+
+/// Like [`run`], on a given store and clock.
+///
+/// # Errors
+/// [`RunError`] when the store or the transport fails.
+pub async fn run_with(
+    config: Config,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let directory = Directory::new(store.clone());
+    bootstrap::register_admins(&directory, &config.organisations, clock.now()).await?;
+    let ctx = Context {
+        auth: Authenticator::new(&config.organisations, directory.clone()),
+        directory,
+        clock,
+    };
+    let max = config.limits.max_message_bytes;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<DirectoryServiceServer<DirectoryApi>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(samenop_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| RunError::Reflection(e.to_string()))?;
+
+    let router = tonic::transport::Server::builder()
+        .trace_fn(layers::request_span)
+        .layer(layers::StatusFixLayer::new(max))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            DirectoryServiceServer::new(DirectoryApi::new(ctx.clone())).max_decoding_message_size(max),
+        )
+        .add_service(FamilyServiceServer::new(FamilyApi).max_decoding_message_size(max))
+        .add_service(ConsultServiceServer::new(ConsultApi).max_decoding_message_size(max))
+        .add_service(ThreadServiceServer::new(ThreadApi).max_decoding_message_size(max))
+        .add_service(AuditServiceServer::new(AuditApi).max_decoding_message_size(max));
+
+    let local = listener.local_addr().ok();
+    let incoming = tls::incoming(listener, config.tls.clone(), config.handshake_timeout);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serve = router.serve_with_incoming_shutdown(incoming, async {
+        let _ = stop_rx.await;
+    });
+    tokio::pin!(serve);
+    tracing::info!(listen = ?local, "serving samenop.v1 over mutual TLS");
+
+    tokio::select! {
+        result = &mut serve => result?,
+        () = shutdown => {
+            tracing::info!(grace = ?config.shutdown_grace, "shutting down: draining in-flight calls");
+            health.set_not_serving::<DirectoryServiceServer<DirectoryApi>>().await;
+            let _ = stop_tx.send(());
+            match tokio::time::timeout(config.shutdown_grace, &mut serve).await {
+                Ok(result) => result?,
+                Err(_) => tracing::warn!("grace period over: remaining calls are dropped"),
+            }
+        }
+    }
+    store.flush().await?;
+    tracing::info!("stopped; store flushed");
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! The `samenop-server` binary: parses the command line, sets up logging,
+//! checks the configuration before anything binds, and runs the server until
+//! SIGINT or SIGTERM.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use samenop_server::{
+    bootstrap, config::{ConfigError, FileConfig, Overrides}, dev, store::directory::Directory,
+};
+
+/// The exit code for a configuration that cannot be used (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+/// samenop: the consultation channel of child and family protection networks.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Log filter (tracing EnvFilter syntax), e.g. "info" or "samenop_server=debug".
+    #[arg(long, global = true, env = "SAMENOP_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service with a configuration file.
+    Run {
+        /// The TOML configuration file.
+        #[arg(long, env = "SAMENOP_CONFIG")]
+        config: PathBuf,
+        /// Listen address; overrides `listen` in the file.
+        #[arg(long, env = "SAMENOP_LISTEN")]
+        listen: Option<String>,
+        /// Data directory; overrides `data_dir` in the file.
+        #[arg(long, env = "SAMENOP_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Run on loopback with the development PKI and the demo network.
+    Dev {
+        /// Where the development PKI lives (created when missing).
+        #[arg(long, default_value = "certs-dev/generated")]
+        pki: PathBuf,
+        /// The data directory.
+        #[arg(long, env = "SAMENOP_DATA_DIR", default_value = "dev-data")]
+        data_dir: PathBuf,
+        /// Listen address (loopback only).
+        #[arg(long, env = "SAMENOP_LISTEN", default_value = "127.0.0.1:7443")]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|err| {
+        eprintln!("samenop-server: log filter {:?} is not valid ({err}); using \"info\"", cli.log);
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("samenop-server: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Run { config, listen, data_dir } => run(config, Overrides { listen, data_dir }).await,
+            Command::Dev { pki, data_dir, listen } => run_dev(pki, data_dir, listen).await,
+        }
+    })
+}
+
+fn config_failure(err: &ConfigError) -> ExitCode {
+    eprintln!("samenop-server: {err}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+async fn run(path: PathBuf, overrides: Overrides) -> ExitCode {
+    let base = path.parent().map(PathBuf::from).unwrap_or_default();
+    let config = match FileConfig::read(&path).and_then(|file| file.check(overrides, &base)) {
+        Ok(config) => config,
+        Err(err) => return config_failure(&err),
+    };
+    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!("samenop-server: cannot listen on {}: {err}", config.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    finish(samenop_server::run(config, listener, shutdown_signal()).await)
+}
+
+async fn run_dev(pki_dir: PathBuf, data_dir: PathBuf, listen: SocketAddr) -> ExitCode {
+    let pki = samenop_certs_dev::PkiPaths::new(pki_dir);
+    match dev::ensure_pki(&pki) {
+        Ok(true) => tracing::info!(dir = %pki.dir.display(), "development PKI created"),
+        Ok(false) => {}
+        Err(err) => return config_failure(&err),
+    }
+    let config = match dev::config(&pki, &data_dir, listen) {
+        Ok(config) => config,
+        Err(err) => return config_failure(&err),
+    };
+    let store = match samenop_server::open_store(&config) {
+        Ok(store) => store,
+        Err(err) => {
+            eprintln!("samenop-server: cannot open the data directory {}: {err}", data_dir.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let directory = Directory::new(store.clone());
+    let now = std::time::SystemTime::now();
+    let people = match bootstrap::seed_demo_network(&directory, samenop_certs_dev::DEMO_ORGANISATIONS, now).await {
+        Ok(people) => people,
+        Err(err) => {
+            eprintln!("samenop-server: cannot register the demo network: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!("samenop-server: cannot listen on {listen}: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{}", dev::welcome(&pki, &data_dir, listen, &people));
+    let clock = std::sync::Arc::new(samenop_server::clock::SystemClock);
+    finish(samenop_server::run_with(config, store, clock, listener, shutdown_signal()).await)
+}
+
+fn finish(result: Result<(), samenop_server::RunError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(cause = %err, "server failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {},
+                    _ = terminate.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,0 +1,29 @@
+//! One file per gRPC service of `samenop.v1`. Each handler decodes the
+//! request, identifies and authorises the caller, calls the domain and the
+//! store, and encodes the answer — nothing else.
+
+mod directory;
+mod unimplemented;
+
+use std::sync::Arc;
+
+use crate::{auth::Authenticator, clock::Clock, store::directory::Directory};
+
+pub use directory::DirectoryApi;
+pub use unimplemented::{AuditApi, ConsultApi, FamilyApi, ThreadApi};
+
+/// What every service handler needs.
+#[derive(Clone)]
+pub struct Context {
+    /// Identifies callers.
+    pub auth: Authenticator,
+    /// Professionals and devices.
+    pub directory: Directory,
+    /// The current time.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Converts a time to the wire's Timestamp.
+fn timestamp(time: std::time::SystemTime) -> prost_types::Timestamp {
+    prost_types::Timestamp::from(time)
+}

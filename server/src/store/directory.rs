@@ -1,0 +1,327 @@
+//! Typed directory storage: professionals and devices with their indexes,
+//! always written together in one batch.
+//!
+//! Updates are compare-and-set on the stored bytes of the record: a change
+//! made concurrently by another call makes the later one fail with
+//! [`StoreError::Conflict`] instead of silently overwriting it.
+
+use std::sync::Arc;
+
+use super::{Batch, Keyspace, Store, StoreError, records};
+use crate::domain::{Device, DeviceId, Expertise, Oin, Professional, ProfessionalId, Role};
+
+/// How many index entries one scan step reads while filtering.
+const SCAN_CHUNK: usize = 256;
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    /// The items of this page.
+    pub items: Vec<T>,
+    /// Where the next page starts; `None` after the last page.
+    pub next: Option<ProfessionalId>,
+}
+
+/// Directory storage over any [`Store`].
+#[derive(Clone)]
+pub struct Directory {
+    /// The backend.
+    store: Arc<dyn Store>,
+}
+
+impl Directory {
+    /// Directory storage on `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Directory { store }
+    }
+
+    /// Reads a professional.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails or the record is corrupt.
+    pub async fn professional(&self, id: ProfessionalId) -> Result<Option<Professional>, StoreError> {
+        self.store
+            .get(Keyspace::Professionals, id.as_bytes())
+            .await?
+            .map(|bytes| records::decode_professional(&bytes))
+            .transpose()
+    }
+
+    /// Stores a new professional with its indexes.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] if the id exists; [`StoreError`] when the backend fails.
+    pub async fn insert_professional(&self, p: &Professional) -> Result<(), StoreError> {
+        let mut batch = Batch::new();
+        batch.expect(Keyspace::Professionals, p.id.as_bytes().to_vec(), None);
+        batch.put(
+            Keyspace::Professionals,
+            p.id.as_bytes().to_vec(),
+            records::encode_professional(p),
+        );
+        batch.put(
+            Keyspace::ProfessionalsByOrganisation,
+            org_key(&p.organisation, p.id),
+            Vec::new(),
+        );
+        if p.has_role(Role::Specialist) && p.is_active() {
+            add_specialist_index(&mut batch, p);
+        }
+        self.store.commit(batch).await
+    }
+
+    /// Replaces `old` by `new` (same id), keeping the specialist indexes true.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] if the stored record is no longer `old`.
+    pub async fn update_professional(
+        &self,
+        old: &Professional,
+        new: &Professional,
+    ) -> Result<(), StoreError> {
+        let mut batch = Batch::new();
+        self.stage_professional_update(&mut batch, old, new);
+        self.store.commit(batch).await
+    }
+
+    fn stage_professional_update(&self, batch: &mut Batch, old: &Professional, new: &Professional) {
+        let key = new.id.as_bytes().to_vec();
+        batch.expect(
+            Keyspace::Professionals,
+            key.clone(),
+            Some(records::encode_professional(old)),
+        );
+        batch.put(Keyspace::Professionals, key, records::encode_professional(new));
+        let was = old.has_role(Role::Specialist) && old.is_active();
+        let is = new.has_role(Role::Specialist) && new.is_active();
+        if was && !is {
+            remove_specialist_index(batch, old);
+        } else if is && !was {
+            add_specialist_index(batch, new);
+        }
+    }
+
+    /// Deactivates a professional and revokes all their devices, atomically.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] if the professional or a device changed meanwhile.
+    pub async fn deactivate_professional(
+        &self,
+        old: &Professional,
+        now: std::time::SystemTime,
+    ) -> Result<Professional, StoreError> {
+        let mut new = old.clone();
+        new.deactivated_at = Some(now);
+        let mut batch = Batch::new();
+        self.stage_professional_update(&mut batch, old, &new);
+        for device in self.devices_of(old.id).await? {
+            let mut revoked = device.clone();
+            revoked.revoked_at = Some(now);
+            stage_device_update(&mut batch, &device, &revoked);
+        }
+        self.store.commit(batch).await?;
+        Ok(new)
+    }
+
+    /// Lists the professionals of one organisation, in id (creation) order.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails or a record is corrupt.
+    pub async fn list_organisation(
+        &self,
+        organisation: &Oin,
+        include_inactive: bool,
+        after: Option<ProfessionalId>,
+        limit: usize,
+    ) -> Result<Page<Professional>, StoreError> {
+        let prefix = organisation.as_str().as_bytes().to_vec();
+        self.list_indexed(
+            Keyspace::ProfessionalsByOrganisation,
+            prefix,
+            after,
+            limit,
+            |p| include_inactive || p.is_active(),
+        )
+        .await
+    }
+
+    /// Lists active specialists, optionally of one expertise and only the
+    /// available ones, in id (creation) order.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails or a record is corrupt.
+    pub async fn list_specialists(
+        &self,
+        expertise: Option<Expertise>,
+        available_only: bool,
+        after: Option<ProfessionalId>,
+        limit: usize,
+    ) -> Result<Page<Professional>, StoreError> {
+        let (space, prefix) = match expertise {
+            Some(e) => (Keyspace::SpecialistsByExpertise, e.code().to_vec()),
+            None => (Keyspace::Specialists, Vec::new()),
+        };
+        self.list_indexed(space, prefix, after, limit, |p| {
+            !available_only || p.availability == Some(crate::domain::Availability::Available)
+        })
+        .await
+    }
+
+    /// Walks an index whose keys are `prefix` + professional id, loading and
+    /// filtering professionals until `limit` match.
+    async fn list_indexed(
+        &self,
+        space: Keyspace,
+        prefix: Vec<u8>,
+        after: Option<ProfessionalId>,
+        limit: usize,
+        keep: impl Fn(&Professional) -> bool,
+    ) -> Result<Page<Professional>, StoreError> {
+        let mut items = Vec::new();
+        let mut cursor = after.map(|id| [prefix.as_slice(), id.as_bytes()].concat());
+        loop {
+            let entries = self
+                .store
+                .scan(space, &prefix, cursor.as_deref(), SCAN_CHUNK)
+                .await?;
+            let exhausted = entries.len() < SCAN_CHUNK;
+            for (key, _) in entries {
+                let id = id_suffix(space, &key)?;
+                cursor = Some(key);
+                let Some(p) = self.professional(id).await? else {
+                    continue;
+                };
+                if keep(&p) {
+                    items.push(p);
+                    if items.len() == limit {
+                        return Ok(Page {
+                            items,
+                            next: Some(id),
+                        });
+                    }
+                }
+            }
+            if exhausted {
+                return Ok(Page { items, next: None });
+            }
+        }
+    }
+
+    /// Reads a device.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails or the record is corrupt.
+    pub async fn device(&self, id: DeviceId) -> Result<Option<Device>, StoreError> {
+        self.store
+            .get(Keyspace::Devices, id.as_bytes())
+            .await?
+            .map(|bytes| records::decode_device(&bytes))
+            .transpose()
+    }
+
+    /// Stores a new device, provided its owner is still exactly `owner`
+    /// (so a device is never added to a professional being deactivated).
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] if the owner changed or the id exists.
+    pub async fn insert_device(&self, owner: &Professional, device: &Device) -> Result<(), StoreError> {
+        let mut batch = Batch::new();
+        batch.expect(
+            Keyspace::Professionals,
+            owner.id.as_bytes().to_vec(),
+            Some(records::encode_professional(owner)),
+        );
+        batch.expect(Keyspace::Devices, device.id.as_bytes().to_vec(), None);
+        batch.put(
+            Keyspace::Devices,
+            device.id.as_bytes().to_vec(),
+            records::encode_device(device),
+        );
+        batch.put(
+            Keyspace::DevicesByProfessional,
+            [owner.id.as_bytes().as_slice(), device.id.as_bytes()].concat(),
+            Vec::new(),
+        );
+        self.store.commit(batch).await
+    }
+
+    /// Replaces device `old` by `new`.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] if the stored record is no longer `old`.
+    pub async fn update_device(&self, old: &Device, new: &Device) -> Result<(), StoreError> {
+        let mut batch = Batch::new();
+        stage_device_update(&mut batch, old, new);
+        self.store.commit(batch).await
+    }
+
+    /// Every device of a professional, revoked ones included, in creation order.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails or a record is corrupt.
+    pub async fn devices_of(&self, professional: ProfessionalId) -> Result<Vec<Device>, StoreError> {
+        let entries = self
+            .store
+            .scan(
+                Keyspace::DevicesByProfessional,
+                professional.as_bytes(),
+                None,
+                usize::MAX,
+            )
+            .await?;
+        let mut devices = Vec::with_capacity(entries.len());
+        for (key, _) in entries {
+            let suffix = id_bytes(Keyspace::DevicesByProfessional, &key)?;
+            if let Some(device) = self.device(DeviceId::from_bytes(suffix)).await? {
+                devices.push(device);
+            }
+        }
+        Ok(devices)
+    }
+}
+
+fn org_key(organisation: &Oin, id: ProfessionalId) -> Vec<u8> {
+    [organisation.as_str().as_bytes(), id.as_bytes()].concat()
+}
+
+fn add_specialist_index(batch: &mut Batch, p: &Professional) {
+    batch.put(Keyspace::Specialists, p.id.as_bytes().to_vec(), Vec::new());
+    for e in &p.expertise {
+        batch.put(
+            Keyspace::SpecialistsByExpertise,
+            [e.code().as_slice(), p.id.as_bytes()].concat(),
+            Vec::new(),
+        );
+    }
+}
+
+fn remove_specialist_index(batch: &mut Batch, p: &Professional) {
+    batch.delete(Keyspace::Specialists, p.id.as_bytes().to_vec());
+    for e in &p.expertise {
+        batch.delete(
+            Keyspace::SpecialistsByExpertise,
+            [e.code().as_slice(), p.id.as_bytes()].concat(),
+        );
+    }
+}
+
+fn stage_device_update(batch: &mut Batch, old: &Device, new: &Device) {
+    let key = new.id.as_bytes().to_vec();
+    batch.expect(Keyspace::Devices, key.clone(), Some(records::encode_device(old)));
+    batch.put(Keyspace::Devices, key, records::encode_device(new));
+}
+
+/// The last 16 bytes of an index key: the id it points to.
+fn id_bytes(space: Keyspace, key: &[u8]) -> Result<[u8; 16], StoreError> {
+    key.len()
+        .checked_sub(16)
+        .and_then(|start| <[u8; 16]>::try_from(&key[start..]).ok())
+        .ok_or_else(|| StoreError::Corrupt {
+            space,
+            reason: "index key shorter than an id".into(),
+        })
+}
+
+fn id_suffix(space: Keyspace, key: &[u8]) -> Result<ProfessionalId, StoreError> {
+    id_bytes(space, key).map(ProfessionalId::from_bytes)
+}

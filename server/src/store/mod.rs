@@ -1,0 +1,187 @@
+//! Storage: the [`Store`] trait that every backend implements, and the typed
+//! record layer on top of it.
+//!
+//! A backend is an ordered key-value store split into [`Keyspace`]s. A change
+//! is one [`Batch`]: its preconditions are checked and its writes applied
+//! atomically, and [`Store::commit`] returns only once the batch is durable.
+//! Records are protobuf messages with a schema version ([`records`]); the
+//! typed operations that keep records and their indexes together live in
+//! [`directory`]. The contract tests in `contract` run against every backend.
+
+pub mod directory;
+pub mod records;
+pub mod sled;
+
+#[cfg(test)]
+mod contract;
+
+use async_trait::async_trait;
+
+/// A separate key range of the store. Keys of different keyspaces never meet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Keyspace {
+    /// Professionals by id.
+    Professionals,
+    /// Index: organisation OIN + professional id → nothing.
+    ProfessionalsByOrganisation,
+    /// Index: professional id of every specialist → nothing.
+    Specialists,
+    /// Index: expertise code + professional id → nothing.
+    SpecialistsByExpertise,
+    /// Devices by id.
+    Devices,
+    /// Index: professional id + device id → nothing.
+    DevicesByProfessional,
+    /// Store metadata (schema version).
+    Meta,
+}
+
+impl Keyspace {
+    /// The byte that prefixes every key of the keyspace in a single-tree backend.
+    pub fn tag(self) -> u8 {
+        match self {
+            Keyspace::Meta => 0,
+            Keyspace::Professionals => 1,
+            Keyspace::ProfessionalsByOrganisation => 2,
+            Keyspace::Specialists => 3,
+            Keyspace::SpecialistsByExpertise => 4,
+            Keyspace::Devices => 5,
+            Keyspace::DevicesByProfessional => 6,
+        }
+    }
+}
+
+/// One write of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// Sets `key` to `value`.
+    Put {
+        /// The keyspace.
+        space: Keyspace,
+        /// The key.
+        key: Vec<u8>,
+        /// The new value.
+        value: Vec<u8>,
+    },
+    /// Removes `key` (no effect when absent).
+    Delete {
+        /// The keyspace.
+        space: Keyspace,
+        /// The key.
+        key: Vec<u8>,
+    },
+}
+
+/// A precondition of a batch: `key` holds exactly `value` (`None`: absent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expect {
+    /// The keyspace.
+    pub space: Keyspace,
+    /// The key.
+    pub key: Vec<u8>,
+    /// The value the key must hold when the batch applies.
+    pub value: Option<Vec<u8>>,
+}
+
+/// An atomic change: every precondition holds and every write applies, or
+/// nothing happens.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// Checked first, all together with the writes.
+    pub expects: Vec<Expect>,
+    /// Applied in order.
+    pub writes: Vec<Write>,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a put.
+    pub fn put(&mut self, space: Keyspace, key: impl Into<Vec<u8>>, value: Vec<u8>) {
+        self.writes.push(Write::Put {
+            space,
+            key: key.into(),
+            value,
+        });
+    }
+
+    /// Adds a delete.
+    pub fn delete(&mut self, space: Keyspace, key: impl Into<Vec<u8>>) {
+        self.writes.push(Write::Delete {
+            space,
+            key: key.into(),
+        });
+    }
+
+    /// Adds a precondition.
+    pub fn expect(&mut self, space: Keyspace, key: impl Into<Vec<u8>>, value: Option<Vec<u8>>) {
+        self.expects.push(Expect {
+            space,
+            key: key.into(),
+            value,
+        });
+    }
+}
+
+/// A key and its value, as a scan returns them.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A precondition of the batch did not hold; nothing was written.
+    #[error("a precondition of the change did not hold")]
+    Conflict,
+    /// A stored record could not be decoded.
+    #[error("stored record in {space:?} is corrupt: {reason}")]
+    Corrupt {
+        /// Where the record is.
+        space: Keyspace,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The backend failed (I/O, database).
+    #[error("storage backend failed: {0}")]
+    Backend(String),
+}
+
+/// An ordered, durable key-value store with atomic, conditional batches.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Reads one key.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the backend fails.
+    async fn get(&self, space: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Reads up to `limit` entries whose key starts with `prefix`, in key
+    /// order, beginning after `after` (a full key) when given.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the backend fails.
+    async fn scan(
+        &self,
+        space: Keyspace,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError>;
+
+    /// Applies a batch atomically and returns once it is durable.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when a precondition fails (nothing written),
+    /// [`StoreError::Backend`] when the backend fails.
+    async fn commit(&self, batch: Batch) -> Result<(), StoreError>;
+
+    /// Makes everything committed so far durable (used at shutdown).
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the backend fails.
+    async fn flush(&self) -> Result<(), StoreError>;
+}
