@@ -9,7 +9,9 @@ use samenop_proto::v1::ViolenceType as V;
 
 use crate::{
     config::Organisation,
-    domain::{Availability, DisplayName, Expertise, Oin, Professional, ProfessionalId, Role, Roles},
+    domain::{
+        Availability, DisplayName, Expertise, Oin, Professional, ProfessionalId, Role, Roles,
+    },
     store::{StoreError, directory::Directory},
 };
 
@@ -83,16 +85,35 @@ fn staff(kind: &str) -> &'static [(&'static str, &'static [Role], &'static [Expe
         "veilig-thuis" => &[
             ("Bram Admin", &[ADMIN], &[]),
             ("Noor Contact", &[CP], &[]),
-            ("Eva Kindermishandeling", &[SP], &[Expertise::Violence(V::ChildAbuse)]),
-            ("Jeroen Partnergeweld", &[SP], &[Expertise::Violence(V::PartnerViolence)]),
-            ("Wim Ouderenmishandeling", &[SP], &[Expertise::Violence(V::ElderAbuse)]),
+            (
+                "Eva Kindermishandeling",
+                &[SP],
+                &[Expertise::Violence(V::ChildAbuse)],
+            ),
+            (
+                "Jeroen Partnergeweld",
+                &[SP],
+                &[Expertise::Violence(V::PartnerViolence)],
+            ),
+            (
+                "Wim Ouderenmishandeling",
+                &[SP],
+                &[Expertise::Violence(V::ElderAbuse)],
+            ),
             ("Lotte Privacy", &[PO], &[]),
         ],
         "jeugdbescherming" => &[
             ("Karin Admin", &[ADMIN], &[]),
             ("Youssef Contact", &[CP], &[]),
             ("Mila Jeugd", &[SP], &[Expertise::Child]),
-            ("Ruben Scheiding", &[SP], &[Expertise::Violence(V::HighConflictDivorce), Expertise::Child]),
+            (
+                "Ruben Scheiding",
+                &[SP],
+                &[
+                    Expertise::Violence(V::HighConflictDivorce),
+                    Expertise::Child,
+                ],
+            ),
             ("Femke Privacy", &[PO], &[]),
         ],
         "ggz" => &[
@@ -103,10 +124,26 @@ fn staff(kind: &str) -> &'static [(&'static str, &'static [Role], &'static [Expe
         ],
         "expertisecentrum" => &[
             ("Marieke Admin", &[ADMIN], &[]),
-            ("Sofia Seksueel Geweld", &[SP], &[Expertise::Violence(V::SexualViolence)]),
-            ("Amir Eergerelateerd", &[SP], &[Expertise::Violence(V::HonourRelatedViolence)]),
-            ("Ingrid Mensenhandel", &[SP], &[Expertise::Violence(V::HumanTrafficking)]),
-            ("Hawa Vgv", &[SP], &[Expertise::Violence(V::FemaleGenitalMutilation)]),
+            (
+                "Sofia Seksueel Geweld",
+                &[SP],
+                &[Expertise::Violence(V::SexualViolence)],
+            ),
+            (
+                "Amir Eergerelateerd",
+                &[SP],
+                &[Expertise::Violence(V::HonourRelatedViolence)],
+            ),
+            (
+                "Ingrid Mensenhandel",
+                &[SP],
+                &[Expertise::Violence(V::HumanTrafficking)],
+            ),
+            (
+                "Hawa Vgv",
+                &[SP],
+                &[Expertise::Violence(V::FemaleGenitalMutilation)],
+            ),
             ("Joost Privacy", &[PO], &[]),
         ],
         _ => &[("Admin", &[ADMIN], &[])],
@@ -143,7 +180,9 @@ pub fn demo_people(organisations: &[DemoOrganisation], now: SystemTime) -> Vec<D
                     display_name,
                     roles,
                     expertise: expertise.to_vec(),
-                    availability: roles.contains(Role::Specialist).then_some(Availability::Available),
+                    availability: roles
+                        .contains(Role::Specialist)
+                        .then_some(Availability::Available),
                     registered_at: now,
                     deactivated_at: None,
                 },

@@ -178,10 +178,9 @@ impl FileConfig {
     /// # Errors
     /// [`ConfigError`] naming the first value that is wrong.
     pub fn check(self, overrides: Overrides, base: &Path) -> Result<Config, ConfigError> {
-        let listen_text = overrides
-            .listen
-            .or(self.listen)
-            .ok_or_else(|| ConfigError::Invalid("listen is required (e.g. \"127.0.0.1:7443\")".into()))?;
+        let listen_text = overrides.listen.or(self.listen).ok_or_else(|| {
+            ConfigError::Invalid("listen is required (e.g. \"127.0.0.1:7443\")".into())
+        })?;
         let listen = listen_text.parse().map_err(|_| {
             ConfigError::Invalid(format!("listen {listen_text:?} is not an address:port"))
         })?;
@@ -189,7 +188,13 @@ impl FileConfig {
             .data_dir
             .or(self.data_dir)
             .ok_or_else(|| ConfigError::Invalid("data_dir is required".into()))?;
-        let resolve = |p: &Path| if p.is_absolute() { p.to_owned() } else { base.join(p) };
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_owned()
+            } else {
+                base.join(p)
+            }
+        };
         let tls_paths = TlsPaths {
             certificate: resolve(&self.tls.certificate),
             private_key: resolve(&self.tls.private_key),
@@ -229,10 +234,15 @@ fn check_organisations(raw: Vec<FileOrganisation>) -> Result<Vec<Organisation>, 
     let mut organisations = Vec::with_capacity(raw.len());
     for org in raw {
         let oin = Oin::parse("oin", &org.oin).map_err(|_| {
-            ConfigError::Invalid(format!("organisation {:?}: oin must be 20 digits", org.name))
+            ConfigError::Invalid(format!(
+                "organisation {:?}: oin must be 20 digits",
+                org.name
+            ))
         })?;
         if !seen.insert(oin.clone()) {
-            return Err(ConfigError::Invalid(format!("organisation {oin} is listed twice")));
+            return Err(ConfigError::Invalid(format!(
+                "organisation {oin} is listed twice"
+            )));
         }
         let bootstrap_admin = match org.bootstrap_admin {
             None => None,
@@ -247,10 +257,12 @@ fn check_organisations(raw: Vec<FileOrganisation>) -> Result<Vec<Organisation>, 
                         "bootstrap_admin {id} is listed for two organisations"
                     )));
                 }
-                let name = org.bootstrap_admin_name.as_deref().unwrap_or("Organisation admin");
-                let name = DisplayName::parse("bootstrap_admin_name", name).map_err(|e| {
-                    ConfigError::Invalid(format!("organisation {oin}: {e}"))
-                })?;
+                let name = org
+                    .bootstrap_admin_name
+                    .as_deref()
+                    .unwrap_or("Organisation admin");
+                let name = DisplayName::parse("bootstrap_admin_name", name)
+                    .map_err(|e| ConfigError::Invalid(format!("organisation {oin}: {e}")))?;
                 Some((id, name))
             }
         };

@@ -7,8 +7,8 @@ use samenop_certs_dev::{DEMO_ORGANISATIONS, PkiPaths};
 
 use crate::{
     bootstrap::DemoPerson,
-    config::{ConfigError, FileConfig, FileOrganisation, FileTls, Overrides},
     config::Config,
+    config::{ConfigError, FileConfig, FileOrganisation, FileTls, Overrides},
 };
 
 /// Creates the development PKI under `pki` when it is missing; returns
@@ -60,13 +60,27 @@ pub fn config(pki: &PkiPaths, data_dir: &Path, listen: SocketAddr) -> Result<Con
 
 /// What `dev` prints once it serves: where everything is, who is in the demo
 /// network, and how to make a first call.
-pub fn welcome(pki: &PkiPaths, data_dir: &Path, listen: SocketAddr, people: &[DemoPerson]) -> String {
+pub fn welcome(
+    pki: &PkiPaths,
+    data_dir: &Path,
+    listen: SocketAddr,
+    people: &[DemoPerson],
+) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "samenop dev server on {listen} (gRPC over mutual TLS, TLS 1.3)");
+    let _ = writeln!(
+        out,
+        "samenop dev server on {listen} (gRPC over mutual TLS, TLS 1.3)"
+    );
     let _ = writeln!(out, "  data directory: {}", data_dir.display());
     let _ = writeln!(out, "  CA certificate: {}", pki.ca_cert().display());
-    let _ = writeln!(out, "  development PKI only: never use these certificates in production");
-    let _ = writeln!(out, "\nDemo network (acting professional ids go in metadata `samenop-professional`):");
+    let _ = writeln!(
+        out,
+        "  development PKI only: never use these certificates in production"
+    );
+    let _ = writeln!(
+        out,
+        "\nDemo network (acting professional ids go in metadata `samenop-professional`):"
+    );
     for org in DEMO_ORGANISATIONS {
         let _ = writeln!(out, "\n  {} (OIN {}, {})", org.name, org.oin, org.kind);
         let _ = writeln!(
@@ -77,16 +91,21 @@ pub fn welcome(pki: &PkiPaths, data_dir: &Path, listen: SocketAddr, people: &[De
         );
         for person in people.iter().filter(|p| p.organisation == org.slug) {
             let p = &person.professional;
-            let roles: Vec<&str> = p.roles.iter().map(|r| r.name().trim_start_matches("ROLE_")).collect();
+            let roles: Vec<&str> = p
+                .roles
+                .iter()
+                .map(|r| r.name().trim_start_matches("ROLE_"))
+                .collect();
             let expertise: Vec<String> = p
                 .expertise
                 .iter()
                 .map(|e| match e {
                     crate::domain::Expertise::Child => "CHILD".to_owned(),
                     crate::domain::Expertise::Adult => "ADULT".to_owned(),
-                    crate::domain::Expertise::Violence(kind) => {
-                        kind.as_str_name().trim_start_matches("VIOLENCE_TYPE_").to_owned()
-                    }
+                    crate::domain::Expertise::Violence(kind) => kind
+                        .as_str_name()
+                        .trim_start_matches("VIOLENCE_TYPE_")
+                        .to_owned(),
                 })
                 .collect();
             let _ = writeln!(
@@ -95,13 +114,19 @@ pub fn welcome(pki: &PkiPaths, data_dir: &Path, listen: SocketAddr, people: &[De
                 p.id,
                 p.display_name.as_str(),
                 roles.join(","),
-                if expertise.is_empty() { String::new() } else { format!(" [{}]", expertise.join(", ")) }
+                if expertise.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", expertise.join(", "))
+                }
             );
         }
     }
     if let (Some(org), Some(someone)) = (
         DEMO_ORGANISATIONS.first(),
-        people.iter().find(|p| p.organisation == DEMO_ORGANISATIONS[0].slug),
+        people
+            .iter()
+            .find(|p| p.organisation == DEMO_ORGANISATIONS[0].slug),
     ) {
         let _ = writeln!(out, "\nTry it with grpcurl (server reflection is on):");
         let _ = writeln!(
@@ -114,6 +139,9 @@ pub fn welcome(pki: &PkiPaths, data_dir: &Path, listen: SocketAddr, people: &[De
             listen.port()
         );
     }
-    let _ = writeln!(out, "\nor from Rust with samenop-client: Client::connect(ClientConfig {{ .. }}). Ctrl-C stops.");
+    let _ = writeln!(
+        out,
+        "\nor from Rust with samenop-client: Client::connect(ClientConfig {{ .. }}). Ctrl-C stops."
+    );
     out
 }

@@ -39,10 +39,14 @@ impl StatusFixLayer {
     /// The layer for a server whose message limit is `max_bytes`.
     pub fn new(max_bytes: usize) -> Self {
         let text = format!("request message is too large: the limit is {max_bytes} bytes");
-        let encoded = text.replace('%', "%25").replace(' ', "%20").replace(':', "%3A");
+        let encoded = text
+            .replace('%', "%25")
+            .replace(' ', "%20")
+            .replace(':', "%3A");
         StatusFixLayer {
-            message: HeaderValue::from_str(&encoded)
-                .unwrap_or_else(|_| HeaderValue::from_static("request%20message%20is%20too%20large")),
+            message: HeaderValue::from_str(&encoded).unwrap_or_else(|_| {
+                HeaderValue::from_static("request%20message%20is%20too%20large")
+            }),
         }
     }
 }
@@ -92,11 +96,15 @@ where
         Box::pin(async move {
             let mut response = future.await?;
             let headers = response.headers_mut();
-            let oversized = headers.get("grpc-status").is_some_and(|v| v == OUT_OF_RANGE)
+            let oversized = headers
+                .get("grpc-status")
+                .is_some_and(|v| v == OUT_OF_RANGE)
                 && headers
                     .get("grpc-message")
                     .and_then(|v| v.to_str().ok())
-                    .is_some_and(|m| m.starts_with(TOO_LARGE_PREFIX) || m.starts_with("Error,%20decoded"));
+                    .is_some_and(|m| {
+                        m.starts_with(TOO_LARGE_PREFIX) || m.starts_with("Error,%20decoded")
+                    });
             if oversized {
                 headers.insert("grpc-status", HeaderValue::from_static(RESOURCE_EXHAUSTED));
                 headers.insert("grpc-message", message);

@@ -99,7 +99,12 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let directory = Directory::new(store.clone());
-    bootstrap::register_admins(&directory, &config.organisations, clock.now()).await?;
+    bootstrap::register_admins(
+        &directory,
+        &config.organisations,
+        clock::now_ms(clock.as_ref()),
+    )
+    .await?;
     let ctx = Context {
         auth: Authenticator::new(&config.organisations, directory.clone()),
         directory,
@@ -107,7 +112,9 @@ pub async fn run_with(
     };
     let max = config.limits.max_message_bytes;
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<DirectoryServiceServer<DirectoryApi>>().await;
+    health
+        .set_serving::<DirectoryServiceServer<DirectoryApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(samenop_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -120,7 +127,8 @@ pub async fn run_with(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
-            DirectoryServiceServer::new(DirectoryApi::new(ctx.clone())).max_decoding_message_size(max),
+            DirectoryServiceServer::new(DirectoryApi::new(ctx.clone()))
+                .max_decoding_message_size(max),
         )
         .add_service(FamilyServiceServer::new(FamilyApi).max_decoding_message_size(max))
         .add_service(ConsultServiceServer::new(ConsultApi).max_decoding_message_size(max))

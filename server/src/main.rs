@@ -6,7 +6,10 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use samenop_server::{
-    bootstrap, config::{ConfigError, FileConfig, Overrides}, dev, store::directory::Directory,
+    bootstrap,
+    config::{ConfigError, FileConfig, Overrides},
+    dev,
+    store::directory::Directory,
 };
 
 /// The exit code for a configuration that cannot be used (EX_USAGE).
@@ -54,11 +57,20 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|err| {
-        eprintln!("samenop-server: log filter {:?} is not valid ({err}); using \"info\"", cli.log);
+        eprintln!(
+            "samenop-server: log filter {:?} is not valid ({err}); using \"info\"",
+            cli.log
+        );
         tracing_subscriber::EnvFilter::new("info")
     });
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("samenop-server: cannot start the runtime: {err}");
@@ -67,8 +79,16 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async {
         match cli.command {
-            Command::Run { config, listen, data_dir } => run(config, Overrides { listen, data_dir }).await,
-            Command::Dev { pki, data_dir, listen } => run_dev(pki, data_dir, listen).await,
+            Command::Run {
+                config,
+                listen,
+                data_dir,
+            } => run(config, Overrides { listen, data_dir }).await,
+            Command::Dev {
+                pki,
+                data_dir,
+                listen,
+            } => run_dev(pki, data_dir, listen).await,
         }
     })
 }
@@ -108,19 +128,25 @@ async fn run_dev(pki_dir: PathBuf, data_dir: PathBuf, listen: SocketAddr) -> Exi
     let store = match samenop_server::open_store(&config) {
         Ok(store) => store,
         Err(err) => {
-            eprintln!("samenop-server: cannot open the data directory {}: {err}", data_dir.display());
+            eprintln!(
+                "samenop-server: cannot open the data directory {}: {err}",
+                data_dir.display()
+            );
             return ExitCode::FAILURE;
         }
     };
     let directory = Directory::new(store.clone());
-    let now = std::time::SystemTime::now();
-    let people = match bootstrap::seed_demo_network(&directory, samenop_certs_dev::DEMO_ORGANISATIONS, now).await {
-        Ok(people) => people,
-        Err(err) => {
-            eprintln!("samenop-server: cannot register the demo network: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let now = samenop_server::clock::now_ms(&samenop_server::clock::SystemClock);
+    let people =
+        match bootstrap::seed_demo_network(&directory, samenop_certs_dev::DEMO_ORGANISATIONS, now)
+            .await
+        {
+            Ok(people) => people,
+            Err(err) => {
+                eprintln!("samenop-server: cannot register the demo network: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(listener) => listener,
         Err(err) => {

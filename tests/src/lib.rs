@@ -1,1 +1,193 @@
-//! placeholder
+//! The end-to-end test fixture: a real samenop server on an ephemeral
+//! loopback port, with a fresh development PKI and data directory, talked to
+//! over real mutual TLS connections.
+//!
+//! The PKI holds every demo organisation plus one that the server's
+//! configuration does not allow ([`NOT_ALLOWED`]). Each allowed organisation
+//! gets a bootstrap ORG_ADMIN, from whom tests register everyone else.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test fixture: a failure is a test failure
+
+use std::{collections::HashMap, net::SocketAddr, path::PathBuf, sync::Arc, time::SystemTime};
+
+use samenop_certs_dev::{DEMO_ORGANISATIONS, Organisation, PkiPaths};
+use samenop_client::{Client, ClientConfig};
+use samenop_server::{
+    clock::ManualClock,
+    config::{Config, FileConfig, FileOrganisation, FileTls, Overrides},
+};
+use tempfile::TempDir;
+use tokio::{sync::oneshot, task::JoinHandle};
+use uuid::Uuid;
+
+/// An organisation with a valid certificate from the trusted CA that the
+/// server's configuration does not allow.
+pub const NOT_ALLOWED: Organisation = Organisation {
+    slug: "niet-toegelaten",
+    name: "Niet Toegelaten Organisatie",
+    oin: "00000099000000000099",
+    kind: "wijkteam",
+};
+
+/// Organisation A of the tests (a wijkteam).
+pub const ORG_A: &str = "wijkteam-demostad-oost";
+/// Organisation B of the tests (Veilig Thuis).
+pub const ORG_B: &str = "veilig-thuis-demoregio";
+
+/// A running test server and everything needed to talk to it.
+pub struct TestServer {
+    /// The temporary directory holding the PKI and the data (removed on drop).
+    dir: TempDir,
+    /// The PKI's file paths.
+    pub pki: PkiPaths,
+    /// The server's data directory.
+    pub data_dir: PathBuf,
+    /// Where the server listens now.
+    pub addr: SocketAddr,
+    /// The server's clock, which tests move by hand.
+    pub clock: ManualClock,
+    /// The bootstrap ORG_ADMIN of each allowed organisation, by slug.
+    pub admins: HashMap<&'static str, Uuid>,
+    /// Sends the shutdown signal.
+    stop: Option<oneshot::Sender<()>>,
+    /// The server task.
+    task: Option<JoinHandle<Result<(), samenop_server::RunError>>>,
+}
+
+impl TestServer {
+    /// Starts a server with a fresh PKI and an empty data directory.
+    pub async fn start() -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pki = PkiPaths::new(dir.path().join("pki"));
+        let mut orgs = DEMO_ORGANISATIONS.to_vec();
+        orgs.push(NOT_ALLOWED);
+        samenop_certs_dev::generate(&pki, &orgs).expect("PKI");
+        let admins = DEMO_ORGANISATIONS
+            .iter()
+            .map(|org| (org.slug, Uuid::now_v7()))
+            .collect();
+        let mut server = TestServer {
+            data_dir: dir.path().join("data"),
+            dir,
+            pki,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            clock: ManualClock::new(SystemTime::now()),
+            admins,
+            stop: None,
+            task: None,
+        };
+        server.launch().await;
+        server
+    }
+
+    /// The server's configuration, as a file would give it.
+    pub fn config(&self) -> Config {
+        let file = FileConfig {
+            listen: Some("127.0.0.1:0".into()),
+            data_dir: Some(self.data_dir.clone()),
+            shutdown_grace_seconds: Some(5),
+            handshake_timeout_seconds: Some(5),
+            tls: FileTls {
+                certificate: self.pki.server_cert(),
+                private_key: self.pki.server_key(),
+                client_ca: vec![self.pki.ca_cert()],
+                crls: vec![self.pki.crl()],
+            },
+            limits: Default::default(),
+            organisations: DEMO_ORGANISATIONS
+                .iter()
+                .map(|org| FileOrganisation {
+                    oin: org.oin.into(),
+                    name: org.name.into(),
+                    bootstrap_admin: Some(self.admins[org.slug].to_string()),
+                    bootstrap_admin_name: Some(format!("Admin {}", org.slug)),
+                })
+                .collect(),
+        };
+        file.check(Overrides::default(), self.dir.path())
+            .expect("valid config")
+    }
+
+    async fn launch(&mut self) {
+        let config = self.config();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        self.addr = listener.local_addr().expect("local addr");
+        let store = samenop_server::open_store(&config).expect("store");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let clock = Arc::new(self.clock.clone());
+        self.task = Some(tokio::spawn(samenop_server::run_with(
+            config,
+            store,
+            clock,
+            listener,
+            async {
+                let _ = stopped.await;
+            },
+        )));
+        self.stop = Some(stop);
+    }
+
+    /// Stops the server gracefully and waits until it has flushed its store.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("server task")
+                .expect("server stopped cleanly");
+        }
+    }
+
+    /// Stops the server and starts it again on the same data directory
+    /// (on a new port: reconnect afterwards).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.launch().await;
+    }
+
+    /// The client configuration for a certificate and key of the PKI.
+    pub fn client_config(&self, cert: PathBuf, key: PathBuf) -> ClientConfig {
+        let mut config = ClientConfig::from_files(self.endpoint(), self.pki.ca_cert(), cert, key)
+            .expect("PEM files");
+        config.server_name = Some("localhost".into());
+        config
+    }
+
+    /// The server's https endpoint.
+    pub fn endpoint(&self) -> String {
+        format!("https://localhost:{}", self.addr.port())
+    }
+
+    /// A connection with the certificate of organisation `slug`, acting for
+    /// no one yet.
+    pub async fn connect(&self, slug: &str) -> Client {
+        let config = self.client_config(self.pki.org_cert(slug), self.pki.org_key(slug));
+        Client::connect(config).await.expect("connect")
+    }
+
+    /// A connection of organisation `slug` acting as its bootstrap admin.
+    pub async fn admin(&self, slug: &str) -> Client {
+        self.connect(slug).await.acting_as(self.admins[slug])
+    }
+
+    /// The OIN of organisation `slug`.
+    pub fn oin(slug: &str) -> &'static str {
+        DEMO_ORGANISATIONS
+            .iter()
+            .chain([&NOT_ALLOWED])
+            .find(|org| org.slug == slug)
+            .map(|org| org.oin)
+            .expect("known organisation")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

@@ -120,7 +120,10 @@ mod tests {
     #[test]
     fn uuids_must_be_canonical() {
         let id = ProfessionalId::generate().to_string();
-        assert_eq!(ProfessionalId::parse("id", &id).map(|p| p.to_string()), Ok(id.clone()));
+        assert_eq!(
+            ProfessionalId::parse("id", &id).map(|p| p.to_string()),
+            Ok(id.clone())
+        );
         assert!(ProfessionalId::parse("id", &id.to_uppercase()).is_ok());
         assert!(ProfessionalId::parse("id", &id.replace('-', "")).is_err());
         assert!(ProfessionalId::parse("id", &format!("{{{id}}}")).is_err());

@@ -9,8 +9,8 @@ mod professional;
 
 pub use ids::{DeviceId, Oin, ProfessionalId, parse_uuid};
 pub use professional::{
-    Availability, Device, DeviceLabel, DisplayName, Expertise, NewProfessional, Professional,
-    Role, Roles, SignatureKey, ViolenceType,
+    Availability, Device, DeviceLabel, DisplayName, Expertise, NewProfessional, Professional, Role,
+    Roles, SignatureKey, ViolenceType,
 };
 
 /// Input that the domain refuses; reaches the peer as INVALID_ARGUMENT.

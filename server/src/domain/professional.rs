@@ -109,7 +109,9 @@ impl Roles {
 
     /// The roles in the set, in protocol order.
     pub fn iter(self) -> impl Iterator<Item = Role> {
-        Role::ALL.into_iter().filter(move |role| self.contains(*role))
+        Role::ALL
+            .into_iter()
+            .filter(move |role| self.contains(*role))
     }
 }
 
@@ -134,12 +136,11 @@ impl Expertise {
     /// [`InvalidInput`] for an unknown domain or violence type, a VIOLENCE
     /// domain without a type, or a type given for another domain.
     pub fn parse(field: &'static str, raw: &v1::Expertise) -> Result<Self, InvalidInput> {
-        let violence = ViolenceType::try_from(raw.violence_type).map_err(|_| {
-            InvalidInput::BadEnum {
+        let violence =
+            ViolenceType::try_from(raw.violence_type).map_err(|_| InvalidInput::BadEnum {
                 field,
                 value: raw.violence_type,
-            }
-        })?;
+            })?;
         match v1::ExpertiseDomain::try_from(raw.domain) {
             Ok(v1::ExpertiseDomain::Child | v1::ExpertiseDomain::Adult)
                 if violence != ViolenceType::Unspecified =>
@@ -150,11 +151,9 @@ impl Expertise {
             }
             Ok(v1::ExpertiseDomain::Child) => Ok(Expertise::Child),
             Ok(v1::ExpertiseDomain::Adult) => Ok(Expertise::Adult),
-            Ok(v1::ExpertiseDomain::Violence) if violence == ViolenceType::Unspecified => {
-                Err(InvalidInput::Inconsistent(
-                    "the VIOLENCE expertise domain needs a violence type",
-                ))
-            }
+            Ok(v1::ExpertiseDomain::Violence) if violence == ViolenceType::Unspecified => Err(
+                InvalidInput::Inconsistent("the VIOLENCE expertise domain needs a violence type"),
+            ),
             Ok(v1::ExpertiseDomain::Violence) => Ok(Expertise::Violence(violence)),
             Ok(v1::ExpertiseDomain::Unspecified) | Err(_) => Err(InvalidInput::BadEnum {
                 field,
@@ -427,7 +426,10 @@ mod tests {
     fn expertise_domain_and_type_must_fit() {
         use v1::ExpertiseDomain as D;
         let parse = |e| Expertise::parse("expertise", &e);
-        assert_eq!(parse(expertise(D::Child, ViolenceType::Unspecified)), Ok(Expertise::Child));
+        assert_eq!(
+            parse(expertise(D::Child, ViolenceType::Unspecified)),
+            Ok(Expertise::Child)
+        );
         assert_eq!(
             parse(expertise(D::Violence, ViolenceType::ElderAbuse)),
             Ok(Expertise::Violence(ViolenceType::ElderAbuse))
@@ -435,8 +437,20 @@ mod tests {
         assert!(parse(expertise(D::Violence, ViolenceType::Unspecified)).is_err());
         assert!(parse(expertise(D::Adult, ViolenceType::ChildAbuse)).is_err());
         assert!(parse(expertise(D::Unspecified, ViolenceType::Unspecified)).is_err());
-        assert!(parse(v1::Expertise { domain: 99, violence_type: 0 }).is_err());
-        assert!(parse(v1::Expertise { domain: 3, violence_type: 99 }).is_err());
+        assert!(
+            parse(v1::Expertise {
+                domain: 99,
+                violence_type: 0
+            })
+            .is_err()
+        );
+        assert!(
+            parse(v1::Expertise {
+                domain: 3,
+                violence_type: 99
+            })
+            .is_err()
+        );
     }
 
     #[test]

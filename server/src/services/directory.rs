@@ -31,7 +31,11 @@ impl DirectoryApi {
 
     /// Loads a professional of the caller's own organisation; others are
     /// NOT_FOUND, so nothing is learnt about other organisations.
-    async fn own_professional(&self, caller: &Caller, id: ProfessionalId) -> ServiceResult<Professional> {
+    async fn own_professional(
+        &self,
+        caller: &Caller,
+        id: ProfessionalId,
+    ) -> ServiceResult<Professional> {
         match self.ctx.directory.professional(id).await? {
             Some(p) if p.organisation == caller.peer.organisation => Ok(p),
             _ => Err(ServiceError::NotFound(format!(
@@ -42,7 +46,11 @@ impl DirectoryApi {
 
     /// Refuses unless the caller is `owner` or an ORG_ADMIN (of the same
     /// organisation, which the caller of `own_professional` has checked).
-    fn require_self_or_admin(caller: &Caller, owner: ProfessionalId, what: &str) -> ServiceResult<()> {
+    fn require_self_or_admin(
+        caller: &Caller,
+        owner: ProfessionalId,
+        what: &str,
+    ) -> ServiceResult<()> {
         if caller.professional.id == owner || caller.professional.has_role(Role::OrgAdmin) {
             Ok(())
         } else {
@@ -92,8 +100,12 @@ impl DirectoryService for DirectoryApi {
         caller.require(Role::OrgAdmin)?;
         let new = NewProfessional::parse(request.get_ref()).map_err(ServiceError::from)?;
         let professional =
-            Professional::register(new, caller.peer.organisation.clone(), self.ctx.clock.now());
-        self.ctx.directory.insert_professional(&professional).await.map_err(ServiceError::from)?;
+            Professional::register(new, caller.peer.organisation.clone(), self.ctx.now());
+        self.ctx
+            .directory
+            .insert_professional(&professional)
+            .await
+            .map_err(ServiceError::from)?;
         tracing::info!(registered = %professional.id, "professional registered");
         Ok(Response::new(v1::RegisterProfessionalResponse {
             professional: Some(professional_to_proto(&professional)),
@@ -116,8 +128,12 @@ impl DirectoryService for DirectoryApi {
             .into());
         }
         let result = if target.is_active() {
-            let now = self.ctx.clock.now();
-            let done = self.ctx.directory.deactivate_professional(&target, now).await;
+            let now = self.ctx.now();
+            let done = self
+                .ctx
+                .directory
+                .deactivate_professional(&target, now)
+                .await;
             let done = done.map_err(ServiceError::from)?;
             tracing::info!(deactivated = %id, "professional deactivated");
             done
@@ -160,8 +176,8 @@ impl DirectoryService for DirectoryApi {
     ) -> Result<Response<v1::RegisterDeviceResponse>, Status> {
         let caller = self.ctx.auth.caller(&request).await?;
         let req = request.get_ref();
-        let owner_id =
-            ProfessionalId::parse("professional_id", &req.professional_id).map_err(ServiceError::from)?;
+        let owner_id = ProfessionalId::parse("professional_id", &req.professional_id)
+            .map_err(ServiceError::from)?;
         let key = SignatureKey::parse("signature_public_key", &req.signature_public_key)
             .map_err(ServiceError::from)?;
         let label = DeviceLabel::parse("label", &req.label).map_err(ServiceError::from)?;
@@ -173,7 +189,12 @@ impl DirectoryService for DirectoryApi {
             ))
             .into());
         }
-        let existing = self.ctx.directory.devices_of(owner.id).await.map_err(ServiceError::from)?;
+        let existing = self
+            .ctx
+            .directory
+            .devices_of(owner.id)
+            .await
+            .map_err(ServiceError::from)?;
         if existing.len() >= DEVICES_PER_PROFESSIONAL_MAX {
             return Err(ServiceError::ResourceExhausted(format!(
                 "a professional may register at most {DEVICES_PER_PROFESSIONAL_MAX} devices"
@@ -194,10 +215,14 @@ impl DirectoryService for DirectoryApi {
             professional: owner.id,
             signature_key: key,
             label,
-            registered_at: self.ctx.clock.now(),
+            registered_at: self.ctx.now(),
             revoked_at: None,
         };
-        self.ctx.directory.insert_device(&owner, &device).await.map_err(ServiceError::from)?;
+        self.ctx
+            .directory
+            .insert_device(&owner, &device)
+            .await
+            .map_err(ServiceError::from)?;
         tracing::info!(device = %device.id, owner = %owner.id, "device registered");
         Ok(Response::new(v1::RegisterDeviceResponse {
             device: Some(device_to_proto(&device)),
@@ -209,9 +234,15 @@ impl DirectoryService for DirectoryApi {
         request: Request<v1::RevokeDeviceRequest>,
     ) -> Result<Response<v1::RevokeDeviceResponse>, Status> {
         let caller = self.ctx.auth.caller(&request).await?;
-        let id = DeviceId::parse("device_id", &request.get_ref().device_id).map_err(ServiceError::from)?;
+        let id = DeviceId::parse("device_id", &request.get_ref().device_id)
+            .map_err(ServiceError::from)?;
         let not_found = || ServiceError::NotFound(format!("no device {id} in your organisation"));
-        let device = self.ctx.directory.device(id).await.map_err(ServiceError::from)?;
+        let device = self
+            .ctx
+            .directory
+            .device(id)
+            .await
+            .map_err(ServiceError::from)?;
         let device = device.ok_or_else(not_found)?;
         let owner = self
             .own_professional(&caller, device.professional)
@@ -220,8 +251,12 @@ impl DirectoryService for DirectoryApi {
         Self::require_self_or_admin(&caller, owner.id, "revoking a device")?;
         let result = if device.revoked_at.is_none() {
             let mut revoked = device.clone();
-            revoked.revoked_at = Some(self.ctx.clock.now());
-            self.ctx.directory.update_device(&device, &revoked).await.map_err(ServiceError::from)?;
+            revoked.revoked_at = Some(self.ctx.now());
+            self.ctx
+                .directory
+                .update_device(&device, &revoked)
+                .await
+                .map_err(ServiceError::from)?;
             tracing::info!(device = %id, "device revoked");
             revoked
         } else {
@@ -246,7 +281,12 @@ impl DirectoryService for DirectoryApi {
             .await
             .map_err(ServiceError::from)?
             .ok_or_else(|| ServiceError::NotFound(format!("no professional {id}")))?;
-        let devices = self.ctx.directory.devices_of(id).await.map_err(ServiceError::from)?;
+        let devices = self
+            .ctx
+            .directory
+            .devices_of(id)
+            .await
+            .map_err(ServiceError::from)?;
         Ok(Response::new(v1::GetProfessionalResponse {
             professional: Some(professional_to_proto(&professional)),
             devices: devices
@@ -273,7 +313,12 @@ impl DirectoryService for DirectoryApi {
         let page = self
             .ctx
             .directory
-            .list_specialists(expertise, req.available_only, after, domain::page_size(req.page_size))
+            .list_specialists(
+                expertise,
+                req.available_only,
+                after,
+                domain::page_size(req.page_size),
+            )
             .await
             .map_err(ServiceError::from)?;
         Ok(Response::new(v1::ListSpecialistsResponse {
@@ -294,7 +339,11 @@ impl DirectoryService for DirectoryApi {
         let mut new = old.clone();
         new.availability = Some(availability);
         if new != old {
-            self.ctx.directory.update_professional(&old, &new).await.map_err(ServiceError::from)?;
+            self.ctx
+                .directory
+                .update_professional(&old, &new)
+                .await
+                .map_err(ServiceError::from)?;
         }
         Ok(Response::new(v1::SetAvailabilityResponse {
             professional: Some(professional_to_proto(&new)),

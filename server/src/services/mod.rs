@@ -23,6 +23,13 @@ pub struct Context {
     pub clock: Arc<dyn Clock>,
 }
 
+impl Context {
+    /// The current time, at stored precision.
+    pub fn now(&self) -> std::time::SystemTime {
+        crate::clock::now_ms(self.clock.as_ref())
+    }
+}
+
 /// Converts a time to the wire's Timestamp.
 fn timestamp(time: std::time::SystemTime) -> prost_types::Timestamp {
     prost_types::Timestamp::from(time)

@@ -85,7 +85,10 @@ async fn failed_precondition_writes_nothing(store: &dyn Store) {
         Err(StoreError::Conflict)
     ));
     assert_eq!(store.get(Keyspace::Meta, b"written").await.unwrap(), None);
-    assert_eq!(store.get(Keyspace::Devices, b"written").await.unwrap(), None);
+    assert_eq!(
+        store.get(Keyspace::Devices, b"written").await.unwrap(),
+        None
+    );
 
     // A precondition that holds lets every write through together.
     let mut batch = Batch::new();
@@ -93,8 +96,20 @@ async fn failed_precondition_writes_nothing(store: &dyn Store) {
     batch.put(Keyspace::Meta, b"written".to_vec(), b"1".to_vec());
     batch.put(Keyspace::Devices, b"written".to_vec(), b"1".to_vec());
     store.commit(batch).await.unwrap();
-    assert!(store.get(Keyspace::Meta, b"written").await.unwrap().is_some());
-    assert!(store.get(Keyspace::Devices, b"written").await.unwrap().is_some());
+    assert!(
+        store
+            .get(Keyspace::Meta, b"written")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .get(Keyspace::Devices, b"written")
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 async fn concurrent_conditional_writes_have_one_winner(store: &dyn Store) {

@@ -39,7 +39,10 @@ impl Directory {
     ///
     /// # Errors
     /// [`StoreError`] when the backend fails or the record is corrupt.
-    pub async fn professional(&self, id: ProfessionalId) -> Result<Option<Professional>, StoreError> {
+    pub async fn professional(
+        &self,
+        id: ProfessionalId,
+    ) -> Result<Option<Professional>, StoreError> {
         self.store
             .get(Keyspace::Professionals, id.as_bytes())
             .await?
@@ -91,7 +94,11 @@ impl Directory {
             key.clone(),
             Some(records::encode_professional(old)),
         );
-        batch.put(Keyspace::Professionals, key, records::encode_professional(new));
+        batch.put(
+            Keyspace::Professionals,
+            key,
+            records::encode_professional(new),
+        );
         let was = old.has_role(Role::Specialist) && old.is_active();
         let is = new.has_role(Role::Specialist) && new.is_active();
         if was && !is {
@@ -224,7 +231,11 @@ impl Directory {
     ///
     /// # Errors
     /// [`StoreError::Conflict`] if the owner changed or the id exists.
-    pub async fn insert_device(&self, owner: &Professional, device: &Device) -> Result<(), StoreError> {
+    pub async fn insert_device(
+        &self,
+        owner: &Professional,
+        device: &Device,
+    ) -> Result<(), StoreError> {
         let mut batch = Batch::new();
         batch.expect(
             Keyspace::Professionals,
@@ -259,7 +270,10 @@ impl Directory {
     ///
     /// # Errors
     /// [`StoreError`] when the backend fails or a record is corrupt.
-    pub async fn devices_of(&self, professional: ProfessionalId) -> Result<Vec<Device>, StoreError> {
+    pub async fn devices_of(
+        &self,
+        professional: ProfessionalId,
+    ) -> Result<Vec<Device>, StoreError> {
         let entries = self
             .store
             .scan(
@@ -307,7 +321,11 @@ fn remove_specialist_index(batch: &mut Batch, p: &Professional) {
 
 fn stage_device_update(batch: &mut Batch, old: &Device, new: &Device) {
     let key = new.id.as_bytes().to_vec();
-    batch.expect(Keyspace::Devices, key.clone(), Some(records::encode_device(old)));
+    batch.expect(
+        Keyspace::Devices,
+        key.clone(),
+        Some(records::encode_device(old)),
+    );
     batch.put(Keyspace::Devices, key, records::encode_device(new));
 }
 

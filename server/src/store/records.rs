@@ -228,8 +228,10 @@ mod tests {
 
     #[test]
     fn unknown_version_and_garbage_are_corrupt() {
-        let mut record = ProfessionalRecord::default();
-        record.version = 99;
+        let record = ProfessionalRecord {
+            version: 99,
+            ..Default::default()
+        };
         assert!(matches!(
             decode_professional(&record.encode_to_vec()),
             Err(StoreError::Corrupt { .. })

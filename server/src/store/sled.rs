@@ -110,10 +110,8 @@ impl Store for SledStore {
         let iter = match after {
             Some(after) => {
                 let start = full_key(space, after);
-                self.tree.range((
-                    std::ops::Bound::Excluded(start),
-                    std::ops::Bound::Unbounded,
-                ))
+                self.tree
+                    .range((std::ops::Bound::Excluded(start), std::ops::Bound::Unbounded))
             }
             None => self.tree.range(full_prefix.clone()..),
         };

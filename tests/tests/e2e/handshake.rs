@@ -1,0 +1,97 @@
+//! The TLS handshake: only certificates from the trusted CA, valid and not
+//! revoked, of an allowed organisation, get through.
+
+use samenop_client::{Client, ClientConfig, ClientError};
+use samenop_tests::{NOT_ALLOWED, ORG_A, TestServer};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+use tonic_health::pb::health_client::HealthClient;
+
+/// A call over a connection made with `config` (the first call is where a
+/// TLS 1.3 client learns that its certificate was refused).
+async fn first_call(config: ClientConfig) -> Result<bool, ClientError> {
+    let client = Client::connect(config).await?;
+    client.health().await
+}
+
+#[tokio::test]
+async fn a_valid_certificate_of_an_allowed_organisation_is_served() {
+    let server = TestServer::start().await;
+    let config = server.client_config(server.pki.org_cert(ORG_A), server.pki.org_key(ORG_A));
+    assert_eq!(first_call(config).await, Ok(true));
+}
+
+#[tokio::test]
+async fn a_client_without_a_certificate_is_refused() {
+    let server = TestServer::start().await;
+    let ca = std::fs::read(server.pki.ca_cert()).unwrap();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name("localhost");
+    let result = async {
+        let channel = Endpoint::from_shared(server.endpoint())?
+            .tls_config(tls)?
+            .connect()
+            .await?;
+        let mut health = HealthClient::new(channel);
+        Ok::<_, Box<dyn std::error::Error>>(
+            health
+                .check(tonic_health::pb::HealthCheckRequest::default())
+                .await?,
+        )
+    }
+    .await;
+    assert!(
+        result.is_err(),
+        "a client without certificate must not be served"
+    );
+}
+
+#[tokio::test]
+async fn a_certificate_from_an_unknown_ca_is_refused() {
+    let server = TestServer::start().await;
+    let config = server.client_config(server.pki.untrusted_cert(), server.pki.untrusted_key());
+    let result = first_call(config).await;
+    assert!(
+        matches!(result, Err(ClientError::Unavailable(_))),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_certificate_is_refused() {
+    let server = TestServer::start().await;
+    let config = server.client_config(server.pki.expired_cert(), server.pki.expired_key());
+    let result = first_call(config).await;
+    assert!(
+        matches!(result, Err(ClientError::Unavailable(_))),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_revoked_certificate_is_refused() {
+    let server = TestServer::start().await;
+    let config = server.client_config(server.pki.revoked_cert(), server.pki.revoked_key());
+    let result = first_call(config).await;
+    assert!(
+        matches!(result, Err(ClientError::Unavailable(_))),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_trusted_certificate_of_an_organisation_not_allowed_gets_permission_denied() {
+    let server = TestServer::start().await;
+    let client = server.connect(NOT_ALLOWED.slug).await;
+    let result = client
+        .acting_as(uuid::Uuid::now_v7())
+        .list_specialists(None, false)
+        .await;
+    match result {
+        Err(ClientError::PermissionDenied(message)) => {
+            assert!(message.contains(NOT_ALLOWED.oin), "{message}");
+            assert!(message.contains("not allowed"), "{message}");
+        }
+        other => panic!("expected PERMISSION_DENIED, got {other:?}"),
+    }
+}

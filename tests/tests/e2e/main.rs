@@ -1,0 +1,10 @@
+//! End-to-end tests of samenop: a real server on loopback, real mutual TLS,
+//! real sled storage. One test binary; one module per concern.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, missing_docs)]
+
+mod directory;
+mod handshake;
+mod identity;
+mod input;
+mod restart;
