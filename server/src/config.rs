@@ -298,6 +298,14 @@ mod tests {
     }
 
     #[test]
+    fn the_example_configuration_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samenop.example.toml");
+        let file = FileConfig::read(&path).unwrap();
+        assert_eq!(file.organisations.len(), 2);
+        assert!(check_organisations(file.organisations).is_ok());
+    }
+
+    #[test]
     fn organisations_are_checked() {
         let org = |oin: &str, admin: Option<&str>| FileOrganisation {
             oin: oin.into(),

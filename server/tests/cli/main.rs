@@ -1,0 +1,230 @@
+//! The `samenop-server` binary as an operator runs it: a bad configuration
+//! stops it with exit code 64 before it binds; SIGTERM drains and flushes;
+//! SIGKILL loses nothing that was acknowledged.
+
+#![allow(missing_docs, clippy::unwrap_used)] // a failed unwrap in a test is a test failure
+
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use samenop_certs_dev::{DEMO_ORGANISATIONS, PkiPaths};
+use samenop_client::{Client, ClientConfig, ClientError, Role};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_samenop-server");
+const ADMIN: &str = "0190a5b0-0000-7000-8000-00000000a001";
+
+fn run_with_config(path: &Path) -> Output {
+    Command::new(BINARY)
+        .args(["run", "--config"])
+        .arg(path)
+        .env_remove("SAMENOP_LISTEN")
+        .env_remove("SAMENOP_DATA_DIR")
+        .output()
+        .unwrap()
+}
+
+/// A fresh PKI and a valid configuration text for it, listening on `port`.
+fn setup(dir: &Path, port: u16) -> (PkiPaths, String) {
+    let pki = PkiPaths::new(dir.join("pki"));
+    samenop_certs_dev::generate(&pki, DEMO_ORGANISATIONS).unwrap();
+    let org = &DEMO_ORGANISATIONS[0];
+    let text = format!(
+        r#"listen = "127.0.0.1:{port}"
+data_dir = "data"
+shutdown_grace_seconds = 5
+[tls]
+certificate = "{cert}"
+private_key = "{key}"
+client_ca = ["{ca}"]
+crls = ["{crl}"]
+[[organisations]]
+oin = "{oin}"
+name = "{name}"
+bootstrap_admin = "{ADMIN}"
+"#,
+        cert = pki.server_cert().display(),
+        key = pki.server_key().display(),
+        ca = pki.ca_cert().display(),
+        crl = pki.crl().display(),
+        oin = org.oin,
+        name = org.name,
+    );
+    (pki, text)
+}
+
+#[test]
+fn a_bad_configuration_exits_64_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, good) = setup(dir.path(), 1);
+    let cases: Vec<(String, &str)> = vec![
+        ("listen = [".into(), "is not valid"),
+        (
+            good.replace(
+                "shutdown_grace_seconds",
+                "colour = 1\nshutdown_grace_seconds",
+            ),
+            "unknown field `colour`",
+        ),
+        (
+            good.replace("00000099000000000001", "12345"),
+            "oin must be 20 digits",
+        ),
+        (
+            good.replace("127.0.0.1:1", "somewhere"),
+            "is not an address:port",
+        ),
+        (
+            good.replace("server.pem", "missing.pem"),
+            "cannot read the server certificate",
+        ),
+        (
+            good.replace(
+                &format!("bootstrap_admin = \"{ADMIN}\""),
+                "bootstrap_admin = \"x\"",
+            ),
+            "bootstrap_admin must be a canonical UUID",
+        ),
+        (
+            good.replace("[[organisations]]", "[[nothing]]"),
+            "unknown field `nothing`",
+        ),
+    ];
+    for (text, needle) in cases {
+        let path = dir.path().join("samenop.toml");
+        std::fs::write(&path, &text).unwrap();
+        let output = run_with_config(&path);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(64), "{needle}: {stderr}");
+        assert!(stderr.contains(needle), "expected {needle:?} in {stderr}");
+        assert!(
+            !stderr.contains("serving"),
+            "it must not have started: {stderr}"
+        );
+    }
+    let missing = run_with_config(&dir.path().join("nope.toml"));
+    assert_eq!(missing.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read configuration file"));
+}
+
+/// A server child process on a free loopback port.
+struct ServerProcess {
+    child: Child,
+    port: u16,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(config: &Path, port: u16) -> ServerProcess {
+    let child = Command::new(BINARY)
+        .args(["run", "--config"])
+        .arg(config)
+        .env("SAMENOP_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    ServerProcess { child, port }
+}
+
+async fn connect(pki: &PkiPaths, port: u16) -> Client {
+    let slug = DEMO_ORGANISATIONS[0].slug;
+    let mut config = ClientConfig::from_files(
+        format!("https://localhost:{port}"),
+        pki.ca_cert(),
+        pki.org_cert(slug),
+        pki.org_key(slug),
+    )
+    .unwrap();
+    config.server_name = Some("localhost".into());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match Client::connect(config.clone()).await {
+            Ok(client) if client.health().await == Ok(true) => return client,
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            other => panic!("server did not come up: {other:?}"),
+        }
+    }
+}
+
+fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("samenop.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn sigterm_drains_flushes_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (pki, text) = setup(dir.path(), port);
+    let path = write_config(dir.path(), &text);
+    let server = start(&path, port);
+    let client = connect(&pki, server.port).await;
+    let admin = client.acting_as(ADMIN.parse().unwrap());
+    admin
+        .register_professional("Sanne", &[Role::ContactPerson], &[])
+        .await
+        .unwrap();
+
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Wait without blocking the runtime: the still-connected client must be
+    // able to answer the server's HTTP/2 GOAWAY.
+    let child = server.child;
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    drop(client);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("store flushed"), "{stderr}");
+    assert!(
+        !stderr.contains("grace period over"),
+        "nothing was in flight: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn an_acknowledged_write_survives_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (pki, text) = setup(dir.path(), port);
+    let path = write_config(dir.path(), &text);
+    let mut server = start(&path, port);
+    let admin = connect(&pki, port).await.acting_as(ADMIN.parse().unwrap());
+    let sanne = admin
+        .register_professional("Sanne", &[Role::ContactPerson], &[])
+        .await
+        .unwrap();
+    let device = admin
+        .register_device(sanne.id, &[5u8; 32], "laptop")
+        .await
+        .unwrap();
+
+    server.child.kill().unwrap(); // SIGKILL: no shutdown, no flush
+    server.child.wait().unwrap();
+
+    let mut server = start(&path, port);
+    let admin = connect(&pki, port).await.acting_as(ADMIN.parse().unwrap());
+    let (after, devices) = admin.professional_with_devices(sanne.id).await.unwrap();
+    assert_eq!(after, sanne);
+    assert_eq!(devices, vec![device]);
+    let unknown = admin.professional_with_devices(uuid::Uuid::now_v7()).await;
+    assert!(matches!(unknown, Err(ClientError::NotFound(_))));
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
