@@ -188,6 +188,13 @@ fn oin_of(der: &[u8]) -> ServiceResult<Oin> {
     let (_, cert) = X509Certificate::from_der(der).map_err(|_| {
         ServiceError::Unauthenticated("the client certificate cannot be parsed".into())
     })?;
+    // The handshake checked validity when the connection was made; an HTTP/2
+    // connection can outlive the certificate, so check again on every call.
+    if !cert.validity().is_valid() {
+        return Err(ServiceError::Unauthenticated(
+            "the client certificate is not valid at this time (expired or not yet valid)".into(),
+        ));
+    }
     let no_oin = || {
         ServiceError::Unauthenticated(
             "the client certificate carries no OIN (20 digits) in its subject serialNumber".into(),

@@ -210,6 +210,12 @@ impl FileConfig {
                 "limits.max_message_bytes must be between 1024 and 67108864".into(),
             ));
         }
+        let handshake_seconds = self.handshake_timeout_seconds.unwrap_or(10);
+        if !(1..=300).contains(&handshake_seconds) {
+            return Err(ConfigError::Invalid(
+                "handshake_timeout_seconds must be between 1 and 300".into(),
+            ));
+        }
         let organisations = check_organisations(self.organisations)?;
         Ok(Config {
             listen,
@@ -217,7 +223,7 @@ impl FileConfig {
             tls: tls::server_config(&tls_paths)?,
             organisations,
             limits: Limits { max_message_bytes },
-            handshake_timeout: Duration::from_secs(self.handshake_timeout_seconds.unwrap_or(10)),
+            handshake_timeout: Duration::from_secs(handshake_seconds),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds.unwrap_or(10)),
         })
     }

@@ -46,6 +46,9 @@ use crate::{
     store::{Store, StoreError, directory::Directory, sled::SledStore},
 };
 
+/// How long one connection may live before the server closes it gracefully.
+pub const MAX_CONNECTION_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -122,6 +125,9 @@ pub async fn run_with(
         .map_err(|e| RunError::Reflection(e.to_string()))?;
 
     let router = tonic::transport::Server::builder()
+        // Connections are closed gracefully after an hour, so every client
+        // re-handshakes (certificate and CRL checked again) at least hourly.
+        .max_connection_age(MAX_CONNECTION_AGE)
         .trace_fn(layers::request_span)
         .layer(layers::StatusFixLayer::new(max))
         .add_service(health_service)
@@ -148,11 +154,17 @@ pub async fn run_with(
         result = &mut serve => result?,
         () = shutdown => {
             tracing::info!(grace = ?config.shutdown_grace, "shutting down: draining in-flight calls");
+            health
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
             health.set_not_serving::<DirectoryServiceServer<DirectoryApi>>().await;
             let _ = stop_tx.send(());
             match tokio::time::timeout(config.shutdown_grace, &mut serve).await {
                 Ok(result) => result?,
-                Err(_) => tracing::warn!("grace period over: remaining calls are dropped"),
+                // Calls still running go on in their connection tasks until
+                // the runtime stops; every commit flushes itself, so what
+                // they acknowledge is durable.
+                Err(_) => tracing::warn!("grace period over: no longer waiting for remaining calls"),
             }
         }
     }

@@ -85,7 +85,12 @@ fn main() -> ExitCode {
                 config,
                 listen,
                 data_dir,
-            } => run(config, Overrides { listen, data_dir }).await,
+            } => {
+                // A relative --data-dir is relative to where the operator
+                // stands, not to the configuration file.
+                let data_dir = data_dir.map(|dir| std::path::absolute(&dir).unwrap_or(dir));
+                run(config, Overrides { listen, data_dir }).await
+            }
             Command::Dev {
                 pki,
                 data_dir,

@@ -84,6 +84,11 @@ pub fn server_config(paths: &TlsPaths) -> Result<Arc<ServerConfig>, TlsError> {
             "no client CA configured: client certificates cannot be verified".into(),
         ));
     }
+    if paths.crls.is_empty() {
+        return Err(TlsError::Refused(
+            "no CRL configured (tls.crls): revoked client certificates would be accepted".into(),
+        ));
+    }
     let mut roots = RootCertStore::empty();
     for path in &paths.client_ca {
         for cert in certificates("a client CA certificate", path)? {
@@ -106,6 +111,8 @@ pub fn server_config(paths: &TlsPaths) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .with_crls(crls)
+        // A CRL past its nextUpdate no longer vouches for anyone: fail closed.
+        .enforce_revocation_expiration()
         .build()
         .map_err(|e| TlsError::Refused(e.to_string()))?;
     let mut config = ServerConfig::builder_with_provider(provider)
@@ -115,6 +122,11 @@ pub fn server_config(paths: &TlsPaths) -> Result<Arc<ServerConfig>, TlsError> {
         .with_single_cert(chain, key)
         .map_err(|e| TlsError::Refused(e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
+    // No session resumption: a resumed session would carry the client
+    // certificate of an earlier handshake without checking its validity or
+    // revocation again. Every connection verifies the certificate afresh.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
 }
 

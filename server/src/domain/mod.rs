@@ -85,6 +85,12 @@ pub fn parse_text(field: &'static str, raw: &str, max: usize) -> Result<String, 
             problem: "control characters are not allowed",
         });
     }
+    if text.chars().any(is_invisible_format) {
+        return Err(InvalidInput::Malformed {
+            field,
+            problem: "invisible formatting characters (zero-width, bidirectional overrides) are not allowed",
+        });
+    }
     Ok(text.to_owned())
 }
 
@@ -120,6 +126,14 @@ pub fn page_token(raw: &str) -> Result<Option<ProfessionalId>, InvalidInput> {
         })
 }
 
+/// Zero-width and bidirectional formatting characters, which can make a
+/// name that others read look like another.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +153,8 @@ mod tests {
             parse_text("name", "a\u{0}b", 10),
             Err(InvalidInput::Malformed { .. })
         ));
+        assert!(parse_text("name", "Ann\u{202E}a", 10).is_err());
+        assert!(parse_text("name", "An\u{200B}na", 10).is_err());
         // Characters, not bytes, are counted.
         assert!(parse_text("name", &"é".repeat(10), 10).is_ok());
     }

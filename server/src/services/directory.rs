@@ -13,8 +13,11 @@ use crate::{
     error::{ServiceError, ServiceResult},
 };
 
-/// The most devices (revoked ones included) one professional may register.
-pub(crate) const DEVICES_PER_PROFESSIONAL_MAX: usize = 32;
+/// The most active devices one professional may have.
+pub(crate) const ACTIVE_DEVICES_MAX: usize = 32;
+/// The most devices one professional may ever register (revoked included),
+/// which bounds the work of reading a device set.
+pub(crate) const DEVICE_HISTORY_MAX: usize = 1024;
 
 /// The DirectoryService implementation.
 #[derive(Clone)]
@@ -189,22 +192,25 @@ impl DirectoryService for DirectoryApi {
             ))
             .into());
         }
-        let existing = self
+        let set = self
             .ctx
             .directory
-            .devices_of(owner.id)
+            .device_set(owner.id)
             .await
             .map_err(ServiceError::from)?;
-        if existing.len() >= DEVICES_PER_PROFESSIONAL_MAX {
+        let active: Vec<&Device> = set
+            .devices
+            .iter()
+            .filter(|d| d.revoked_at.is_none())
+            .collect();
+        if active.len() >= ACTIVE_DEVICES_MAX || set.devices.len() >= DEVICE_HISTORY_MAX {
             return Err(ServiceError::ResourceExhausted(format!(
-                "a professional may register at most {DEVICES_PER_PROFESSIONAL_MAX} devices"
+                "a professional may have at most {ACTIVE_DEVICES_MAX} active devices \
+                 ({DEVICE_HISTORY_MAX} ever registered); revoke one first"
             ))
             .into());
         }
-        if existing
-            .iter()
-            .any(|d| d.revoked_at.is_none() && d.signature_key == key)
-        {
+        if active.iter().any(|d| d.signature_key == key) {
             return Err(ServiceError::FailedPrecondition(
                 "this signature key is already registered for an active device".into(),
             )
@@ -220,7 +226,7 @@ impl DirectoryService for DirectoryApi {
         };
         self.ctx
             .directory
-            .insert_device(&owner, &device)
+            .insert_device(&owner, &set, &device)
             .await
             .map_err(ServiceError::from)?;
         tracing::info!(device = %device.id, owner = %owner.id, "device registered");
@@ -244,10 +250,11 @@ impl DirectoryService for DirectoryApi {
             .await
             .map_err(ServiceError::from)?;
         let device = device.ok_or_else(not_found)?;
-        let owner = self
-            .own_professional(&caller, device.professional)
-            .await
-            .map_err(|_| not_found())?;
+        let owner = match self.own_professional(&caller, device.professional).await {
+            Ok(owner) => owner,
+            Err(ServiceError::NotFound(_)) => return Err(not_found().into()),
+            Err(other) => return Err(other.into()),
+        };
         Self::require_self_or_admin(&caller, owner.id, "revoking a device")?;
         let result = if device.revoked_at.is_none() {
             let mut revoked = device.clone();
@@ -281,12 +288,17 @@ impl DirectoryService for DirectoryApi {
             .await
             .map_err(ServiceError::from)?
             .ok_or_else(|| ServiceError::NotFound(format!("no professional {id}")))?;
-        let devices = self
-            .ctx
-            .directory
-            .devices_of(id)
-            .await
-            .map_err(ServiceError::from)?;
+        // A deactivated professional's devices were revoked with them; list
+        // none, whatever a racing call may have left.
+        let devices = if professional.is_active() {
+            self.ctx
+                .directory
+                .devices_of(id)
+                .await
+                .map_err(ServiceError::from)?
+        } else {
+            Vec::new()
+        };
         Ok(Response::new(v1::GetProfessionalResponse {
             professional: Some(professional_to_proto(&professional)),
             devices: devices

@@ -1,14 +1,17 @@
 //! The contract every [`Store`] backend meets. Each backend's tests call
 //! [`run_all`] on a fresh, empty store.
 
+use std::sync::Arc;
+
 use super::{Batch, Keyspace, Store, StoreError};
 
-/// Runs every contract test against `store`, which must be empty.
-pub(crate) async fn run_all(store: &dyn Store) {
-    get_put_delete(store).await;
-    keyspaces_are_separate(store).await;
-    scan_is_ordered_prefixed_and_paged(store).await;
-    failed_precondition_writes_nothing(store).await;
+/// Runs every contract test against `store`, which must be empty. Call it
+/// from a multi-threaded runtime, so that concurrent commits really overlap.
+pub(crate) async fn run_all(store: Arc<dyn Store>) {
+    get_put_delete(store.as_ref()).await;
+    keyspaces_are_separate(store.as_ref()).await;
+    scan_is_ordered_prefixed_and_paged(store.as_ref()).await;
+    failed_precondition_writes_nothing(store.as_ref()).await;
     concurrent_conditional_writes_have_one_winner(store).await;
 }
 
@@ -112,23 +115,41 @@ async fn failed_precondition_writes_nothing(store: &dyn Store) {
     );
 }
 
-async fn concurrent_conditional_writes_have_one_winner(store: &dyn Store) {
-    let attempt = |who: u8| async move {
-        let mut batch = Batch::new();
-        batch.expect(Keyspace::Meta, b"claim".to_vec(), None);
-        batch.put(Keyspace::Meta, b"claim".to_vec(), vec![who]);
-        store.commit(batch).await
-    };
-    let results = futures_join(attempt(1), attempt(2)).await;
-    let wins = [&results.0, &results.1]
-        .iter()
-        .filter(|r| r.is_ok())
-        .count();
-    assert_eq!(wins, 1, "exactly one conditional write wins");
-    let winner = store.get(Keyspace::Meta, b"claim").await.unwrap().unwrap();
-    assert!(winner == [1] || winner == [2]);
-}
-
-async fn futures_join<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
-    tokio::join!(a, b)
+async fn concurrent_conditional_writes_have_one_winner(store: Arc<dyn Store>) {
+    const ROUNDS: usize = 30;
+    const RACERS: u8 = 4;
+    for round in 0..ROUNDS {
+        let key = format!("claim-{round}").into_bytes();
+        let barrier = Arc::new(tokio::sync::Barrier::new(usize::from(RACERS)));
+        let mut racers = Vec::new();
+        for who in 0..RACERS {
+            let (store, key, barrier) = (store.clone(), key.clone(), barrier.clone());
+            racers.push(tokio::spawn(async move {
+                barrier.wait().await;
+                let mut batch = Batch::new();
+                batch.expect(Keyspace::Meta, key.clone(), None);
+                batch.put(Keyspace::Meta, key, vec![who]);
+                (who, store.commit(batch).await)
+            }));
+        }
+        let mut winners = Vec::new();
+        for racer in racers {
+            match racer.await.unwrap() {
+                (who, Ok(())) => winners.push(who),
+                (_, Err(StoreError::Conflict)) => {}
+                (_, Err(other)) => panic!("a losing racer must get Conflict, got {other}"),
+            }
+        }
+        assert_eq!(
+            winners.len(),
+            1,
+            "round {round}: exactly one conditional write wins"
+        );
+        let stored = store.get(Keyspace::Meta, &key).await.unwrap();
+        assert_eq!(
+            stored,
+            Some(vec![winners[0]]),
+            "the winner's value is stored"
+        );
+    }
 }

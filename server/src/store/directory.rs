@@ -12,6 +12,9 @@ use crate::domain::{Device, DeviceId, Expertise, Oin, Professional, Professional
 
 /// How many index entries one scan step reads while filtering.
 const SCAN_CHUNK: usize = 256;
+/// The most index entries one listing call reads; a page that filters out
+/// more ends early with a token, so no call walks a whole index.
+const SCAN_BUDGET: usize = 4096;
 
 /// One page of a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,9 +112,11 @@ impl Directory {
     }
 
     /// Deactivates a professional and revokes all their devices, atomically.
+    /// Fails with a conflict if a device was registered meanwhile, so no
+    /// deactivated professional is ever left with an active device.
     ///
     /// # Errors
-    /// [`StoreError::Conflict`] if the professional or a device changed meanwhile.
+    /// [`StoreError::Conflict`] if the professional or their devices changed meanwhile.
     pub async fn deactivate_professional(
         &self,
         old: &Professional,
@@ -121,10 +126,16 @@ impl Directory {
         new.deactivated_at = Some(now);
         let mut batch = Batch::new();
         self.stage_professional_update(&mut batch, old, &new);
-        for device in self.devices_of(old.id).await? {
+        let set = self.device_set(old.id).await?;
+        batch.expect(
+            Keyspace::DeviceSets,
+            old.id.as_bytes().to_vec(),
+            set.version_bytes(),
+        );
+        for device in set.devices.iter().filter(|d| d.revoked_at.is_none()) {
             let mut revoked = device.clone();
             revoked.revoked_at = Some(now);
-            stage_device_update(&mut batch, &device, &revoked);
+            stage_device_update(&mut batch, device, &revoked);
         }
         self.store.commit(batch).await?;
         Ok(new)
@@ -169,7 +180,10 @@ impl Directory {
             None => (Keyspace::Specialists, Vec::new()),
         };
         self.list_indexed(space, prefix, after, limit, |p| {
-            !available_only || p.availability == Some(crate::domain::Availability::Available)
+            p.is_active()
+                && p.has_role(Role::Specialist)
+                && (!available_only
+                    || p.availability == Some(crate::domain::Availability::Available))
         })
         .await
     }
@@ -185,6 +199,7 @@ impl Directory {
         keep: impl Fn(&Professional) -> bool,
     ) -> Result<Page<Professional>, StoreError> {
         let mut items = Vec::new();
+        let mut scanned = 0;
         let mut cursor = after.map(|id| [prefix.as_slice(), id.as_bytes()].concat());
         loop {
             let entries = self
@@ -195,17 +210,17 @@ impl Directory {
             for (key, _) in entries {
                 let id = id_suffix(space, &key)?;
                 cursor = Some(key);
-                let Some(p) = self.professional(id).await? else {
-                    continue;
-                };
-                if keep(&p) {
+                scanned += 1;
+                if let Some(p) = self.professional(id).await?
+                    && keep(&p)
+                {
                     items.push(p);
-                    if items.len() == limit {
-                        return Ok(Page {
-                            items,
-                            next: Some(id),
-                        });
-                    }
+                }
+                if items.len() == limit || scanned == SCAN_BUDGET {
+                    return Ok(Page {
+                        items,
+                        next: Some(id),
+                    });
                 }
             }
             if exhausted {
@@ -226,14 +241,16 @@ impl Directory {
             .transpose()
     }
 
-    /// Stores a new device, provided its owner is still exactly `owner`
-    /// (so a device is never added to a professional being deactivated).
+    /// Stores a new device, provided its owner is still exactly `owner` and
+    /// their device set is still `set` (so a device is never added to a
+    /// professional being deactivated, and limits checked on `set` hold).
     ///
     /// # Errors
-    /// [`StoreError::Conflict`] if the owner changed or the id exists.
+    /// [`StoreError::Conflict`] if the owner or their device set changed, or the id exists.
     pub async fn insert_device(
         &self,
         owner: &Professional,
+        set: &DeviceSet,
         device: &Device,
     ) -> Result<(), StoreError> {
         let mut batch = Batch::new();
@@ -241,6 +258,13 @@ impl Directory {
             Keyspace::Professionals,
             owner.id.as_bytes().to_vec(),
             Some(records::encode_professional(owner)),
+        );
+        let set_key = owner.id.as_bytes().to_vec();
+        batch.expect(Keyspace::DeviceSets, set_key.clone(), set.version_bytes());
+        batch.put(
+            Keyspace::DeviceSets,
+            set_key,
+            (set.version + 1).to_be_bytes().to_vec(),
         );
         batch.expect(Keyspace::Devices, device.id.as_bytes().to_vec(), None);
         batch.put(
@@ -274,6 +298,30 @@ impl Directory {
         &self,
         professional: ProfessionalId,
     ) -> Result<Vec<Device>, StoreError> {
+        Ok(self.device_set(professional).await?.devices)
+    }
+
+    /// A professional's devices with the version of the set, for changes
+    /// that must not race with other device changes.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails or a record is corrupt.
+    pub async fn device_set(&self, professional: ProfessionalId) -> Result<DeviceSet, StoreError> {
+        // The version is read first: a registration that lands between the
+        // two reads bumps it, so a change based on this snapshot conflicts.
+        let version = match self
+            .store
+            .get(Keyspace::DeviceSets, professional.as_bytes())
+            .await?
+        {
+            None => 0,
+            Some(bytes) => <[u8; 8]>::try_from(bytes.as_slice())
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt {
+                    space: Keyspace::DeviceSets,
+                    reason: "version is not 8 bytes".into(),
+                })?,
+        };
         let entries = self
             .store
             .scan(
@@ -290,7 +338,23 @@ impl Directory {
                 devices.push(device);
             }
         }
-        Ok(devices)
+        Ok(DeviceSet { devices, version })
+    }
+}
+
+/// A professional's devices as read at one version of their device set.
+#[derive(Debug, Clone)]
+pub struct DeviceSet {
+    /// Every device, revoked ones included, in creation order.
+    pub devices: Vec<Device>,
+    /// The set's version when read (0: never changed).
+    version: u64,
+}
+
+impl DeviceSet {
+    /// The stored form of the version, as a precondition expects it.
+    fn version_bytes(&self) -> Option<Vec<u8>> {
+        (self.version > 0).then(|| self.version.to_be_bytes().to_vec())
     }
 }
 
@@ -342,4 +406,112 @@ fn id_bytes(space: Keyspace, key: &[u8]) -> Result<[u8; 16], StoreError> {
 
 fn id_suffix(space: Keyspace, key: &[u8]) -> Result<ProfessionalId, StoreError> {
     id_bytes(space, key).map(ProfessionalId::from_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::{
+        domain::{DeviceLabel, NewProfessional, SignatureKey},
+        store::sled::SledStore,
+    };
+    use samenop_proto::v1;
+
+    fn professional() -> Professional {
+        let new = NewProfessional::parse(&v1::RegisterProfessionalRequest {
+            display_name: "Sanne".into(),
+            roles: vec![v1::Role::ContactPerson as i32],
+            expertise: vec![],
+        })
+        .unwrap();
+        let oin = Oin::parse("oin", "00000099000000000001").unwrap();
+        Professional::register(new, oin, records::from_millis(1_700_000_000_000))
+    }
+
+    fn device(owner: &Professional, key: u8) -> Device {
+        Device {
+            id: DeviceId::generate(),
+            professional: owner.id,
+            signature_key: SignatureKey::parse("key", &[key; 32]).unwrap(),
+            label: DeviceLabel::parse("label", "laptop").unwrap(),
+            registered_at: records::from_millis(1_700_000_000_000),
+            revoked_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_device_registered_during_deactivation_makes_one_of_them_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let directory = Directory::new(Arc::new(SledStore::open(dir.path()).unwrap()));
+        let sanne = professional();
+        directory.insert_professional(&sanne).await.unwrap();
+
+        // A registration read the (empty) device set, then deactivation ran.
+        let seen = directory.device_set(sanne.id).await.unwrap();
+        directory
+            .deactivate_professional(&sanne, SystemTime::now())
+            .await
+            .unwrap();
+        let late = directory
+            .insert_device(&sanne, &seen, &device(&sanne, 1))
+            .await;
+        assert!(matches!(late, Err(StoreError::Conflict)), "{late:?}");
+
+        // The other order: deactivation read the set, then a device arrived.
+        let eva = professional();
+        directory.insert_professional(&eva).await.unwrap();
+        let before = directory.device_set(eva.id).await.unwrap();
+        directory
+            .insert_device(&eva, &before, &device(&eva, 2))
+            .await
+            .unwrap();
+        // Deactivation re-reads the set itself, so it revokes the new device.
+        let stopped = directory
+            .deactivate_professional(&eva, SystemTime::now())
+            .await
+            .unwrap();
+        assert!(!stopped.is_active());
+        let devices = directory.devices_of(eva.id).await.unwrap();
+        assert_eq!(devices.len(), 1);
+        assert!(devices.iter().all(|d| d.revoked_at.is_some()));
+    }
+
+    #[tokio::test]
+    async fn two_registrations_from_one_snapshot_cannot_both_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let directory = Directory::new(Arc::new(SledStore::open(dir.path()).unwrap()));
+        let sanne = professional();
+        directory.insert_professional(&sanne).await.unwrap();
+        let seen = directory.device_set(sanne.id).await.unwrap();
+        directory
+            .insert_device(&sanne, &seen, &device(&sanne, 1))
+            .await
+            .unwrap();
+        let second = directory
+            .insert_device(&sanne, &seen, &device(&sanne, 1))
+            .await;
+        assert!(matches!(second, Err(StoreError::Conflict)), "{second:?}");
+    }
+
+    #[tokio::test]
+    async fn deactivation_keeps_earlier_revocation_times() {
+        let dir = tempfile::tempdir().unwrap();
+        let directory = Directory::new(Arc::new(SledStore::open(dir.path()).unwrap()));
+        let sanne = professional();
+        directory.insert_professional(&sanne).await.unwrap();
+        let old = device(&sanne, 1);
+        let set = directory.device_set(sanne.id).await.unwrap();
+        directory.insert_device(&sanne, &set, &old).await.unwrap();
+        let mut revoked = old.clone();
+        revoked.revoked_at = Some(records::from_millis(1_700_000_001_000));
+        directory.update_device(&old, &revoked).await.unwrap();
+        directory
+            .deactivate_professional(&sanne, records::from_millis(1_700_000_009_000))
+            .await
+            .unwrap();
+        let devices = directory.devices_of(sanne.id).await.unwrap();
+        assert_eq!(devices[0].revoked_at, revoked.revoked_at);
+    }
 }

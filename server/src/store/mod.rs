@@ -33,6 +33,9 @@ pub enum Keyspace {
     Devices,
     /// Index: professional id + device id → nothing.
     DevicesByProfessional,
+    /// Professional id → version of their device set (u64, big-endian),
+    /// bumped by every device registration and checked by deactivation.
+    DeviceSets,
     /// Store metadata (schema version).
     Meta,
 }
@@ -48,6 +51,7 @@ impl Keyspace {
             Keyspace::SpecialistsByExpertise => 4,
             Keyspace::Devices => 5,
             Keyspace::DevicesByProfessional => 6,
+            Keyspace::DeviceSets => 7,
         }
     }
 }

@@ -168,11 +168,11 @@ impl Store for SledStore {
 mod tests {
     use super::*;
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sled_store_meets_the_contract() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
-        super::super::contract::run_all(&store).await;
+        super::super::contract::run_all(Arc::new(store)).await;
     }
 
     #[tokio::test]
@@ -186,10 +186,8 @@ mod tests {
             // Dropped without any further flush: commit must already be durable.
             std::mem::forget(store);
         }
-        let store = SledStore::open(dir.path());
-        // sled holds a file lock per process only while the Db lives; the
-        // forgotten handle still holds it, so reopen through a copy of the files.
-        drop(store);
+        // The forgotten handle still holds sled's file lock: read a copy of
+        // the files, as a restarted process would find them.
         let copy = tempfile::tempdir().unwrap();
         copy_dir(dir.path(), copy.path());
         let reopened = SledStore::open(copy.path()).unwrap();

@@ -89,6 +89,20 @@ fn a_bad_configuration_exits_64_with_a_clear_message() {
             "bootstrap_admin must be a canonical UUID",
         ),
         (
+            good.lines()
+                .filter(|line| !line.starts_with("crls"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            "no CRL configured",
+        ),
+        (
+            good.replace(
+                "shutdown_grace_seconds = 5",
+                "handshake_timeout_seconds = 0",
+            ),
+            "handshake_timeout_seconds must be between 1 and 300",
+        ),
+        (
             good.replace("[[organisations]]", "[[nothing]]"),
             "unknown field `nothing`",
         ),
@@ -136,22 +150,29 @@ fn start(config: &Path, port: u16) -> ServerProcess {
     ServerProcess { child, port }
 }
 
+/// Connects once the server serves (and, in dev mode, once it has written
+/// its PKI), retrying for up to 30 seconds.
 async fn connect(pki: &PkiPaths, port: u16) -> Client {
     let slug = DEMO_ORGANISATIONS[0].slug;
-    let mut config = ClientConfig::from_files(
-        format!("https://localhost:{port}"),
-        pki.ca_cert(),
-        pki.org_cert(slug),
-        pki.org_key(slug),
-    )
-    .unwrap();
-    config.server_name = Some("localhost".into());
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match Client::connect(config.clone()).await {
-            Ok(client) if client.health().await == Ok(true) => return client,
-            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
-            other => panic!("server did not come up: {other:?}"),
+        let attempt = async {
+            let mut config = ClientConfig::from_files(
+                format!("https://localhost:{port}"),
+                pki.ca_cert(),
+                pki.org_cert(slug),
+                pki.org_key(slug),
+            )?;
+            config.server_name = Some("localhost".into());
+            let client = Client::connect(config).await?;
+            client.health().await.map(|_| client)
+        };
+        match attempt.await {
+            Ok(client) => return client,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(err) => panic!("server did not come up: {err}"),
         }
     }
 }
@@ -227,4 +248,115 @@ async fn an_acknowledged_write_survives_sigkill() {
     assert!(matches!(unknown, Err(ClientError::NotFound(_))));
     server.child.kill().unwrap();
     server.child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn environment_overrides_the_configuration_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file_port = free_port();
+    let env_port = free_port();
+    let (pki, text) = setup(dir.path(), file_port);
+    let path = write_config(dir.path(), &text);
+    let mut child = Command::new(BINARY)
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("SAMENOP_LISTEN", format!("127.0.0.1:{env_port}"))
+        .env("SAMENOP_DATA_DIR", dir.path().join("elsewhere"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let admin = connect(&pki, env_port)
+        .await
+        .acting_as(ADMIN.parse().unwrap());
+    admin
+        .register_professional("Sanne", &[Role::ContactPerson], &[])
+        .await
+        .unwrap();
+    assert!(
+        dir.path().join("elsewhere").is_dir(),
+        "data went to SAMENOP_DATA_DIR"
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "not to the file's data_dir"
+    );
+    assert!(std::net::TcpStream::connect(("127.0.0.1", file_port)).is_err());
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn dev_mode_creates_the_pki_and_serves_the_demo_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let pki = PkiPaths::new(dir.path().join("pki"));
+    let child = Command::new(BINARY)
+        .arg("dev")
+        .arg("--pki")
+        .arg(&pki.dir)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .env_remove("SAMENOP_LISTEN")
+        .env_remove("SAMENOP_DATA_DIR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = connect(&pki, port).await;
+    let people =
+        samenop_server::bootstrap::demo_people(DEMO_ORGANISATIONS, std::time::SystemTime::now());
+    let contact = people
+        .iter()
+        .find(|p| {
+            p.organisation == DEMO_ORGANISATIONS[0].slug
+                && p.professional
+                    .has_role(samenop_server::domain::Role::ContactPerson)
+        })
+        .unwrap();
+    let specialists = client
+        .acting_as(uuid::Uuid::from_bytes(*contact.professional.id.as_bytes()))
+        .list_specialists(None, true)
+        .await
+        .unwrap();
+    let covered: std::collections::HashSet<_> = specialists
+        .iter()
+        .flat_map(|s| s.expertise.clone())
+        .collect();
+    assert!(covered.contains(&samenop_client::Expertise::Child));
+    assert!(covered.contains(&samenop_client::Expertise::Adult));
+    for value in 1..=8 {
+        let kind = samenop_client::ViolenceType::try_from(value).unwrap();
+        assert!(
+            covered.contains(&samenop_client::Expertise::Violence(kind)),
+            "{kind:?}"
+        );
+    }
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(&format!("samenop dev server on 127.0.0.1:{port}")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&contact.professional.id.to_string()),
+        "{stdout}"
+    );
+    assert!(stdout.contains("grpcurl"), "{stdout}");
+    let key = std::fs::metadata(pki.org_key(DEMO_ORGANISATIONS[0].slug)).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&key.permissions()) & 0o777,
+        0o600
+    );
 }

@@ -105,11 +105,18 @@ async fn listing_pages_through_many_professionals() {
         }
         token = page.next_page_token;
     }
-    assert_eq!(sizes.iter().sum::<usize>(), 8);
-    assert!(sizes.iter().all(|&n| n <= 3), "{sizes:?}");
-    let mut unique = seen.clone();
-    unique.dedup();
-    assert_eq!(unique.len(), 8, "no professional twice");
+    assert_eq!(sizes, [3, 3, 2]);
+    let mut expected: Vec<String> = admin
+        .list_professionals(false)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.id.to_string())
+        .collect();
+    assert_eq!(seen, expected, "every professional once, in creation order");
+    expected.sort();
+    expected.dedup();
+    assert_eq!(expected.len(), 8);
 }
 
 #[tokio::test]
@@ -319,5 +326,44 @@ async fn specialists_are_found_by_expertise_and_availability() {
     assert!(
         matches!(not_specialist, Err(ClientError::PermissionDenied(_))),
         "{not_specialist:?}"
+    );
+}
+
+#[tokio::test]
+async fn device_limits_hold() {
+    let server = TestServer::start().await;
+    let admin = server.admin(ORG_A).await;
+    let sanne = admin
+        .register_professional("Sanne", &[Role::ContactPerson], &[])
+        .await
+        .unwrap();
+    let mut devices = Vec::new();
+    for i in 0..32u8 {
+        let device = admin
+            .register_device(sanne.id, &[i + 1; 32], &format!("device {i}"))
+            .await
+            .unwrap();
+        devices.push(device);
+    }
+    let over = admin
+        .register_device(sanne.id, &[99; 32], "one too many")
+        .await;
+    match over {
+        Err(ClientError::ResourceExhausted(m)) => assert!(m.contains("32 active devices"), "{m}"),
+        other => panic!("expected RESOURCE_EXHAUSTED, got {other:?}"),
+    }
+    // Revoking one makes room again: only active devices count.
+    admin.revoke_device(devices[0].id).await.unwrap();
+    admin
+        .register_device(sanne.id, &[99; 32], "replacement")
+        .await
+        .unwrap();
+
+    // No device for a deactivated professional.
+    admin.deactivate_professional(sanne.id).await.unwrap();
+    let late = admin.register_device(sanne.id, &[100; 32], "late").await;
+    assert!(
+        matches!(late, Err(ClientError::FailedPrecondition(_))),
+        "{late:?}"
     );
 }

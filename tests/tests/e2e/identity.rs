@@ -153,3 +153,50 @@ async fn a_deactivated_professional_is_refused_on_every_call() {
         .unwrap();
     assert!(specialists.iter().all(|p| p.id != specialist.id));
 }
+
+#[tokio::test]
+async fn a_deactivated_admin_can_no_longer_administer() {
+    let server = TestServer::start().await;
+    let admin = server.admin(ORG_A).await;
+    let second = admin
+        .register_professional("Second admin", &[Role::OrgAdmin], &[])
+        .await
+        .unwrap();
+    let colleague = admin
+        .register_professional("Daan", &[Role::ContactPerson], &[])
+        .await
+        .unwrap();
+    let as_second = admin.acting_as(second.id);
+    assert_eq!(as_second.list_professionals(false).await.unwrap().len(), 3);
+    admin.deactivate_professional(second.id).await.unwrap();
+
+    let calls = [
+        as_second
+            .register_professional("X", &[Role::OrgAdmin], &[])
+            .await
+            .map(|_| ()),
+        as_second.list_professionals(true).await.map(|_| ()),
+        as_second
+            .deactivate_professional(colleague.id)
+            .await
+            .map(|_| ()),
+        as_second
+            .register_device(colleague.id, &[8u8; 32], "x")
+            .await
+            .map(|_| ()),
+        as_second
+            .professional_with_devices(colleague.id)
+            .await
+            .map(|_| ()),
+        as_second.list_specialists(None, false).await.map(|_| ()),
+    ];
+    for call in calls {
+        assert!(
+            matches!(call, Err(ClientError::PermissionDenied(_))),
+            "{call:?}"
+        );
+    }
+    let (daan, devices) = admin.professional_with_devices(colleague.id).await.unwrap();
+    assert!(daan.active);
+    assert!(devices.is_empty());
+}

@@ -79,6 +79,10 @@ async fn malformed_registrations_are_refused_and_change_nothing() {
             register("Ctrl\u{7}", vec![contact], vec![]),
             "display_name is malformed",
         ),
+        (
+            register("Anna\u{202E}nimda", vec![contact], vec![]),
+            "invisible formatting",
+        ),
         (register("Sam", vec![], vec![]), "roles is required"),
         (
             register("Sam", vec![0], vec![]),
@@ -190,6 +194,20 @@ async fn malformed_ids_keys_and_tokens_are_refused() {
             Code::InvalidArgument,
             needle,
         );
+    }
+    for bad in ["", "nope", "01234567-89ab-cdef-0123-456789abcdeg"] {
+        let request = v1::RegisterDeviceRequest {
+            professional_id: bad.into(),
+            signature_public_key: vec![1; 32],
+            label: "laptop".into(),
+        };
+        let result = client.register_device(acting(request, admin)).await;
+        assert_refused(result, Code::InvalidArgument, "professional_id");
+        let request = v1::GetProfessionalRequest {
+            professional_id: bad.into(),
+        };
+        let result = client.get_professional(acting(request, admin)).await;
+        assert_refused(result, Code::InvalidArgument, "professional_id");
     }
     let request = v1::ListProfessionalsRequest {
         page_token: "garbage".into(),

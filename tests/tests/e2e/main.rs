@@ -8,3 +8,4 @@ mod handshake;
 mod identity;
 mod input;
 mod restart;
+mod service;
