@@ -118,6 +118,17 @@ impl Authority {
         common_name: &str,
         validity: Validity,
     ) -> Result<Issued, Error> {
+        self.issue_client_with(organisation, common_name, validity, true)
+    }
+
+    /// Like [`Authority::issue_client`], optionally without the serialNumber (OIN).
+    pub(crate) fn issue_client_with(
+        &self,
+        organisation: &Organisation,
+        common_name: &str,
+        validity: Validity,
+        with_oin: bool,
+    ) -> Result<Issued, Error> {
         let oin = PrintableString::try_from(organisation.oin).map_err(|source| Error::Build {
             what: format!("the OIN of {}", organisation.slug),
             source,
@@ -130,10 +141,12 @@ impl Authority {
         params
             .distinguished_name
             .push(DnType::CommonName, common_name);
-        params.distinguished_name.push(
-            DnType::CustomDnType(SERIAL_NUMBER_ATTRIBUTE.to_vec()),
-            DnValue::PrintableString(oin),
-        );
+        if with_oin {
+            params.distinguished_name.push(
+                DnType::CustomDnType(SERIAL_NUMBER_ATTRIBUTE.to_vec()),
+                DnValue::PrintableString(oin),
+            );
+        }
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         self.issue(params, &format!("the client certificate \"{common_name}\""))
     }

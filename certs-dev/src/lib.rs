@@ -121,6 +121,12 @@ pub fn generate(paths: &PkiPaths, organisations: &[Organisation]) -> Result<(), 
         &system_name(first, " (revoked test certificate)"),
         normal,
     )?;
+    let no_oin = ca.issue_client_with(
+        first,
+        &system_name(first, " (test certificate without OIN)"),
+        normal,
+        false,
+    )?;
     let crl = ca.crl_pem(std::slice::from_ref(&revoked.serial), now)?;
     let untrusted_ca = Authority::new(UNTRUSTED_CA_COMMON_NAME, normal)?;
     let untrusted = untrusted_ca.issue_client(
@@ -140,6 +146,7 @@ pub fn generate(paths: &PkiPaths, organisations: &[Organisation]) -> Result<(), 
     }
     write_issued(&paths.expired_cert(), &paths.expired_key(), &expired)?;
     write_issued(&paths.revoked_cert(), &paths.revoked_key(), &revoked)?;
+    write_issued(&paths.no_oin_cert(), &paths.no_oin_key(), &no_oin)?;
     files::write_public(&paths.untrusted_ca_cert(), &untrusted_ca.cert_pem())?;
     write_issued(&paths.untrusted_cert(), &paths.untrusted_key(), &untrusted)?;
     files::write_public(&paths.ca_cert(), &ca.cert_pem())

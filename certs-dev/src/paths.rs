@@ -113,6 +113,17 @@ impl PkiPaths {
         self.test_dir().join("untrusted.key")
     }
 
+    /// A valid client certificate from the CA that carries no OIN (no
+    /// subject serialNumber): trusted, but names no organisation.
+    pub fn no_oin_cert(&self) -> PathBuf {
+        self.test_dir().join("no-oin.pem")
+    }
+
+    /// The private key of [`no_oin_cert`](Self::no_oin_cert).
+    pub fn no_oin_key(&self) -> PathBuf {
+        self.test_dir().join("no-oin.key")
+    }
+
     /// Whether every file that does not depend on the organisations is there: the CA,
     /// the server's certificate and key, the CRL and the test certificates.
     ///
@@ -141,7 +152,7 @@ impl PkiPaths {
     }
 
     /// Every path that does not depend on the organisations.
-    fn fixed_files(&self) -> [PathBuf; 12] {
+    fn fixed_files(&self) -> [PathBuf; 14] {
         [
             self.ca_cert(),
             self.ca_key(),
@@ -155,6 +166,8 @@ impl PkiPaths {
             self.untrusted_ca_cert(),
             self.untrusted_cert(),
             self.untrusted_key(),
+            self.no_oin_cert(),
+            self.no_oin_key(),
         ]
     }
 }

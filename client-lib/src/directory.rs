@@ -65,9 +65,7 @@ impl Client {
     /// # Errors
     /// PermissionDenied without ORG_ADMIN.
     pub async fn list_professionals(&self, include_inactive: bool) -> Result<Vec<Professional>> {
-        let mut all = Vec::new();
-        let mut page_token = String::new();
-        loop {
+        all_pages(|page_token| async move {
             let request = v1::ListProfessionalsRequest {
                 include_inactive,
                 page_size: PAGE,
@@ -78,14 +76,9 @@ impl Client {
                 .list_professionals(self.request(request)?)
                 .await?
                 .into_inner();
-            for p in page.professionals {
-                all.push(p.try_into()?);
-            }
-            if page.next_page_token.is_empty() {
-                return Ok(all);
-            }
-            page_token = page.next_page_token;
-        }
+            Ok((page.professionals, page.next_page_token))
+        })
+        .await
     }
 
     /// Registers a device with its public Ed25519 signature key, for the
@@ -164,9 +157,7 @@ impl Client {
         available_only: bool,
     ) -> Result<Vec<Professional>> {
         let expertise = expertise.map(Expertise::to_proto).transpose()?;
-        let mut all = Vec::new();
-        let mut page_token = String::new();
-        loop {
+        all_pages(|page_token| async move {
             let request = v1::ListSpecialistsRequest {
                 expertise,
                 available_only,
@@ -178,14 +169,9 @@ impl Client {
                 .list_specialists(self.request(request)?)
                 .await?
                 .into_inner();
-            for p in page.specialists {
-                all.push(p.try_into()?);
-            }
-            if page.next_page_token.is_empty() {
-                return Ok(all);
-            }
-            page_token = page.next_page_token;
-        }
+            Ok((page.specialists, page.next_page_token))
+        })
+        .await
     }
 
     /// Sets the acting specialist's own availability.
@@ -201,5 +187,26 @@ impl Client {
             .set_availability(self.request(request)?)
             .await?;
         required("professional", answer.into_inner().professional)?.try_into()
+    }
+}
+
+/// Follows a listing from its first page to its last: `fetch` takes a page
+/// token and gives the page's professionals and the next token.
+async fn all_pages<F, Fut>(mut fetch: F) -> Result<Vec<Professional>>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<v1::Professional>, String)>>,
+{
+    let mut all = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let (items, next) = fetch(page_token).await?;
+        for item in items {
+            all.push(item.try_into()?);
+        }
+        if next.is_empty() {
+            return Ok(all);
+        }
+        page_token = next;
     }
 }

@@ -441,12 +441,18 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_device_registered_during_deactivation_makes_one_of_them_fail() {
+    /// A directory on a fresh sled store, holding one professional.
+    async fn directory_with_professional() -> (tempfile::TempDir, Directory, Professional) {
         let dir = tempfile::tempdir().unwrap();
         let directory = Directory::new(Arc::new(SledStore::open(dir.path()).unwrap()));
         let sanne = professional();
         directory.insert_professional(&sanne).await.unwrap();
+        (dir, directory, sanne)
+    }
+
+    #[tokio::test]
+    async fn a_device_registered_during_deactivation_makes_one_of_them_fail() {
+        let (_dir, directory, sanne) = directory_with_professional().await;
 
         // A registration read the (empty) device set, then deactivation ran.
         let seen = directory.device_set(sanne.id).await.unwrap();
@@ -459,7 +465,7 @@ mod tests {
             .await;
         assert!(matches!(late, Err(StoreError::Conflict)), "{late:?}");
 
-        // The other order: deactivation read the set, then a device arrived.
+        // A device registered before deactivation is revoked with it.
         let eva = professional();
         directory.insert_professional(&eva).await.unwrap();
         let before = directory.device_set(eva.id).await.unwrap();
@@ -467,7 +473,6 @@ mod tests {
             .insert_device(&eva, &before, &device(&eva, 2))
             .await
             .unwrap();
-        // Deactivation re-reads the set itself, so it revokes the new device.
         let stopped = directory
             .deactivate_professional(&eva, SystemTime::now())
             .await
@@ -480,10 +485,7 @@ mod tests {
 
     #[tokio::test]
     async fn two_registrations_from_one_snapshot_cannot_both_land() {
-        let dir = tempfile::tempdir().unwrap();
-        let directory = Directory::new(Arc::new(SledStore::open(dir.path()).unwrap()));
-        let sanne = professional();
-        directory.insert_professional(&sanne).await.unwrap();
+        let (_dir, directory, sanne) = directory_with_professional().await;
         let seen = directory.device_set(sanne.id).await.unwrap();
         directory
             .insert_device(&sanne, &seen, &device(&sanne, 1))
@@ -497,10 +499,7 @@ mod tests {
 
     #[tokio::test]
     async fn deactivation_keeps_earlier_revocation_times() {
-        let dir = tempfile::tempdir().unwrap();
-        let directory = Directory::new(Arc::new(SledStore::open(dir.path()).unwrap()));
-        let sanne = professional();
-        directory.insert_professional(&sanne).await.unwrap();
+        let (_dir, directory, sanne) = directory_with_professional().await;
         let old = device(&sanne, 1);
         let set = directory.device_set(sanne.id).await.unwrap();
         directory.insert_device(&sanne, &set, &old).await.unwrap();

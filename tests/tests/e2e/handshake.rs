@@ -83,6 +83,23 @@ async fn a_revoked_certificate_is_refused() {
 }
 
 #[tokio::test]
+async fn a_trusted_certificate_without_an_oin_is_unauthenticated() {
+    let server = TestServer::start().await;
+    let config = server.client_config(server.pki.no_oin_cert(), server.pki.no_oin_key());
+    let client = Client::connect(config).await.unwrap();
+    let result = client
+        .acting_as(server.admins[ORG_A])
+        .list_specialists(None, false)
+        .await;
+    match result {
+        Err(ClientError::Unauthenticated(message)) => {
+            assert!(message.contains("no OIN"), "{message}");
+        }
+        other => panic!("expected UNAUTHENTICATED, got {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn a_trusted_certificate_of_an_organisation_not_allowed_gets_permission_denied() {
     let server = TestServer::start().await;
     let client = server.connect(NOT_ALLOWED.slug).await;
@@ -97,4 +114,42 @@ async fn a_trusted_certificate_of_an_organisation_not_allowed_gets_permission_de
         }
         other => panic!("expected PERMISSION_DENIED, got {other:?}"),
     }
+}
+
+/// A raw TLS handshake with organisation A's certificate, offering only
+/// `version`.
+async fn handshake_with(
+    server: &TestServer,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> std::io::Result<()> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(server.pki.ca_cert()).unwrap())
+        .unwrap();
+    let chain = vec![CertificateDer::from_pem_file(server.pki.org_cert(ORG_A)).unwrap()];
+    let key = PrivateKeyDer::from_pem_file(server.pki.org_key(ORG_A)).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(server.addr).await?;
+    let name = ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await.map(|_| ())
+}
+
+#[tokio::test]
+async fn only_tls_1_3_is_offered() {
+    let server = TestServer::start().await;
+    handshake_with(&server, &rustls::version::TLS13)
+        .await
+        .expect("a TLS 1.3 handshake with a valid certificate succeeds");
+    let refused = handshake_with(&server, &rustls::version::TLS12)
+        .await
+        .expect_err("a TLS 1.2 handshake must fail");
+    assert!(refused.to_string().contains("ProtocolVersion"), "{refused}");
 }
