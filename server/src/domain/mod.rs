@@ -4,6 +4,8 @@
 //! Each parser takes the raw protobuf value and the name of the field it came
 //! from, so that a refusal names exactly what is wrong.
 
+pub mod consent;
+pub mod family;
 mod ids;
 mod professional;
 
@@ -92,6 +94,29 @@ pub fn parse_text(field: &'static str, raw: &str, max: usize) -> Result<String, 
         });
     }
     Ok(text.to_owned())
+}
+
+/// Parses a protobuf timestamp.
+///
+/// # Errors
+/// [`InvalidInput::Malformed`] for nanos outside their range or a time
+/// before 1970.
+pub fn parse_time(
+    field: &'static str,
+    raw: &prost_types::Timestamp,
+) -> Result<std::time::SystemTime, InvalidInput> {
+    let malformed = InvalidInput::Malformed {
+        field,
+        problem: "not a valid timestamp after 1970",
+    };
+    if raw.seconds < 0 || !(0..1_000_000_000).contains(&raw.nanos) {
+        return Err(malformed);
+    }
+    let time = std::time::SystemTime::try_from(*raw).map_err(|_| malformed.clone())?;
+    // Stored times have millisecond precision.
+    Ok(crate::store::records::from_millis(
+        crate::store::records::to_millis(time),
+    ))
 }
 
 /// The default number of items of a listing page.

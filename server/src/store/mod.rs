@@ -9,6 +9,7 @@
 //! [`directory`]. The contract tests in `contract` run against every backend.
 
 pub mod directory;
+pub mod families;
 pub mod records;
 pub mod sled;
 
@@ -36,6 +37,12 @@ pub enum Keyspace {
     /// Professional id → version of their device set (u64, big-endian),
     /// bumped by every device registration and checked by deactivation.
     DeviceSets,
+    /// Families by id.
+    Families,
+    /// Consents by id.
+    Consents,
+    /// Index: family id + consent id → nothing.
+    ConsentsByFamily,
     /// Store metadata (schema version).
     Meta,
 }
@@ -52,6 +59,9 @@ impl Keyspace {
             Keyspace::Devices => 5,
             Keyspace::DevicesByProfessional => 6,
             Keyspace::DeviceSets => 7,
+            Keyspace::Families => 8,
+            Keyspace::Consents => 9,
+            Keyspace::ConsentsByFamily => 10,
         }
     }
 }
