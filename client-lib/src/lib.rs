@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`Client`] (this file): connection, acting professional, health.
 //! - [`directory`]: the directory calls (professionals, devices, specialists).
+//! - [`family`]: families, handover and consent.
 //! - [`types`]: the domain types callers pass and receive.
 //! - [`error`]: [`ClientError`], matched from the server's status codes.
 //!
@@ -29,6 +30,7 @@
 
 pub mod directory;
 pub mod error;
+pub mod family;
 pub mod types;
 
 use std::{path::Path, time::Duration};

@@ -74,7 +74,7 @@ impl Expertise {
         })
     }
 
-    fn from_proto(raw: &v1::Expertise) -> Result<Self> {
+    pub(crate) fn from_proto(raw: &v1::Expertise) -> Result<Self> {
         let bad = || ClientError::Protocol(format!("unknown expertise {raw:?}"));
         let violence = ViolenceType::try_from(raw.violence_type).map_err(|_| bad())?;
         match (v1::ExpertiseDomain::try_from(raw.domain), violence) {

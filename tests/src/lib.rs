@@ -173,6 +173,28 @@ impl TestServer {
         self.connect(slug).await.acting_as(self.admins[slug])
     }
 
+    /// Registers a professional in organisation `slug` (through its admin)
+    /// and returns a connection acting as them.
+    pub async fn professional(
+        &self,
+        slug: &str,
+        name: &str,
+        roles: &[samenop_client::Role],
+        expertise: &[samenop_client::Expertise],
+    ) -> Client {
+        let admin = self.admin(slug).await;
+        let registered = admin
+            .register_professional(name, roles, expertise)
+            .await
+            .expect("register professional");
+        admin.acting_as(registered.id)
+    }
+
+    /// The server's current (controllable) time.
+    pub fn clock_now(&self) -> SystemTime {
+        samenop_server::clock::Clock::now(&self.clock)
+    }
+
     /// The OIN of organisation `slug`.
     pub fn oin(slug: &str) -> &'static str {
         DEMO_ORGANISATIONS

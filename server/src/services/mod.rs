@@ -3,14 +3,20 @@
 //! store, and encodes the answer — nothing else.
 
 mod directory;
+mod family;
 mod unimplemented;
 
 use std::sync::Arc;
 
-use crate::{auth::Authenticator, clock::Clock, store::directory::Directory};
+use crate::{
+    auth::Authenticator,
+    clock::Clock,
+    store::{directory::Directory, families::Families},
+};
 
 pub use directory::DirectoryApi;
-pub use unimplemented::{AuditApi, ConsultApi, FamilyApi, ThreadApi};
+pub use family::FamilyApi;
+pub use unimplemented::{AuditApi, ConsultApi, ThreadApi};
 
 /// What every service handler needs.
 #[derive(Clone)]
@@ -19,6 +25,8 @@ pub struct Context {
     pub auth: Authenticator,
     /// Professionals and devices.
     pub directory: Directory,
+    /// Families and consents.
+    pub families: Families,
     /// The current time.
     pub clock: Arc<dyn Clock>,
 }

@@ -3,15 +3,8 @@
 
 use samenop_proto::v1::{
     audit_service_server::AuditService, consult_service_server::ConsultService,
-    family_service_server::FamilyService, thread_service_server::ThreadService,
+    thread_service_server::ThreadService,
 };
-
-/// FamilyService: families, consent (not yet implemented).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct FamilyApi;
-
-#[tonic::async_trait]
-impl FamilyService for FamilyApi {}
 
 /// ConsultService: consults and their routing (not yet implemented).
 #[derive(Debug, Clone, Copy, Default)]

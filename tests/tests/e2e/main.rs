@@ -4,6 +4,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, missing_docs)]
 
 mod directory;
+mod family;
 mod handshake;
 mod identity;
 mod input;

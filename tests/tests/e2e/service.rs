@@ -50,10 +50,10 @@ async fn reflection_lists_every_samenop_service() {
 async fn calls_not_built_yet_answer_unimplemented() {
     let server = TestServer::start().await;
     let client = server.admin(ORG_A).await;
-    let mut families =
-        samenop_proto::v1::family_service_client::FamilyServiceClient::new(client.channel());
-    let status = families
-        .get_family(samenop_proto::v1::GetFamilyRequest::default())
+    let mut consults =
+        samenop_proto::v1::consult_service_client::ConsultServiceClient::new(client.channel());
+    let status = consults
+        .get_consult(samenop_proto::v1::GetConsultRequest::default())
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unimplemented);

@@ -1,0 +1,384 @@
+//! FamilyService: families, handover and consent.
+//!
+//! A family exists only for its current contact person and for a
+//! PRIVACY_OFFICER of that person's organisation; everyone else gets
+//! NOT_FOUND with the same text as for an id nobody has.
+
+use std::time::SystemTime;
+
+use samenop_proto::v1::{self, family_service_server::FamilyService};
+use tonic::{Request, Response, Status};
+
+use super::{Context, timestamp};
+use crate::{
+    auth::Caller,
+    domain::{
+        self, InvalidInput, ProfessionalId, Role,
+        consent::{self, Consent, ConsentId, Revocation, RevocationReason},
+        family::{Age, ContactTerm, Family, FamilyId},
+        parse_text,
+    },
+    error::{ServiceError, ServiceResult},
+    store::families::CONSENTS_PER_FAMILY_MAX,
+};
+
+/// The FamilyService implementation.
+#[derive(Clone)]
+pub struct FamilyApi {
+    /// Shared service state.
+    ctx: Context,
+}
+
+/// How the caller may see a family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// The current contact person: may read and change.
+    ContactPerson,
+    /// A privacy officer of the contact person's organisation: may read.
+    PrivacyOfficer,
+}
+
+fn no_family(id: FamilyId) -> ServiceError {
+    ServiceError::NotFound(format!("no family {id}"))
+}
+
+impl FamilyApi {
+    /// The service over `ctx`.
+    pub fn new(ctx: Context) -> Self {
+        FamilyApi { ctx }
+    }
+
+    /// Loads a family the caller may see, and how.
+    async fn visible(&self, caller: &Caller, id: FamilyId) -> ServiceResult<(Family, Access)> {
+        let family = self
+            .ctx
+            .families
+            .family(id)
+            .await?
+            .ok_or_else(|| no_family(id))?;
+        let me = &caller.professional;
+        if family.contact.professional == me.id {
+            Ok((family, Access::ContactPerson))
+        } else if me.has_role(Role::PrivacyOfficer)
+            && me.organisation == family.contact.organisation
+        {
+            Ok((family, Access::PrivacyOfficer))
+        } else {
+            Err(no_family(id))
+        }
+    }
+
+    /// Loads a family the caller leads as its contact person.
+    async fn led(&self, caller: &Caller, id: FamilyId) -> ServiceResult<Family> {
+        match self.visible(caller, id).await? {
+            (family, Access::ContactPerson) => Ok(family),
+            (_, Access::PrivacyOfficer) => Err(ServiceError::PermissionDenied(
+                "only the family's contact person may change it".into(),
+            )),
+        }
+    }
+}
+
+fn term_to_proto(t: &ContactTerm) -> v1::ContactPersonTerm {
+    v1::ContactPersonTerm {
+        professional_id: t.professional.to_string(),
+        organisation_oin: t.organisation.to_string(),
+        since: Some(timestamp(t.since)),
+        until: t.until.map(timestamp),
+    }
+}
+
+fn family_to_proto(f: &Family, now: SystemTime) -> v1::Family {
+    v1::Family {
+        family_id: f.id.to_string(),
+        members: f
+            .members
+            .iter()
+            .map(|m| v1::FamilyMember {
+                member_id: m.id.to_string(),
+                role: m.role.to_proto() as i32,
+                age_band: m.band_at(now).to_proto() as i32,
+                birth_month: match m.age {
+                    Age::Born(b) => Some(v1::BirthMonth {
+                        year: u32::try_from(b.year).unwrap_or_default(),
+                        month: u32::from(b.month),
+                    }),
+                    Age::Band(_) => None,
+                },
+            })
+            .collect(),
+        contact_person: Some(term_to_proto(&f.contact)),
+        previous_contact_persons: f.previous.iter().map(term_to_proto).collect(),
+        registered_at: Some(timestamp(f.registered_at)),
+    }
+}
+
+fn consent_to_proto(c: &Consent, now: SystemTime) -> v1::Consent {
+    v1::Consent {
+        consent_id: c.id.to_string(),
+        family_id: c.family.to_string(),
+        concerned_member_ids: c.concerned.iter().map(ToString::to_string).collect(),
+        given_by_member_ids: c.given_by.iter().map(ToString::to_string).collect(),
+        purpose: v1::Purpose::Consultation as i32,
+        scope: Some(v1::ConsentScope {
+            expertise: c.scope.expertise.iter().map(|e| e.to_proto()).collect(),
+            organisation_oins: c
+                .scope
+                .organisations
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+        }),
+        valid_from: Some(timestamp(c.valid_from)),
+        valid_until: Some(timestamp(c.valid_until)),
+        evidence_reference: c.evidence.clone(),
+        recorded_by_professional_id: c.recorded_by.to_string(),
+        recorded_at: Some(timestamp(c.recorded_at)),
+        revocation: c.revocation.as_ref().map(|r| v1::ConsentRevocation {
+            revoked_at: Some(timestamp(r.at)),
+            revoked_by_professional_id: r.by.to_string(),
+            reason: r.reason.to_proto() as i32,
+            evidence_reference: r.evidence.clone().unwrap_or_default(),
+        }),
+        status: c.status_at(now).to_proto() as i32,
+    }
+}
+
+#[tonic::async_trait]
+impl FamilyService for FamilyApi {
+    async fn register_family(
+        &self,
+        request: Request<v1::RegisterFamilyRequest>,
+    ) -> Result<Response<v1::RegisterFamilyResponse>, Status> {
+        let caller = self.ctx.auth.caller(&request).await?;
+        caller.require(Role::ContactPerson)?;
+        let now = self.ctx.now();
+        let me = (
+            caller.professional.id,
+            caller.professional.organisation.clone(),
+        );
+        let family = Family::register(request.get_ref(), me, now).map_err(ServiceError::from)?;
+        self.ctx
+            .families
+            .insert_family(&family)
+            .await
+            .map_err(ServiceError::from)?;
+        tracing::info!(family = %family.id, "family registered");
+        Ok(Response::new(v1::RegisterFamilyResponse {
+            family: Some(family_to_proto(&family, now)),
+        }))
+    }
+
+    async fn get_family(
+        &self,
+        request: Request<v1::GetFamilyRequest>,
+    ) -> Result<Response<v1::GetFamilyResponse>, Status> {
+        let caller = self.ctx.auth.caller(&request).await?;
+        let id = FamilyId::parse("family_id", &request.get_ref().family_id)
+            .map_err(ServiceError::from)?;
+        let (family, _) = self.visible(&caller, id).await?;
+        Ok(Response::new(v1::GetFamilyResponse {
+            family: Some(family_to_proto(&family, self.ctx.now())),
+        }))
+    }
+
+    async fn hand_over_family(
+        &self,
+        request: Request<v1::HandOverFamilyRequest>,
+    ) -> Result<Response<v1::HandOverFamilyResponse>, Status> {
+        let caller = self.ctx.auth.caller(&request).await?;
+        let req = request.get_ref();
+        let id = FamilyId::parse("family_id", &req.family_id).map_err(ServiceError::from)?;
+        let to = ProfessionalId::parse("new_contact_person_id", &req.new_contact_person_id)
+            .map_err(ServiceError::from)?;
+        let family = self
+            .ctx
+            .families
+            .family(id)
+            .await
+            .map_err(ServiceError::from)?;
+        let family = family.ok_or_else(|| no_family(id))?;
+        let me = &caller.professional;
+        let may = family.contact.professional == me.id
+            || (me.has_role(Role::OrgAdmin) && me.organisation == family.contact.organisation);
+        if !may {
+            return Err(no_family(id).into());
+        }
+        let successor = self
+            .ctx
+            .directory
+            .professional(to)
+            .await
+            .map_err(ServiceError::from)?;
+        let successor = match successor {
+            Some(p) if p.is_active() && p.has_role(Role::ContactPerson) => p,
+            _ => {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "professional {to} is not an active professional with ROLE_CONTACT_PERSON"
+                ))
+                .into());
+            }
+        };
+        if successor.id == family.contact.professional {
+            return Err(ServiceError::FailedPrecondition(
+                "that professional already is the family's contact person".into(),
+            )
+            .into());
+        }
+        let now = self.ctx.now();
+        let mut handed = family.clone();
+        handed.hand_over((successor.id, successor.organisation.clone()), now);
+        self.ctx
+            .families
+            .update_family(&family, &handed)
+            .await
+            .map_err(ServiceError::from)?;
+        tracing::info!(family = %id, to = %successor.id, "family handed over");
+        Ok(Response::new(v1::HandOverFamilyResponse {
+            family: Some(family_to_proto(&handed, now)),
+            transferred_consult_ids: Vec::new(),
+        }))
+    }
+
+    async fn record_consent(
+        &self,
+        request: Request<v1::RecordConsentRequest>,
+    ) -> Result<Response<v1::RecordConsentResponse>, Status> {
+        let caller = self.ctx.auth.caller(&request).await?;
+        let req = request.get_ref();
+        let id = FamilyId::parse("family_id", &req.family_id).map_err(ServiceError::from)?;
+        let family = self.led(&caller, id).await?;
+        let now = self.ctx.now();
+        let consent = match consent::record(req, &family, caller.professional.id, now) {
+            Ok(consent) => consent,
+            Err(Ok(invalid)) => return Err(ServiceError::Invalid(invalid).into()),
+            Err(Err(wrong)) => return Err(ServiceError::FailedPrecondition(wrong.0).into()),
+        };
+        let existing = self
+            .ctx
+            .families
+            .consents_of(id)
+            .await
+            .map_err(ServiceError::from)?;
+        if existing.len() >= CONSENTS_PER_FAMILY_MAX {
+            return Err(ServiceError::ResourceExhausted(format!(
+                "a family may have at most {CONSENTS_PER_FAMILY_MAX} consents on record"
+            ))
+            .into());
+        }
+        self.ctx
+            .families
+            .insert_consent(&family, &consent)
+            .await
+            .map_err(ServiceError::from)?;
+        tracing::info!(family = %id, consent = %consent.id, "consent recorded");
+        Ok(Response::new(v1::RecordConsentResponse {
+            consent: Some(consent_to_proto(&consent, now)),
+        }))
+    }
+
+    async fn revoke_consent(
+        &self,
+        request: Request<v1::RevokeConsentRequest>,
+    ) -> Result<Response<v1::RevokeConsentResponse>, Status> {
+        let caller = self.ctx.auth.caller(&request).await?;
+        let req = request.get_ref();
+        let id = ConsentId::parse("consent_id", &req.consent_id).map_err(ServiceError::from)?;
+        let reason = RevocationReason::parse("reason", req.reason).map_err(ServiceError::from)?;
+        let evidence = match req.evidence_reference.as_str() {
+            "" => None,
+            text => Some(
+                parse_text("evidence_reference", text, consent::EVIDENCE_MAX)
+                    .map_err(ServiceError::from)?,
+            ),
+        };
+        let no_consent = || ServiceError::NotFound(format!("no consent {id}"));
+        let found = self
+            .ctx
+            .families
+            .consent(id)
+            .await
+            .map_err(ServiceError::from)?;
+        let old = found.ok_or_else(no_consent)?;
+        let family = match self.led(&caller, old.family).await {
+            Ok(family) => family,
+            Err(ServiceError::NotFound(_)) => return Err(no_consent().into()),
+            Err(other) => return Err(other.into()),
+        };
+        if old.revocation.is_some() {
+            return Err(
+                ServiceError::FailedPrecondition("the consent is already revoked".into()).into(),
+            );
+        }
+        let now = self.ctx.now();
+        let revocation = Revocation {
+            at: now,
+            by: caller.professional.id,
+            reason,
+            evidence,
+        };
+        let revoked = self
+            .ctx
+            .families
+            .revoke_consent(&family, &old, revocation)
+            .await
+            .map_err(ServiceError::from)?;
+        tracing::info!(consent = %id, "consent revoked");
+        Ok(Response::new(v1::RevokeConsentResponse {
+            consent: Some(consent_to_proto(&revoked, now)),
+            suspended_consult_ids: Vec::new(),
+        }))
+    }
+
+    async fn list_consents(
+        &self,
+        request: Request<v1::ListConsentsRequest>,
+    ) -> Result<Response<v1::ListConsentsResponse>, Status> {
+        let caller = self.ctx.auth.caller(&request).await?;
+        let req = request.get_ref();
+        let id = FamilyId::parse("family_id", &req.family_id).map_err(ServiceError::from)?;
+        let after = match req.page_token.as_str() {
+            "" => None,
+            token => Some(ConsentId::parse("page_token", token).map_err(|_| {
+                ServiceError::Invalid(InvalidInput::Malformed {
+                    field: "page_token",
+                    problem: "not a token this server gave out",
+                })
+            })?),
+        };
+        self.visible(&caller, id).await?;
+        let now = self.ctx.now();
+        let mut consents = self
+            .ctx
+            .families
+            .consents_of(id)
+            .await
+            .map_err(ServiceError::from)?;
+        consents.reverse(); // newest first
+        consents.retain(|c| {
+            req.include_inactive
+                || matches!(
+                    c.status_at(now),
+                    consent::Status::Active | consent::Status::NotYetValid
+                )
+        });
+        let start = match after {
+            None => 0,
+            Some(after) => consents
+                .iter()
+                .position(|c| c.id == after)
+                .map_or(consents.len(), |at| at + 1),
+        };
+        let size = domain::page_size(req.page_size);
+        let page: Vec<&Consent> = consents.iter().skip(start).take(size).collect();
+        let next = if start + page.len() < consents.len() {
+            page.last().map(|c| c.id.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(v1::ListConsentsResponse {
+            consents: page.iter().map(|c| consent_to_proto(c, now)).collect(),
+            next_page_token: next,
+        }))
+    }
+}
