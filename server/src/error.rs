@@ -27,6 +27,9 @@ pub enum ServiceError {
     /// The system is not in a state that allows the call (FAILED_PRECONDITION).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// Someone else got there first, or it exists already (ALREADY_EXISTS).
+    #[error("{0}")]
+    AlreadyExists(String),
     /// A limit was reached (RESOURCE_EXHAUSTED).
     #[error("{0}")]
     ResourceExhausted(String),
@@ -45,6 +48,7 @@ impl From<ServiceError> for Status {
             ServiceError::NotFound(msg) => Status::not_found(msg),
             ServiceError::FailedPrecondition(msg) => Status::failed_precondition(msg),
             ServiceError::ResourceExhausted(msg) => Status::resource_exhausted(msg),
+            ServiceError::AlreadyExists(msg) => Status::already_exists(msg),
             ServiceError::Store(StoreError::Conflict) => Status::new(
                 Code::Aborted,
                 "the record was changed by a concurrent call; read it again and retry",
@@ -59,3 +63,9 @@ impl From<ServiceError> for Status {
 
 /// A service call's result.
 pub type ServiceResult<T> = Result<T, ServiceError>;
+
+impl From<StoreError> for Status {
+    fn from(err: StoreError) -> Self {
+        ServiceError::from(err).into()
+    }
+}

@@ -43,7 +43,10 @@ use crate::{
     clock::{Clock, SystemClock},
     config::Config,
     services::{AuditApi, ConsultApi, Context, DirectoryApi, FamilyApi, ThreadApi},
-    store::{Store, StoreError, directory::Directory, families::Families, sled::SledStore},
+    store::{
+        Store, StoreError, consults::Consults, directory::Directory, families::Families,
+        sled::SledStore,
+    },
 };
 
 /// How long one connection may live before the server closes it gracefully.
@@ -112,6 +115,7 @@ pub async fn run_with(
         auth: Authenticator::new(&config.organisations, directory.clone()),
         directory,
         families: Families::new(store.clone()),
+        consults: Consults::new(store.clone()),
         clock,
     };
     let max = config.limits.max_message_bytes;
@@ -140,7 +144,9 @@ pub async fn run_with(
         .add_service(
             FamilyServiceServer::new(FamilyApi::new(ctx.clone())).max_decoding_message_size(max),
         )
-        .add_service(ConsultServiceServer::new(ConsultApi).max_decoding_message_size(max))
+        .add_service(
+            ConsultServiceServer::new(ConsultApi::new(ctx.clone())).max_decoding_message_size(max),
+        )
         .add_service(ThreadServiceServer::new(ThreadApi).max_decoding_message_size(max))
         .add_service(AuditServiceServer::new(AuditApi).max_decoding_message_size(max));
 

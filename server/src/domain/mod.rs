@@ -5,6 +5,7 @@
 //! from, so that a refusal names exactly what is wrong.
 
 pub mod consent;
+pub mod consult;
 pub mod family;
 mod ids;
 mod professional;

@@ -15,12 +15,16 @@ use crate::{
     domain::{
         self, InvalidInput, ProfessionalId, Role,
         consent::{self, Consent, ConsentId, Revocation, RevocationReason},
+        consult::State,
         family::{Age, ContactTerm, Family, FamilyId},
         parse_text,
     },
     error::{ServiceError, ServiceResult},
-    store::families::CONSENTS_PER_FAMILY_MAX,
+    store::{Batch, Keyspace, families::CONSENTS_PER_FAMILY_MAX},
 };
+
+/// The most consults of one family a handover or revocation moves.
+const CONSULTS_PER_FAMILY_SCAN: usize = 10_000;
 
 /// The FamilyService implementation.
 #[derive(Clone)]
@@ -228,15 +232,33 @@ impl FamilyService for FamilyApi {
         let now = self.ctx.now();
         let mut handed = family.clone();
         handed.hand_over((successor.id, successor.organisation.clone()), now);
-        self.ctx
-            .families
-            .update_family(&family, &handed)
-            .await
-            .map_err(ServiceError::from)?;
+        let mut batch = Batch::new();
+        self.ctx.families.stage_family(&mut batch, &family, &handed);
+        // The family's consults that have not ended move with it.
+        let mut transferred = Vec::new();
+        let consults = self
+            .ctx
+            .consults
+            .indexed(
+                Keyspace::ConsultsByFamily,
+                id.as_bytes(),
+                CONSULTS_PER_FAMILY_SCAN,
+            )
+            .await?;
+        for stored in consults {
+            if stored.state.is_final() || stored.owner == successor.id {
+                continue;
+            }
+            let mut moved = stored.clone();
+            moved.hand_over(successor.id, &successor.organisation, now);
+            self.ctx.consults.stage(&mut batch, Some(&stored), &moved);
+            transferred.push(moved.id.to_string());
+        }
+        self.ctx.consults.commit(batch).await?;
         tracing::info!(family = %id, to = %successor.id, "family handed over");
         Ok(Response::new(v1::HandOverFamilyResponse {
             family: Some(family_to_proto(&handed, now)),
-            transferred_consult_ids: Vec::new(),
+            transferred_consult_ids: transferred,
         }))
     }
 
@@ -317,16 +339,37 @@ impl FamilyService for FamilyApi {
             reason,
             evidence,
         };
+        let mut batch = Batch::new();
         let revoked = self
             .ctx
             .families
-            .revoke_consent(&family, &old, revocation)
-            .await
-            .map_err(ServiceError::from)?;
+            .stage_revocation(&mut batch, &family, &old, revocation);
+        // The consults resting on it are suspended in the same step.
+        let mut suspended = Vec::new();
+        let resting = self
+            .ctx
+            .consults
+            .indexed(
+                Keyspace::ConsultsByConsent,
+                id.as_bytes(),
+                CONSULTS_PER_FAMILY_SCAN,
+            )
+            .await?;
+        for stored in resting {
+            let mut changed = stored.clone();
+            changed.settle(now, Some(&revoked));
+            if changed != stored {
+                if matches!(changed.state, State::Suspended { .. }) {
+                    suspended.push(changed.id.to_string());
+                }
+                self.ctx.consults.stage(&mut batch, Some(&stored), &changed);
+            }
+        }
+        self.ctx.consults.commit(batch).await?;
         tracing::info!(consent = %id, "consent revoked");
         Ok(Response::new(v1::RevokeConsentResponse {
             consent: Some(consent_to_proto(&revoked, now)),
-            suspended_consult_ids: Vec::new(),
+            suspended_consult_ids: suspended,
         }))
     }
 

@@ -2,6 +2,8 @@
 //! request, identifies and authorises the caller, calls the domain and the
 //! store, and encodes the answer — nothing else.
 
+mod consult;
+mod consult_view;
 mod directory;
 mod family;
 mod unimplemented;
@@ -11,12 +13,13 @@ use std::sync::Arc;
 use crate::{
     auth::Authenticator,
     clock::Clock,
-    store::{directory::Directory, families::Families},
+    store::{consults::Consults, directory::Directory, families::Families},
 };
 
+pub use consult::ConsultApi;
 pub use directory::DirectoryApi;
 pub use family::FamilyApi;
-pub use unimplemented::{AuditApi, ConsultApi, ThreadApi};
+pub use unimplemented::{AuditApi, ThreadApi};
 
 /// What every service handler needs.
 #[derive(Clone)]
@@ -27,6 +30,8 @@ pub struct Context {
     pub directory: Directory,
     /// Families and consents.
     pub families: Families,
+    /// Consults.
+    pub consults: Consults,
     /// The current time.
     pub clock: Arc<dyn Clock>,
 }

@@ -1,17 +1,7 @@
 //! The services whose calls later versions implement: every call answers
 //! UNIMPLEMENTED (tonic's generated default methods) until then.
 
-use samenop_proto::v1::{
-    audit_service_server::AuditService, consult_service_server::ConsultService,
-    thread_service_server::ThreadService,
-};
-
-/// ConsultService: consults and their routing (not yet implemented).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ConsultApi;
-
-#[tonic::async_trait]
-impl ConsultService for ConsultApi {}
+use samenop_proto::v1::{audit_service_server::AuditService, thread_service_server::ThreadService};
 
 /// ThreadService: the MLS delivery service (not yet implemented).
 #[derive(Debug, Clone, Copy, Default)]

@@ -366,18 +366,6 @@ impl Families {
         self.store.commit(batch).await
     }
 
-    /// Replaces family `old` by `new`.
-    ///
-    /// # Errors
-    /// [`StoreError::Conflict`] if the stored family is no longer `old`.
-    pub async fn update_family(&self, old: &Family, new: &Family) -> Result<(), StoreError> {
-        let mut batch = Batch::new();
-        let key = new.id.as_bytes().to_vec();
-        batch.expect(Keyspace::Families, key.clone(), Some(encode_family(old)));
-        batch.put(Keyspace::Families, key, encode_family(new));
-        self.store.commit(batch).await
-    }
-
     /// Reads a consent.
     ///
     /// # Errors
@@ -417,19 +405,17 @@ impl Families {
         self.store.commit(batch).await
     }
 
-    /// Records the revocation of consent `old` (as read) of `family` (as read).
-    ///
-    /// # Errors
-    /// [`StoreError::Conflict`] if the family or the consent changed.
-    pub async fn revoke_consent(
+    /// Adds to `batch` the revocation of consent `old` (as read) of
+    /// `family` (as read); returns the revoked consent.
+    pub fn stage_revocation(
         &self,
+        batch: &mut Batch,
         family: &Family,
         old: &Consent,
         revocation: Revocation,
-    ) -> Result<Consent, StoreError> {
+    ) -> Consent {
         let mut new = old.clone();
         new.revocation = Some(revocation);
-        let mut batch = Batch::new();
         batch.expect(
             Keyspace::Families,
             family.id.as_bytes().to_vec(),
@@ -438,8 +424,14 @@ impl Families {
         let key = old.id.as_bytes().to_vec();
         batch.expect(Keyspace::Consents, key.clone(), Some(encode_consent(old)));
         batch.put(Keyspace::Consents, key, encode_consent(&new));
-        self.store.commit(batch).await?;
-        Ok(new)
+        new
+    }
+
+    /// Adds to `batch` the change of family `old` (as read) to `new`.
+    pub fn stage_family(&self, batch: &mut Batch, old: &Family, new: &Family) {
+        let key = new.id.as_bytes().to_vec();
+        batch.expect(Keyspace::Families, key.clone(), Some(encode_family(old)));
+        batch.put(Keyspace::Families, key, encode_family(new));
     }
 
     /// Every consent of a family, in recording order.

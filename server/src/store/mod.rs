@@ -8,6 +8,7 @@
 //! typed operations that keep records and their indexes together live in
 //! [`directory`]. The contract tests in `contract` run against every backend.
 
+pub mod consults;
 pub mod directory;
 pub mod families;
 pub mod records;
@@ -19,7 +20,7 @@ mod contract;
 use async_trait::async_trait;
 
 /// A separate key range of the store. Keys of different keyspaces never meet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum Keyspace {
     /// Professionals by id.
@@ -43,6 +44,20 @@ pub enum Keyspace {
     Consents,
     /// Index: family id + consent id → nothing.
     ConsentsByFamily,
+    /// Consults by id (UUIDv7 of the request time: a scan is by time).
+    Consults,
+    /// Index: owner id + consult id → nothing.
+    ConsultsByOwner,
+    /// Index: family id + consult id → nothing.
+    ConsultsByFamily,
+    /// Index: specialist id + consult id → nothing, for every specialist
+    /// ever invited to, addressed by, or taking part in a consult.
+    ConsultsBySpecialist,
+    /// Index: expertise code + consult id → nothing, for pool requests
+    /// still REQUESTED.
+    PoolRequests,
+    /// Index: consent id + consult id → nothing.
+    ConsultsByConsent,
     /// Store metadata (schema version).
     Meta,
 }
@@ -62,6 +77,12 @@ impl Keyspace {
             Keyspace::Families => 8,
             Keyspace::Consents => 9,
             Keyspace::ConsentsByFamily => 10,
+            Keyspace::Consults => 11,
+            Keyspace::ConsultsByOwner => 12,
+            Keyspace::ConsultsByFamily => 13,
+            Keyspace::ConsultsBySpecialist => 14,
+            Keyspace::PoolRequests => 15,
+            Keyspace::ConsultsByConsent => 16,
         }
     }
 }

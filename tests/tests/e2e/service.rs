@@ -50,10 +50,10 @@ async fn reflection_lists_every_samenop_service() {
 async fn calls_not_built_yet_answer_unimplemented() {
     let server = TestServer::start().await;
     let client = server.admin(ORG_A).await;
-    let mut consults =
-        samenop_proto::v1::consult_service_client::ConsultServiceClient::new(client.channel());
-    let status = consults
-        .get_consult(samenop_proto::v1::GetConsultRequest::default())
+    let mut audit =
+        samenop_proto::v1::audit_service_client::AuditServiceClient::new(client.channel());
+    let status = audit
+        .verify_audit(samenop_proto::v1::VerifyAuditRequest::default())
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unimplemented);

@@ -1,0 +1,811 @@
+//! ConsultService: open, route, accept, invite, close and report consults.
+//!
+//! A consult exists for its owner, its active and invited participants,
+//! and, while REQUESTED, the specialists it is addressed to (named, or the
+//! available specialists of the pool's expertise whose organisation its basis
+//! covers). Everyone else gets NOT_FOUND with the unknown-id text. Every read
+//! settles the consult at the clock's `now` (expiry, consent expiry); every
+//! write stores the settled state, compare-and-set on the record as read.
+
+use samenop_proto::v1::{self, consult_service_server::ConsultService};
+use tonic::{Request, Response, Status};
+
+use super::{
+    Context,
+    consult_view::{consult_to_proto, report},
+};
+use crate::{
+    auth::Caller,
+    domain::{
+        self, Availability, Expertise, InvalidInput, Professional, ProfessionalId, Role,
+        consult::{
+            self, Consult, ConsultId, DeclineReason, LegalBasis, Outcome, Part, Refusal, Standing,
+            State, Subject, Urgency,
+        },
+        family::MemberId,
+        parse_text,
+    },
+    error::{ServiceError, ServiceResult},
+    store::{Batch, Keyspace, StoreError},
+};
+
+/// The most consults one listing reads from an index.
+const LIST_SCAN_MAX: usize = 5000;
+/// The longest period of a report.
+const REPORT_PERIOD_MAX: std::time::Duration = std::time::Duration::from_secs(366 * 24 * 3600);
+
+/// The ConsultService implementation.
+#[derive(Clone)]
+pub struct ConsultApi {
+    /// Shared service state.
+    ctx: Context,
+}
+
+fn no_consult(id: ConsultId) -> ServiceError {
+    ServiceError::NotFound(format!("no consult {id}"))
+}
+
+fn refused(refusal: Refusal) -> ServiceError {
+    match refusal {
+        Refusal::Precondition(text) => ServiceError::FailedPrecondition(text),
+        Refusal::Taken(text) => ServiceError::AlreadyExists(text),
+    }
+}
+
+fn invalid(e: InvalidInput) -> ServiceError {
+    ServiceError::Invalid(e)
+}
+
+/// A consult as stored and as settled at `now`.
+struct Loaded {
+    /// As stored: the precondition of a write.
+    stored: Consult,
+    /// As settled now: what callers see and change.
+    now: Consult,
+}
+
+impl ConsultApi {
+    /// The service over `ctx`.
+    pub fn new(ctx: Context) -> Self {
+        ConsultApi { ctx }
+    }
+
+    /// Loads and settles a consult.
+    async fn load(&self, id: ConsultId) -> ServiceResult<Loaded> {
+        let stored = self
+            .ctx
+            .consults
+            .consult(id)
+            .await?
+            .ok_or_else(|| no_consult(id))?;
+        let mut now = stored.clone();
+        let consent = match &stored.subject {
+            Subject::Family { basis, .. } => match basis.consent() {
+                Some(consent) => self.ctx.families.consent(consent).await?,
+                None => None,
+            },
+            Subject::Anonymous => None,
+        };
+        now.settle(self.ctx.now(), consent.as_ref());
+        Ok(Loaded { stored, now })
+    }
+
+    /// Whether `who` may take the consult's pool request: an active,
+    /// available specialist with the expertise, who has not declined it,
+    /// of an organisation its basis covers.
+    async fn pool_eligible(&self, c: &Consult, who: &Professional) -> ServiceResult<bool> {
+        if c.addressed.is_some()
+            || c.state != State::Requested
+            || !who.has_role(Role::Specialist)
+            || who.availability != Some(Availability::Available)
+            || !who.expertise.contains(&c.expertise)
+            || c.pool_declined.contains(&who.id)
+            || who.id == c.owner
+        {
+            return Ok(false);
+        }
+        self.covers_organisation(c, who).await
+    }
+
+    /// Whether the consult's basis covers `who`'s organisation.
+    async fn covers_organisation(&self, c: &Consult, who: &Professional) -> ServiceResult<bool> {
+        let Subject::Family { basis, .. } = &c.subject else {
+            return Ok(true);
+        };
+        let Some(consent) = basis.consent() else {
+            return Ok(true);
+        };
+        let consent = self.ctx.families.consent(consent).await?;
+        Ok(consent.is_some_and(|consent| {
+            consent.scope.organisations.is_empty()
+                || consent.scope.organisations.contains(&who.organisation)
+        }))
+    }
+
+    /// Whether `caller` may see the consult.
+    async fn sees(&self, c: &Consult, caller: &Caller) -> ServiceResult<bool> {
+        let me = caller.professional.id;
+        Ok(c.is_active_participant(me)
+            || c.is_invited(me)
+            || (c.state == State::Requested && c.addressed == Some(me))
+            || self.pool_eligible(c, &caller.professional).await?)
+    }
+
+    /// Loads a consult the caller may see.
+    async fn visible(&self, caller: &Caller, id: ConsultId) -> ServiceResult<Loaded> {
+        let loaded = self.load(id).await?;
+        if self.sees(&loaded.now, caller).await? {
+            Ok(loaded)
+        } else {
+            Err(no_consult(id))
+        }
+    }
+
+    /// Loads a consult the caller owns.
+    async fn owned(&self, caller: &Caller, id: ConsultId) -> ServiceResult<Loaded> {
+        let loaded = self.visible(caller, id).await?;
+        if loaded.now.owner == caller.professional.id {
+            Ok(loaded)
+        } else {
+            Err(ServiceError::PermissionDenied(
+                "only the consult's owner may do this".into(),
+            ))
+        }
+    }
+
+    /// Stores `new` in place of `loaded.stored`, and answers it as the
+    /// caller sees it.
+    async fn save(&self, loaded: &Loaded, new: &Consult) -> ServiceResult<()> {
+        let mut batch = Batch::new();
+        self.ctx
+            .consults
+            .stage(&mut batch, Some(&loaded.stored), new);
+        self.ctx.consults.commit(batch).await?;
+        Ok(())
+    }
+
+    /// Checks that a family consult's basis covers `expertise` at
+    /// `organisation` for its concerned members.
+    async fn check_basis(
+        &self,
+        family: domain::family::FamilyId,
+        concerned: &[MemberId],
+        basis: &LegalBasis,
+        expertise: Expertise,
+        organisation: Option<&domain::Oin>,
+    ) -> ServiceResult<()> {
+        let Some(id) = basis.consent() else {
+            return Ok(());
+        };
+        let consent = self.ctx.families.consent(id).await?;
+        let consent = consent.ok_or_else(|| {
+            ServiceError::FailedPrecondition(format!(
+                "consent {id} is not a consent of this family"
+            ))
+        })?;
+        consult::consent_covers(
+            &consent,
+            family,
+            concerned,
+            expertise,
+            organisation,
+            self.ctx.now(),
+        )
+        .map_err(|not| ServiceError::FailedPrecondition(not.0))
+    }
+
+    /// Loads an active specialist with `expertise`, or NOT_FOUND.
+    async fn specialist(
+        &self,
+        id: ProfessionalId,
+        expertise: Expertise,
+    ) -> ServiceResult<Professional> {
+        match self.ctx.directory.professional(id).await? {
+            Some(p)
+                if p.is_active()
+                    && p.has_role(Role::Specialist)
+                    && p.expertise.contains(&expertise) =>
+            {
+                Ok(p)
+            }
+            _ => Err(ServiceError::NotFound(format!(
+                "no active specialist {id} with the expertise asked for"
+            ))),
+        }
+    }
+
+    fn respond_by(
+        &self,
+        raw: Option<&prost_types::Timestamp>,
+        urgency: Urgency,
+    ) -> ServiceResult<std::time::SystemTime> {
+        let now = self.ctx.now();
+        let at = match raw {
+            None => now + urgency.default_response_time(),
+            Some(t) => domain::parse_time("respond_by", t).map_err(invalid)?,
+        };
+        if at <= now {
+            return Err(invalid(InvalidInput::Inconsistent(
+                "respond_by must lie in the future",
+            )));
+        }
+        Ok(at)
+    }
+
+    fn answer(c: &Consult, caller: &Caller) -> Option<v1::Consult> {
+        Some(consult_to_proto(c, caller.professional.id))
+    }
+}
+
+fn consult_id(raw: &str) -> ServiceResult<ConsultId> {
+    ConsultId::parse("consult_id", raw).map_err(invalid)
+}
+
+fn expertise(field: &'static str, raw: Option<&v1::Expertise>) -> ServiceResult<Expertise> {
+    let raw = raw
+        .ok_or(InvalidInput::Missing { field })
+        .map_err(invalid)?;
+    Expertise::parse(field, raw).map_err(invalid)
+}
+
+/// Conflicts of a consult write become ABORTED, except where the caller
+/// must hear that someone else won.
+fn conflict_or(err: ServiceError, taken: bool) -> ServiceError {
+    match err {
+        ServiceError::Store(StoreError::Conflict) if taken => {
+            ServiceError::AlreadyExists("another specialist already accepted this request".into())
+        }
+        other => other,
+    }
+}
+
+#[tonic::async_trait]
+impl ConsultService for ConsultApi {
+    async fn open_consult(
+        &self,
+        request: Request<v1::OpenConsultRequest>,
+    ) -> Result<Response<v1::OpenConsultResponse>, Status> {
+        let caller = self.ctx.auth.caller(&request).await?;
+        caller.require(Role::ContactPerson)?;
+        let req = request.get_ref();
+        let now = self.ctx.now();
+        let question = parse_text(
+            "question_summary",
+            &req.question_summary,
+            consult::QUESTION_MAX,
+        )
+        .map_err(invalid)?;
+        let wanted = expertise("expertise", req.expertise.as_ref())?;
+        let urgency = Urgency::parse("urgency", req.urgency).map_err(invalid)?;
+        let respond_by = self.respond_by(req.respond_by.as_ref(), urgency)?;
+        let named = match req.specialist_id.as_str() {
+            "" => None,
+            raw => {
+                let id = ProfessionalId::parse("specialist_id", raw).map_err(invalid)?;
+                Some(self.specialist(id, wanted).await?)
+            }
+        };
+        let mut batch = Batch::new();
+        let subject = match v1::ConsultKind::try_from(req.kind) {
+            Ok(v1::ConsultKind::Family) => {
+                let family_id = domain::family::FamilyId::parse("family_id", &req.family_id)
+                    .map_err(invalid)?;
+                let family = self.ctx.families.family(family_id).await?;
+                let family = match family {
+                    Some(f) if f.contact.professional == caller.professional.id => f,
+                    _ => {
+                        return Err(ServiceError::NotFound(format!("no family {family_id}")).into());
+                    }
+                };
+                if req.concerned_member_ids.is_empty() {
+                    return Err(invalid(InvalidInput::Missing {
+                        field: "concerned_member_ids",
+                    })
+                    .into());
+                }
+                let mut concerned = Vec::new();
+                for raw in &req.concerned_member_ids {
+                    let member = MemberId::parse("concerned_member_ids", raw).map_err(invalid)?;
+                    if family.member(member).is_none() {
+                        return Err(invalid(InvalidInput::Inconsistent(
+                            "a member id is not a member of this family",
+                        ))
+                        .into());
+                    }
+                    if concerned.contains(&member) {
+                        return Err(invalid(InvalidInput::Repeated {
+                            field: "concerned_member_ids",
+                        })
+                        .into());
+                    }
+                    concerned.push(member);
+                }
+                let basis = LegalBasis::parse(req.legal_basis.as_ref()).map_err(invalid)?;
+                let organisation = named.as_ref().map(|p| &p.organisation);
+                self.check_basis(family.id, &concerned, &basis, wanted, organisation)
+                    .await?;
+                // The family must still be led by the caller when this lands.
+                batch.expect(
+                    Keyspace::Families,
+                    family.id.as_bytes().to_vec(),
+                    Some(crate::store::families::encode_family(&family)),
+                );
+                Subject::Family {
+                    family: family.id,
+                    concerned,
+                    basis,
+                }
+            }
+            Ok(v1::ConsultKind::Anonymous) => {
+                if !req.family_id.is_empty()
+                    || !req.concerned_member_ids.is_empty()
+                    || req.legal_basis.is_some()
+                {
+                    return Err(invalid(InvalidInput::Inconsistent(
+                        "an ANONYMOUS consult has no family_id, concerned_member_ids or legal_basis",
+                    ))
+                    .into());
+                }
+                Subject::Anonymous
+            }
+            Ok(v1::ConsultKind::Unspecified) | Err(_) => {
+                return Err(invalid(InvalidInput::BadEnum {
+                    field: "kind",
+                    value: req.kind,
+                })
+                .into());
+            }
+        };
+        let me = &caller.professional;
+        let consult = Consult {
+            id: ConsultId::generate(now),
+            subject,
+            question,
+            expertise: wanted,
+            urgency,
+            respond_by,
+            addressed: named.as_ref().map(|p| p.id),
+            owner: me.id,
+            owner_organisation: me.organisation.clone(),
+            state: State::Requested,
+            state_changed_at: now,
+            participants: vec![consult::Participant {
+                professional: me.id,
+                organisation: me.organisation.clone(),
+                part: Part::Owner,
+                standing: Standing::Active,
+                invited_at: None,
+                joined_at: Some(now),
+                ended_at: None,
+                decline_note: None,
+            }],
+            pool_declined: Vec::new(),
+            requested_at: now,
+            accepted_at: None,
+            first_answer_at: None,
+            closed_at: None,
+        };
+        self.ctx.consults.stage(&mut batch, None, &consult);
+        self.ctx
+            .consults
+            .commit(batch)
+            .await
+            .map_err(ServiceError::from)?;
+        tracing::info!(consult = %consult.id, "consult opened");
+        Ok(Response::new(v1::OpenConsultResponse {
+            consult: Self::answer(&consult, &caller),
+        }))
+    }
+
+    async fn get_consult(
+        &self,
+        request: Request<v1::GetConsultRequest>,
+    ) -> Result<Response<v1::GetConsultResponse>, Status> {
+        let caller = self.ctx.auth.caller(&request).await?;
+        let id = consult_id(&request.get_ref().consult_id)?;
+        let loaded = self.visible(&caller, id).await?;
+        Ok(Response::new(v1::GetConsultResponse {
+            consult: Self::answer(&loaded.now, &caller),
+        }))
+    }
+
+    async fn list_consults(
+        &self,
+        request: Request<v1::ListConsultsRequest>,
+    ) -> Result<Response<v1::ListConsultsResponse>, Status> {
+        let caller = self.ctx.auth.caller(&request).await?;
+        let req = request.get_ref();
+        let scope = v1::ConsultListScope::try_from(req.scope)
+            .ok()
+            .filter(|s| *s != v1::ConsultListScope::Unspecified)
+            .ok_or_else(|| {
+                invalid(InvalidInput::BadEnum {
+                    field: "scope",
+                    value: req.scope,
+                })
+            })?;
+        let mut states = Vec::new();
+        for &value in &req.states {
+            match v1::ConsultState::try_from(value) {
+                Ok(v1::ConsultState::Unspecified) | Err(_) => {
+                    return Err(invalid(InvalidInput::BadEnum {
+                        field: "states",
+                        value,
+                    })
+                    .into());
+                }
+                Ok(state) => states.push(state),
+            }
+        }
+        let family = match req.family_id.as_str() {
+            "" => None,
+            _ if scope != v1::ConsultListScope::Owned => {
+                return Err(invalid(InvalidInput::Inconsistent(
+                    "family_id filters only the OWNED scope",
+                ))
+                .into());
+            }
+            raw => Some(domain::family::FamilyId::parse("family_id", raw).map_err(invalid)?),
+        };
+        let after = match req.page_token.as_str() {
+            "" => None,
+            raw => Some(ConsultId::parse("page_token", raw).map_err(|_| {
+                invalid(InvalidInput::Malformed {
+                    field: "page_token",
+                    problem: "not a token this server gave out",
+                })
+            })?),
+        };
+        let me = &caller.professional;
+        let candidates = match scope {
+            v1::ConsultListScope::Owned => {
+                self.ctx
+                    .consults
+                    .indexed(Keyspace::ConsultsByOwner, me.id.as_bytes(), LIST_SCAN_MAX)
+                    .await
+            }
+            v1::ConsultListScope::Participating => {
+                self.ctx
+                    .consults
+                    .indexed(
+                        Keyspace::ConsultsBySpecialist,
+                        me.id.as_bytes(),
+                        LIST_SCAN_MAX,
+                    )
+                    .await
+            }
+            _ => {
+                let mut all = self
+                    .ctx
+                    .consults
+                    .indexed(
+                        Keyspace::ConsultsBySpecialist,
+                        me.id.as_bytes(),
+                        LIST_SCAN_MAX,
+                    )
+                    .await?;
+                if me.has_role(Role::Specialist) && me.availability == Some(Availability::Available)
+                {
+                    for e in &me.expertise {
+                        all.extend(
+                            self.ctx
+                                .consults
+                                .indexed(Keyspace::PoolRequests, &e.code(), LIST_SCAN_MAX)
+                                .await?,
+                        );
+                    }
+                }
+                Ok(all)
+            }
+        }
+        .map_err(ServiceError::from)?;
+        let mut shown = Vec::new();
+        for stored in candidates {
+            let loaded = self.load(stored.id).await?;
+            let c = loaded.now;
+            let keep = match scope {
+                v1::ConsultListScope::Owned => c.owner == me.id,
+                v1::ConsultListScope::Participating => {
+                    c.active_specialists().any(|p| p.professional == me.id)
+                }
+                _ => {
+                    c.is_invited(me.id)
+                        || (c.state == State::Requested && c.addressed == Some(me.id))
+                        || self.pool_eligible(&c, me).await?
+                }
+            };
+            let state_ok = states.is_empty()
+                || states.contains(&crate::store::consults::state_to_proto(c.state).0);
+            let family_ok = family.is_none_or(
+                |f| matches!(&c.subject, Subject::Family { family, .. } if *family == f),
+            );
+            if keep && state_ok && family_ok && !shown.iter().any(|s: &Consult| s.id == c.id) {
+                shown.push(c);
+            }
+        }
+        if scope == v1::ConsultListScope::Inbox {
+            shown.sort_by_key(|c| (c.respond_by, c.id));
+        } else {
+            shown.sort_by_key(|c| std::cmp::Reverse(c.id));
+        }
+        let start = after.map_or(0, |a| {
+            shown
+                .iter()
+                .position(|c| c.id == a)
+                .map_or(shown.len(), |i| i + 1)
+        });
+        let size = domain::page_size(req.page_size);
+        let page: Vec<&Consult> = shown.iter().skip(start).take(size).collect();
+        let next = if start + page.len() < shown.len() {
+            page.last().map(|c| c.id.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(v1::ListConsultsResponse {
+            consults: page.iter().map(|c| consult_to_proto(c, me.id)).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn accept_consult(
+        &self,
+        request: Request<v1::AcceptConsultRequest>,
+    ) -> Result<Response<v1::AcceptConsultResponse>, Status> {
+        let caller = self.ctx.auth.caller(&request).await?;
+        caller.require(Role::Specialist)?;
+        let id = consult_id(&request.get_ref().consult_id)?;
+        let loaded = self.load(id).await?;
+        let me = &caller.professional;
+        let c = &loaded.now;
+        let for_me = c.is_invited(me.id)
+            || c.addressed == Some(me.id)
+            || (c.addressed.is_none()
+                && me.expertise.contains(&c.expertise)
+                && !c.pool_declined.contains(&me.id)
+                && c.owner != me.id
+                && self.covers_organisation(c, me).await?);
+        if !for_me {
+            return Err(no_consult(id).into());
+        }
+        let pool = c.addressed.is_none() && !c.is_invited(me.id);
+        if pool && c.state == State::Requested && me.availability != Some(Availability::Available) {
+            return Err(ServiceError::FailedPrecondition(
+                "only an AVAILABLE specialist takes pool requests; set your availability first"
+                    .into(),
+            )
+            .into());
+        }
+        let mut new = loaded.now.clone();
+        new.accept(me.id, &me.organisation, self.ctx.now())
+            .map_err(refused)?;
+        self.save(&loaded, &new)
+            .await
+            .map_err(|e| conflict_or(e, pool))?;
+        tracing::info!(consult = %id, "consult accepted");
+        Ok(Response::new(v1::AcceptConsultResponse {
+            consult: Self::answer(&new, &caller),
+        }))
+    }
+
+    async fn decline_consult(
+        &self,
+        request: Request<v1::DeclineConsultRequest>,
+    ) -> Result<Response<v1::DeclineConsultResponse>, Status> {
+        let caller = self.ctx.auth.caller(&request).await?;
+        caller.require(Role::Specialist)?;
+        let req = request.get_ref();
+        let id = consult_id(&req.consult_id)?;
+        let reason = DeclineReason::parse("reason", req.reason).map_err(invalid)?;
+        let note = match req.note.as_str() {
+            "" if reason == DeclineReason::Other => {
+                return Err(invalid(InvalidInput::Missing { field: "note" }).into());
+            }
+            "" => None,
+            raw => Some(parse_text("note", raw, consult::DECLINE_NOTE_MAX).map_err(invalid)?),
+        };
+        let loaded = self.visible(&caller, id).await?;
+        let me = &caller.professional;
+        if loaded.now.owner == me.id {
+            return Err(ServiceError::FailedPrecondition(
+                "the owner cannot decline their own consult".into(),
+            )
+            .into());
+        }
+        let mut new = loaded.now.clone();
+        new.decline(me.id, &me.organisation, reason, note, self.ctx.now())
+            .map_err(refused)?;
+        self.save(&loaded, &new).await?;
+        let still = self.sees(&new, &caller).await?;
+        Ok(Response::new(v1::DeclineConsultResponse {
+            consult: if still {
+                Self::answer(&new, &caller)
+            } else {
+                None
+            },
+        }))
+    }
+
+    async fn invite_specialist(
+        &self,
+        request: Request<v1::InviteSpecialistRequest>,
+    ) -> Result<Response<v1::InviteSpecialistResponse>, Status> {
+        let caller = self.ctx.auth.caller(&request).await?;
+        let req = request.get_ref();
+        let id = consult_id(&req.consult_id)?;
+        let who = ProfessionalId::parse("specialist_id", &req.specialist_id).map_err(invalid)?;
+        let wanted = expertise("expertise", req.expertise.as_ref())?;
+        let loaded = self.owned(&caller, id).await?;
+        let specialist = self.specialist(who, wanted).await?;
+        let respond_by = self.respond_by(req.respond_by.as_ref(), loaded.now.urgency)?;
+        if let Subject::Family {
+            family,
+            concerned,
+            basis,
+        } = &loaded.now.subject
+        {
+            self.check_basis(
+                *family,
+                concerned,
+                basis,
+                wanted,
+                Some(&specialist.organisation),
+            )
+            .await?;
+        }
+        let mut new = loaded.now.clone();
+        new.invite(
+            who,
+            &specialist.organisation,
+            wanted,
+            respond_by,
+            self.ctx.now(),
+        )
+        .map_err(refused)?;
+        self.save(&loaded, &new).await?;
+        Ok(Response::new(v1::InviteSpecialistResponse {
+            consult: Self::answer(&new, &caller),
+        }))
+    }
+
+    async fn remove_participant(
+        &self,
+        request: Request<v1::RemoveParticipantRequest>,
+    ) -> Result<Response<v1::RemoveParticipantResponse>, Status> {
+        let caller = self.ctx.auth.caller(&request).await?;
+        let req = request.get_ref();
+        let id = consult_id(&req.consult_id)?;
+        let who =
+            ProfessionalId::parse("professional_id", &req.professional_id).map_err(invalid)?;
+        let loaded = self.owned(&caller, id).await?;
+        let mut new = loaded.now.clone();
+        new.remove(who, self.ctx.now()).map_err(refused)?;
+        self.save(&loaded, &new).await?;
+        Ok(Response::new(v1::RemoveParticipantResponse {
+            consult: Self::answer(&new, &caller),
+        }))
+    }
+
+    async fn leave_consult(
+        &self,
+        request: Request<v1::LeaveConsultRequest>,
+    ) -> Result<Response<v1::LeaveConsultResponse>, Status> {
+        let caller = self.ctx.auth.caller(&request).await?;
+        let id = consult_id(&request.get_ref().consult_id)?;
+        let loaded = self.visible(&caller, id).await?;
+        let mut new = loaded.now.clone();
+        new.leave(caller.professional.id, self.ctx.now())
+            .map_err(refused)?;
+        self.save(&loaded, &new).await?;
+        Ok(Response::new(v1::LeaveConsultResponse {}))
+    }
+
+    async fn change_legal_basis(
+        &self,
+        request: Request<v1::ChangeLegalBasisRequest>,
+    ) -> Result<Response<v1::ChangeLegalBasisResponse>, Status> {
+        let caller = self.ctx.auth.caller(&request).await?;
+        let req = request.get_ref();
+        let id = consult_id(&req.consult_id)?;
+        let basis = LegalBasis::parse(req.legal_basis.as_ref()).map_err(invalid)?;
+        let loaded = self.owned(&caller, id).await?;
+        let c = &loaded.now;
+        if let Subject::Family {
+            family, concerned, ..
+        } = &c.subject
+        {
+            self.check_basis(*family, concerned, &basis, c.expertise, None)
+                .await?;
+            for p in c.active_specialists() {
+                let Part::Specialist(e) = p.part else {
+                    continue;
+                };
+                self.check_basis(*family, concerned, &basis, e, Some(&p.organisation))
+                    .await?;
+            }
+        }
+        let mut new = loaded.now.clone();
+        new.change_basis(basis, self.ctx.now()).map_err(refused)?;
+        self.save(&loaded, &new).await?;
+        Ok(Response::new(v1::ChangeLegalBasisResponse {
+            consult: Self::answer(&new, &caller),
+        }))
+    }
+
+    async fn close_consult(
+        &self,
+        request: Request<v1::CloseConsultRequest>,
+    ) -> Result<Response<v1::CloseConsultResponse>, Status> {
+        let caller = self.ctx.auth.caller(&request).await?;
+        let req = request.get_ref();
+        let id = consult_id(&req.consult_id)?;
+        let outcome = Outcome::parse("outcome", req.outcome).map_err(invalid)?;
+        let loaded = self.owned(&caller, id).await?;
+        let mut new = loaded.now.clone();
+        new.close(outcome, self.ctx.now()).map_err(refused)?;
+        self.save(&loaded, &new).await?;
+        tracing::info!(consult = %id, "consult closed");
+        Ok(Response::new(v1::CloseConsultResponse {
+            consult: Self::answer(&new, &caller),
+        }))
+    }
+
+    async fn get_consult_report(
+        &self,
+        request: Request<v1::GetConsultReportRequest>,
+    ) -> Result<Response<v1::GetConsultReportResponse>, Status> {
+        self.ctx.auth.caller(&request).await?;
+        let req = request.get_ref();
+        let start = req
+            .period_start
+            .as_ref()
+            .ok_or(InvalidInput::Missing {
+                field: "period_start",
+            })
+            .and_then(|t| domain::parse_time("period_start", t))
+            .map_err(invalid)?;
+        let end = req
+            .period_end
+            .as_ref()
+            .ok_or(InvalidInput::Missing {
+                field: "period_end",
+            })
+            .and_then(|t| domain::parse_time("period_end", t))
+            .map_err(invalid)?;
+        if end <= start || end > start + REPORT_PERIOD_MAX {
+            return Err(invalid(InvalidInput::Inconsistent(
+                "the period must end after it starts and span at most 366 days",
+            ))
+            .into());
+        }
+        let only_expertise = req
+            .expertise
+            .as_ref()
+            .map(|e| Expertise::parse("expertise", e))
+            .transpose()
+            .map_err(invalid)?;
+        let only_urgency = match req.urgency {
+            0 => None,
+            value => Some(Urgency::parse("urgency", value).map_err(invalid)?),
+        };
+        let mut consults = Vec::new();
+        for stored in self
+            .ctx
+            .consults
+            .requested_between(start, end, 100_000)
+            .await
+            .map_err(ServiceError::from)?
+        {
+            let loaded = self.load(stored.id).await?;
+            let c = loaded.now;
+            if only_expertise.is_none_or(|e| e == c.expertise)
+                && only_urgency.is_none_or(|u| u == c.urgency)
+            {
+                consults.push(c);
+            }
+        }
+        Ok(Response::new(v1::GetConsultReportResponse {
+            rows: report(&consults),
+            generated_at: Some(super::timestamp(self.ctx.now())),
+        }))
+    }
+}
