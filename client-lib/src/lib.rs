@@ -8,6 +8,7 @@
 //! - [`Client`] (this file): connection, acting professional, health.
 //! - [`directory`]: the directory calls (professionals, devices, specialists).
 //! - [`family`]: families, handover and consent.
+//! - [`consult`]: consults: open, route, accept, invite, close, report.
 //! - [`types`]: the domain types callers pass and receive.
 //! - [`error`]: [`ClientError`], matched from the server's status codes.
 //!
@@ -28,6 +29,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod consult;
 pub mod directory;
 pub mod error;
 pub mod family;
