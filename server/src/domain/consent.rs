@@ -22,38 +22,15 @@ pub(crate) const PERIOD_MAX: Duration = Duration::from_secs(2 * 366 * 24 * 3600)
 /// The most organisations a scope may name.
 pub(crate) const SCOPE_ORGANISATIONS_MAX: usize = 50;
 
-/// A consent's id (UUID v7, so a family's consents list in recording order).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConsentId(Uuid);
+super::ids::uuid_id!(
+    /// A consent's id (UUID v7, so a family's consents list in recording order).
+    ConsentId
+);
 
 impl ConsentId {
     /// A new id.
     pub fn generate() -> Self {
         Self(Uuid::now_v7())
-    }
-
-    /// Parses the id from a request field.
-    ///
-    /// # Errors
-    /// [`InvalidInput`] naming `field` when it is empty or not a canonical UUID.
-    pub fn parse(field: &'static str, raw: &str) -> Result<Self, InvalidInput> {
-        super::parse_uuid(field, raw).map(Self)
-    }
-
-    /// Rebuilds the id from its 16 stored bytes.
-    pub fn from_bytes(bytes: [u8; 16]) -> Self {
-        Self(Uuid::from_bytes(bytes))
-    }
-
-    /// The 16 bytes used as a storage key.
-    pub fn as_bytes(&self) -> &[u8; 16] {
-        self.0.as_bytes()
-    }
-}
-
-impl std::fmt::Display for ConsentId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.hyphenated().fmt(f)
     }
 }
 

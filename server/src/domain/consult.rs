@@ -29,9 +29,10 @@ pub(crate) const DECLINE_NOTE_MAX: usize = 500;
 /// The most participants (owner included) one consult may have.
 pub(crate) const PARTICIPANTS_MAX: usize = 20;
 
-/// A consult's id (UUID v7); also its thread's and MLS group's id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConsultId(Uuid);
+super::ids::uuid_id!(
+    /// A consult's id (UUID v7); also its thread's and MLS group's id.
+    ConsultId
+);
 
 impl ConsultId {
     /// A new id whose time part is `now` (the server clock's), so consults
@@ -50,24 +51,6 @@ impl ConsultId {
         bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
         Self(Uuid::from_bytes(bytes))
     }
-
-    /// Parses the id from a request field.
-    ///
-    /// # Errors
-    /// [`InvalidInput`] naming `field` when it is empty or not a canonical UUID.
-    pub fn parse(field: &'static str, raw: &str) -> Result<Self, InvalidInput> {
-        super::parse_uuid(field, raw).map(Self)
-    }
-
-    /// Rebuilds the id from its 16 stored bytes.
-    pub fn from_bytes(bytes: [u8; 16]) -> Self {
-        Self(Uuid::from_bytes(bytes))
-    }
-
-    /// The 16 bytes used as a storage key.
-    pub fn as_bytes(&self) -> &[u8; 16] {
-        self.0.as_bytes()
-    }
 }
 
 fn v7_timestamp(now: SystemTime) -> uuid::Timestamp {
@@ -75,12 +58,6 @@ fn v7_timestamp(now: SystemTime) -> uuid::Timestamp {
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
     uuid::Timestamp::from_unix(uuid::NoContext, since.as_secs(), since.subsec_nanos())
-}
-
-impl std::fmt::Display for ConsultId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.hyphenated().fmt(f)
-    }
 }
 
 /// How soon an answer is needed.

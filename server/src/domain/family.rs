@@ -11,51 +11,28 @@ use super::{InvalidInput, Oin, ProfessionalId};
 /// The most members one family may have.
 pub(crate) const MEMBERS_MAX: usize = 20;
 
-/// A family's pseudonymous id: a random UUID (v4), so it carries no time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FamilyId(Uuid);
+super::ids::uuid_id!(
+    /// A family's pseudonymous id: a random UUID (v4), so it carries no time.
+    FamilyId
+);
+super::ids::uuid_id!(
+    /// A member's pseudonymous id, unique within the family.
+    MemberId
+);
 
-/// A member's pseudonymous id, unique within the family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MemberId(Uuid);
-
-macro_rules! random_id {
-    ($name:ident) => {
-        impl $name {
-            /// A new random id.
-            pub fn generate() -> Self {
-                Self(Uuid::new_v4())
-            }
-
-            /// Parses the id from a request field.
-            ///
-            /// # Errors
-            /// [`InvalidInput`] naming `field` when it is empty or not a canonical UUID.
-            pub fn parse(field: &'static str, raw: &str) -> Result<Self, InvalidInput> {
-                super::parse_uuid(field, raw).map(Self)
-            }
-
-            /// Rebuilds the id from its 16 stored bytes.
-            pub fn from_bytes(bytes: [u8; 16]) -> Self {
-                Self(Uuid::from_bytes(bytes))
-            }
-
-            /// The 16 bytes used as a storage key.
-            pub fn as_bytes(&self) -> &[u8; 16] {
-                self.0.as_bytes()
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                self.0.hyphenated().fmt(f)
-            }
-        }
-    };
+impl FamilyId {
+    /// A new random id.
+    pub fn generate() -> Self {
+        Self(Uuid::new_v4())
+    }
 }
 
-random_id!(FamilyId);
-random_id!(MemberId);
+impl MemberId {
+    /// A new random id.
+    pub fn generate() -> Self {
+        Self(Uuid::new_v4())
+    }
+}
 
 /// A member's role in the family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

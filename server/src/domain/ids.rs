@@ -33,29 +33,27 @@ pub fn parse_uuid(field: &'static str, raw: &str) -> Result<Uuid, InvalidInput> 
     Ok(uuid)
 }
 
+/// Defines a UUID-based id type: parsing from a request field (canonical
+/// form only), storage bytes and Display. Each id adds its own generator.
 macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(Uuid);
+        pub struct $name(uuid::Uuid);
 
         impl $name {
-            /// A new, time-ordered id (UUID v7), so listings follow creation order.
-            pub fn generate() -> Self {
-                Self(Uuid::now_v7())
-            }
-
             /// Parses the id from a request field.
             ///
             /// # Errors
-            /// [`InvalidInput`] naming `field` when it is empty or not a canonical UUID.
-            pub fn parse(field: &'static str, raw: &str) -> Result<Self, InvalidInput> {
-                parse_uuid(field, raw).map(Self)
+            /// [`InvalidInput`](crate::domain::InvalidInput) naming `field` when
+            /// it is empty or not a canonical UUID.
+            pub fn parse(field: &'static str, raw: &str) -> Result<Self, crate::domain::InvalidInput> {
+                crate::domain::parse_uuid(field, raw).map(Self)
             }
 
             /// Rebuilds the id from its 16 stored bytes.
             pub fn from_bytes(bytes: [u8; 16]) -> Self {
-                Self(Uuid::from_bytes(bytes))
+                Self(uuid::Uuid::from_bytes(bytes))
             }
 
             /// The 16 bytes used as a storage key.
@@ -64,13 +62,14 @@ macro_rules! uuid_id {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 self.0.hyphenated().fmt(f)
             }
         }
     };
 }
+pub(crate) use uuid_id;
 
 uuid_id!(
     /// The id of a professional, assigned by the server.
@@ -80,6 +79,20 @@ uuid_id!(
     /// The id of a professional's device, assigned by the server.
     DeviceId
 );
+
+impl ProfessionalId {
+    /// A new, time-ordered id (UUID v7), so listings follow creation order.
+    pub fn generate() -> Self {
+        Self(Uuid::now_v7())
+    }
+}
+
+impl DeviceId {
+    /// A new, time-ordered id (UUID v7), so listings follow creation order.
+    pub fn generate() -> Self {
+        Self(Uuid::now_v7())
+    }
+}
 
 /// An organisation identification number (OIN): exactly 20 ASCII digits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
