@@ -12,7 +12,87 @@ pub(crate) async fn run_all(store: Arc<dyn Store>) {
     keyspaces_are_separate(store.as_ref()).await;
     scan_is_ordered_prefixed_and_paged(store.as_ref()).await;
     failed_precondition_writes_nothing(store.as_ref()).await;
-    concurrent_conditional_writes_have_one_winner(store).await;
+    audit_entries_are_chained_with_their_change(store.as_ref()).await;
+    concurrent_conditional_writes_have_one_winner(store.clone()).await;
+    concurrent_audit_appends_stay_gapless(store).await;
+}
+
+async fn audit_chain(store: &dyn Store) -> Vec<super::audit::AuditEntry> {
+    store
+        .scan(Keyspace::Audit, b"", None, usize::MAX)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, value)| prost::Message::decode(value.as_slice()).unwrap())
+        .collect()
+}
+
+async fn audit_entries_are_chained_with_their_change(store: &dyn Store) {
+    use super::audit::{GENESIS, Head, first_broken};
+    let empty = Head {
+        sequence: 0,
+        hash: GENESIS,
+    };
+    let mut batch = Batch::new();
+    batch.put(Keyspace::Devices, b"audited".to_vec(), b"1".to_vec());
+    batch.audit(b"first".to_vec());
+    batch.audit(b"second".to_vec());
+    store.commit(batch).await.unwrap();
+    // A batch that fails its precondition appends nothing.
+    let mut failing = Batch::new();
+    failing.expect(Keyspace::Devices, b"audited".to_vec(), None);
+    failing.audit(b"never".to_vec());
+    assert!(matches!(
+        store.commit(failing).await,
+        Err(StoreError::Conflict)
+    ));
+    let mut only_audit = Batch::new();
+    only_audit.audit(b"third".to_vec());
+    store.commit(only_audit).await.unwrap();
+
+    let chain = audit_chain(store).await;
+    let bodies: Vec<&[u8]> = chain.iter().map(|e| e.body.as_slice()).collect();
+    assert_eq!(bodies, [b"first".as_slice(), b"second", b"third"]);
+    assert_eq!(
+        chain.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert_eq!(first_broken(empty, &chain), None);
+    // Any change to a stored entry breaks the chain exactly there.
+    let mut tampered = chain.clone();
+    tampered[1].body = b"SECOND".to_vec();
+    assert_eq!(first_broken(empty, &tampered), Some(2));
+    let mut dropped = chain.clone();
+    dropped.remove(1);
+    assert_eq!(first_broken(empty, &dropped), Some(2));
+}
+
+async fn concurrent_audit_appends_stay_gapless(store: Arc<dyn Store>) {
+    let before = audit_chain(store.as_ref()).await.len();
+    let mut writers = Vec::new();
+    for writer in 0..8u8 {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            for n in 0..10u8 {
+                let mut batch = Batch::new();
+                batch.audit(vec![writer, n]);
+                store.commit(batch).await.unwrap();
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let chain = audit_chain(store.as_ref()).await;
+    assert_eq!(chain.len(), before + 80);
+    let sequences: Vec<u64> = chain.iter().map(|e| e.sequence).collect();
+    let expected: Vec<u64> = (1..=u64::try_from(chain.len()).unwrap()).collect();
+    assert_eq!(sequences, expected, "gapless, in order");
+    let empty = super::audit::Head {
+        sequence: 0,
+        hash: super::audit::GENESIS,
+    };
+    assert_eq!(super::audit::first_broken(empty, &chain), None);
 }
 
 async fn get_put_delete(store: &dyn Store) {

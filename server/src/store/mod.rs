@@ -8,6 +8,7 @@
 //! typed operations that keep records and their indexes together live in
 //! [`directory`]. The contract tests in `contract` run against every backend.
 
+pub mod audit;
 pub mod consults;
 pub mod directory;
 pub mod families;
@@ -58,6 +59,8 @@ pub enum Keyspace {
     PoolRequests,
     /// Index: consent id + consult id → nothing.
     ConsultsByConsent,
+    /// The audit chain: sequence number (8 bytes, big-endian) → entry.
+    Audit,
     /// Store metadata (schema version).
     Meta,
 }
@@ -83,6 +86,7 @@ impl Keyspace {
             Keyspace::ConsultsBySpecialist => 14,
             Keyspace::PoolRequests => 15,
             Keyspace::ConsultsByConsent => 16,
+            Keyspace::Audit => 17,
         }
     }
 }
@@ -127,6 +131,9 @@ pub struct Batch {
     pub expects: Vec<Expect>,
     /// Applied in order.
     pub writes: Vec<Write>,
+    /// Audit event bodies, appended to the audit chain in the same
+    /// transaction, in order.
+    pub audit: Vec<Vec<u8>>,
 }
 
 impl Batch {
@@ -150,6 +157,11 @@ impl Batch {
             space,
             key: key.into(),
         });
+    }
+
+    /// Adds an audit event body, appended to the chain with the batch.
+    pub fn audit(&mut self, body: Vec<u8>) {
+        self.audit.push(body);
     }
 
     /// Adds a precondition.
@@ -207,7 +219,8 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError>;
 
-    /// Applies a batch atomically and returns once it is durable.
+    /// Applies a batch atomically and returns once it is durable. Its audit
+    /// bodies are appended to the audit chain in the same transaction.
     ///
     /// # Errors
     /// [`StoreError::Conflict`] when a precondition fails (nothing written),

@@ -17,7 +17,7 @@ use std::{
 use async_trait::async_trait;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use super::{Batch, Entry, Keyspace, Store, StoreError, Write};
+use super::{Batch, Entry, Keyspace, Store, StoreError, Write, audit};
 
 /// A [`Store`] on sled.
 #[derive(Clone)]
@@ -146,6 +146,19 @@ impl Store for SledStore {
                         tx.remove(full_key(*space, key))?;
                     }
                 }
+            }
+            if !batch.audit.is_empty() {
+                let head_key = full_key(Keyspace::Meta, audit::HEAD_KEY);
+                let stored = tx.get(&head_key)?;
+                let mut head = audit::Head::decode(stored.as_deref())
+                    .map_err(|_| ConflictableTransactionError::Abort(()))?;
+                for body in &batch.audit {
+                    let (entry, next) = head.append(body.clone());
+                    let key = full_key(Keyspace::Audit, &entry.sequence.to_be_bytes());
+                    tx.insert(key, prost::Message::encode_to_vec(&entry))?;
+                    head = next;
+                }
+                tx.insert(head_key, head.encode())?;
             }
             Ok(())
         });
