@@ -469,6 +469,22 @@ pub struct Participant {
     pub decline_note: Option<String>,
 }
 
+impl Participant {
+    /// The owner's entry, active from `now`.
+    pub fn owner(professional: ProfessionalId, organisation: Oin, now: SystemTime) -> Self {
+        Participant {
+            professional,
+            organisation,
+            part: Part::Owner,
+            standing: Standing::Active,
+            invited_at: None,
+            joined_at: Some(now),
+            ended_at: None,
+            decline_note: None,
+        }
+    }
+}
+
 /// What a consult is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Subject {
@@ -853,16 +869,8 @@ impl Consult {
         }
         self.owner = to;
         self.owner_organisation = organisation.clone();
-        self.participants.push(Participant {
-            professional: to,
-            organisation: organisation.clone(),
-            part: Part::Owner,
-            standing: Standing::Active,
-            invited_at: None,
-            joined_at: Some(now),
-            ended_at: None,
-            decline_note: None,
-        });
+        self.participants
+            .push(Participant::owner(to, organisation.clone(), now));
     }
 
     /// The specialists taking part now (active), with their organisations.

@@ -19,8 +19,8 @@ use crate::{
     domain::{
         self, Availability, Expertise, InvalidInput, Professional, ProfessionalId, Role,
         consult::{
-            self, Consult, ConsultId, DeclineReason, LegalBasis, Outcome, Part, Refusal, Standing,
-            State, Subject, Urgency,
+            self, Consult, ConsultId, DeclineReason, LegalBasis, Outcome, Part, Refusal, State,
+            Subject, Urgency,
         },
         family::MemberId,
         parse_text,
@@ -369,16 +369,11 @@ impl ConsultService for ConsultApi {
             owner_organisation: me.organisation.clone(),
             state: State::Requested,
             state_changed_at: now,
-            participants: vec![consult::Participant {
-                professional: me.id,
-                organisation: me.organisation.clone(),
-                part: Part::Owner,
-                standing: Standing::Active,
-                invited_at: None,
-                joined_at: Some(now),
-                ended_at: None,
-                decline_note: None,
-            }],
+            participants: vec![consult::Participant::owner(
+                me.id,
+                me.organisation.clone(),
+                now,
+            )],
             pool_declined: Vec::new(),
             requested_at: now,
             accepted_at: None,
@@ -528,19 +523,8 @@ impl ConsultService for ConsultApi {
         } else {
             shown.sort_by_key(|c| std::cmp::Reverse(c.id));
         }
-        let start = after.map_or(0, |a| {
-            shown
-                .iter()
-                .position(|c| c.id == a)
-                .map_or(shown.len(), |i| i + 1)
-        });
-        let size = domain::page_size(req.page_size);
-        let page: Vec<&Consult> = shown.iter().skip(start).take(size).collect();
-        let next = if start + page.len() < shown.len() {
-            page.last().map(|c| c.id.to_string()).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let (page, next) =
+            super::page_after(&shown, after, domain::page_size(req.page_size), |c| c.id);
         Ok(Response::new(v1::ListConsultsResponse {
             consults: page.iter().map(|c| consult_to_proto(c, me.id)).collect(),
             next_page_token: next,

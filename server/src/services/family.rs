@@ -405,20 +405,8 @@ impl FamilyService for FamilyApi {
                     consent::Status::Active | consent::Status::NotYetValid
                 )
         });
-        let start = match after {
-            None => 0,
-            Some(after) => consents
-                .iter()
-                .position(|c| c.id == after)
-                .map_or(consents.len(), |at| at + 1),
-        };
-        let size = domain::page_size(req.page_size);
-        let page: Vec<&Consent> = consents.iter().skip(start).take(size).collect();
-        let next = if start + page.len() < consents.len() {
-            page.last().map(|c| c.id.to_string()).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let (page, next) =
+            super::page_after(&consents, after, domain::page_size(req.page_size), |c| c.id);
         Ok(Response::new(v1::ListConsentsResponse {
             consents: page.iter().map(|c| consent_to_proto(c, now)).collect(),
             next_page_token: next,

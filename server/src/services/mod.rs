@@ -43,6 +43,30 @@ impl Context {
     }
 }
 
+/// One page of an in-memory listing: the items after the one whose key is
+/// `after` (from the start when `None`, nothing when the key is unknown),
+/// at most `size`, and the token of the next page (empty after the last).
+fn page_after<T, K: PartialEq + std::fmt::Display>(
+    items: &[T],
+    after: Option<K>,
+    size: usize,
+    key: impl Fn(&T) -> K,
+) -> (&[T], String) {
+    let start = after.map_or(0, |after| {
+        items
+            .iter()
+            .position(|item| key(item) == after)
+            .map_or(items.len(), |at| at + 1)
+    });
+    let end = start.saturating_add(size).min(items.len());
+    let page = &items[start..end];
+    let next = match page.last() {
+        Some(last) if end < items.len() => key(last).to_string(),
+        _ => String::new(),
+    };
+    (page, next)
+}
+
 /// Converts a time to the wire's Timestamp.
 fn timestamp(time: std::time::SystemTime) -> prost_types::Timestamp {
     prost_types::Timestamp::from(time)

@@ -142,14 +142,11 @@ pub struct ConsultRecord {
 const S: Keyspace = Keyspace::Consults;
 
 fn corrupt(reason: impl Into<String>) -> StoreError {
-    StoreError::Corrupt {
-        space: S,
-        reason: reason.into(),
-    }
+    super::records::corrupt(S, reason)
 }
 
 fn id16(raw: &[u8]) -> Result<[u8; 16], StoreError> {
-    <[u8; 16]>::try_from(raw).map_err(|_| corrupt("id is not 16 bytes"))
+    super::records::id_bytes(S, raw)
 }
 
 fn ms(t: Option<SystemTime>) -> Option<i64> {
@@ -352,10 +349,8 @@ pub fn encode_consult(c: &Consult) -> Vec<u8> {
 /// # Errors
 /// [`StoreError::Corrupt`] when the bytes are not a valid record.
 pub fn decode_consult(bytes: &[u8]) -> Result<Consult, StoreError> {
-    let r = ConsultRecord::decode(bytes).map_err(|e| corrupt(e.to_string()))?;
-    if r.version != SCHEMA_VERSION {
-        return Err(corrupt(format!("unknown schema version {}", r.version)));
-    }
+    let r: ConsultRecord =
+        super::records::decode_versioned(S, bytes, |r: &ConsultRecord| r.version)?;
     let subject = if r.family.is_empty() {
         Subject::Anonymous
     } else {

@@ -9,7 +9,9 @@ use prost::Message;
 
 use super::{
     Batch, Keyspace, Store, StoreError,
-    records::{SCHEMA_VERSION, from_millis, to_millis},
+    records::{
+        SCHEMA_VERSION, corrupt, decode_versioned, from_millis, id_bytes as id16, to_millis,
+    },
 };
 use crate::domain::{
     Expertise, Oin, ProfessionalId,
@@ -136,17 +138,6 @@ pub struct ConsentRecord {
     pub revocation_evidence: Option<String>,
 }
 
-fn corrupt(space: Keyspace, reason: impl Into<String>) -> StoreError {
-    StoreError::Corrupt {
-        space,
-        reason: reason.into(),
-    }
-}
-
-fn id16(space: Keyspace, raw: &[u8]) -> Result<[u8; 16], StoreError> {
-    <[u8; 16]>::try_from(raw).map_err(|_| corrupt(space, "id is not 16 bytes"))
-}
-
 fn encode_term(t: &ContactTerm) -> TermRecord {
     TermRecord {
         professional: t.professional.as_bytes().to_vec(),
@@ -203,10 +194,7 @@ pub fn encode_family(f: &Family) -> Vec<u8> {
 /// [`StoreError::Corrupt`] when the bytes are not a valid record.
 pub fn decode_family(bytes: &[u8]) -> Result<Family, StoreError> {
     const S: Keyspace = Keyspace::Families;
-    let r = FamilyRecord::decode(bytes).map_err(|e| corrupt(S, e.to_string()))?;
-    if r.version != SCHEMA_VERSION {
-        return Err(corrupt(S, format!("unknown schema version {}", r.version)));
-    }
+    let r: FamilyRecord = decode_versioned(S, bytes, |r: &FamilyRecord| r.version)?;
     let bad = |e: crate::domain::InvalidInput| corrupt(S, e.to_string());
     let members = r
         .members
@@ -282,10 +270,7 @@ pub fn encode_consent(c: &Consent) -> Vec<u8> {
 /// [`StoreError::Corrupt`] when the bytes are not a valid record.
 pub fn decode_consent(bytes: &[u8]) -> Result<Consent, StoreError> {
     const S: Keyspace = Keyspace::Consents;
-    let r = ConsentRecord::decode(bytes).map_err(|e| corrupt(S, e.to_string()))?;
-    if r.version != SCHEMA_VERSION {
-        return Err(corrupt(S, format!("unknown schema version {}", r.version)));
-    }
+    let r: ConsentRecord = decode_versioned(S, bytes, |r: &ConsentRecord| r.version)?;
     let bad = |e: crate::domain::InvalidInput| corrupt(S, e.to_string());
     let members = |list: &[Vec<u8>]| {
         list.iter()

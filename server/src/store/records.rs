@@ -95,11 +95,23 @@ pub fn from_millis(millis: i64) -> SystemTime {
     }
 }
 
-fn corrupt(space: Keyspace, reason: impl Into<String>) -> StoreError {
+/// A corruption error for `space`.
+pub(crate) fn corrupt(space: Keyspace, reason: impl Into<String>) -> StoreError {
     StoreError::Corrupt {
         space,
         reason: reason.into(),
     }
+}
+
+/// Decodes a record of `space` and checks its schema version.
+pub(crate) fn decode_versioned<M: Message + Default>(
+    space: Keyspace,
+    bytes: &[u8],
+    version: impl Fn(&M) -> u32,
+) -> Result<M, StoreError> {
+    let record = decode(space, bytes)?;
+    check_version(space, version(&record))?;
+    Ok(record)
 }
 
 fn decode<M: Message + Default>(space: Keyspace, bytes: &[u8]) -> Result<M, StoreError> {
@@ -114,7 +126,8 @@ fn check_version(space: Keyspace, version: u32) -> Result<(), StoreError> {
     }
 }
 
-fn id_bytes(space: Keyspace, raw: &[u8]) -> Result<[u8; 16], StoreError> {
+/// Reads a stored 16-byte id of `space`.
+pub(crate) fn id_bytes(space: Keyspace, raw: &[u8]) -> Result<[u8; 16], StoreError> {
     <[u8; 16]>::try_from(raw).map_err(|_| corrupt(space, "id is not 16 bytes"))
 }
 
