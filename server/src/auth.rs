@@ -15,6 +15,7 @@ use tonic::Request;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::{
+    audit::CallAudit,
     config::Organisation,
     domain::{Oin, Professional, ProfessionalId, Role},
     error::{ServiceError, ServiceResult},
@@ -69,15 +70,19 @@ pub struct Caller {
     pub peer: Peer,
     /// The acting professional, as stored when the call began.
     pub professional: Professional,
+    /// The call's audit event, which the handler completes.
+    pub audit: CallAudit,
 }
 
 impl Caller {
-    /// Refuses the call unless the professional holds `role`.
+    /// Refuses the call unless the professional holds `role`, which the
+    /// audit then records as the role the call was authorised under.
     ///
     /// # Errors
     /// [`ServiceError::PermissionDenied`] naming the role needed.
     pub fn require(&self, role: Role) -> ServiceResult<()> {
         if self.professional.has_role(role) {
+            self.audit.role(role);
             Ok(())
         } else {
             Err(ServiceError::PermissionDenied(format!(
@@ -122,21 +127,23 @@ impl Authenticator {
         let leaf = certs.first().ok_or_else(|| {
             ServiceError::Unauthenticated("the connection has no client certificate".into())
         })?;
-        let organisation = oin_of(leaf.as_ref())?;
+        let certificate = Fingerprint::of(leaf.as_ref());
+        let audit = CallAudit::of(request);
+        let span = tracing::Span::current();
+        span.record("cert", tracing::field::display(&certificate));
+        let organisation = oin_of(leaf.as_ref()).inspect_err(|_| audit.peer(None, &certificate))?;
+        audit.peer(Some(&organisation), &certificate);
+        span.record("org", tracing::field::display(&organisation));
         if !self.organisations.contains_key(&organisation) {
             return Err(ServiceError::PermissionDenied(format!(
                 "organisation {organisation} is not allowed on this server"
             )));
         }
-        let peer = Peer {
+        Ok(Peer {
             organisation,
-            certificate: Fingerprint::of(leaf.as_ref()),
+            certificate,
             remote: request.remote_addr(),
-        };
-        let span = tracing::Span::current();
-        span.record("org", tracing::field::display(&peer.organisation));
-        span.record("cert", tracing::field::display(&peer.certificate));
-        Ok(peer)
+        })
     }
 
     /// Identifies the caller: the connection's organisation and the acting
@@ -151,6 +158,8 @@ impl Authenticator {
         let peer = self.peer(request)?;
         let id = professional_id(request)?;
         tracing::Span::current().record("professional", tracing::field::display(id));
+        let audit = CallAudit::of(request);
+        audit.professional(id);
         let refused = || {
             ServiceError::PermissionDenied(format!(
                 "professional {id} is not an active professional of organisation {}",
@@ -161,7 +170,11 @@ impl Authenticator {
         if professional.organisation != peer.organisation || !professional.is_active() {
             return Err(refused());
         }
-        Ok(Caller { peer, professional })
+        Ok(Caller {
+            peer,
+            professional,
+            audit,
+        })
     }
 }
 

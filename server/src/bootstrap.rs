@@ -5,9 +5,10 @@
 use std::time::SystemTime;
 
 use samenop_certs_dev::Organisation as DemoOrganisation;
-use samenop_proto::v1::ViolenceType as V;
+use samenop_proto::v1::{self, ViolenceType as V};
 
 use crate::{
+    audit,
     config::Organisation,
     domain::{
         Availability, DisplayName, Expertise, Oin, Professional, ProfessionalId, Role, Roles,
@@ -56,7 +57,14 @@ async fn ensure(directory: &Directory, person: &Professional) -> Result<bool, St
             Ok(false)
         }
         None => {
-            directory.insert_professional(person).await?;
+            let mut event =
+                audit::server_event("server/bootstrap-professional", person.registered_at);
+            event.purpose = v1::Purpose::NetworkAdministration as i32;
+            event.objects.push(v1::AuditObject {
+                object_type: v1::AuditObjectType::Professional as i32,
+                object_id: person.id.to_string(),
+            });
+            directory.insert_professional(person, event).await?;
             Ok(true)
         }
     }

@@ -27,6 +27,10 @@ pub enum ServiceError {
     /// The system is not in a state that allows the call (FAILED_PRECONDITION).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// No legal basis covers sharing the family's information this way
+    /// (FAILED_PRECONDITION, audited as a denial).
+    #[error("{0}")]
+    NoLegalBasis(String),
     /// Someone else got there first, or it exists already (ALREADY_EXISTS).
     #[error("{0}")]
     AlreadyExists(String),
@@ -47,6 +51,9 @@ impl From<ServiceError> for Status {
             ServiceError::PermissionDenied(msg) => Status::permission_denied(msg),
             ServiceError::NotFound(msg) => Status::not_found(msg),
             ServiceError::FailedPrecondition(msg) => Status::failed_precondition(msg),
+            ServiceError::NoLegalBasis(msg) => {
+                crate::audit::mark_denied(Status::failed_precondition(msg))
+            }
             ServiceError::ResourceExhausted(msg) => Status::resource_exhausted(msg),
             ServiceError::AlreadyExists(msg) => Status::already_exists(msg),
             ServiceError::Store(StoreError::Conflict) => Status::new(

@@ -7,23 +7,22 @@ use http::{HeaderValue, Request, Response};
 use tower::{Layer, Service};
 
 /// The span of one call: method, request id (the caller's `x-request-id` when
-/// it is a short token, else a new one), and the organisation, professional
-/// and certificate, which authentication fills in. Never family data.
+/// it is a short token; else the audit layer records the one it makes), and
+/// the organisation, professional and certificate, which authentication fills
+/// in. Never family data.
 pub fn request_span(request: &Request<()>) -> tracing::Span {
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "call",
         method = %request.uri().path(),
-        request_id = %request_id,
+        request_id = tracing::field::Empty,
         org = tracing::field::Empty,
         professional = tracing::field::Empty,
         cert = tracing::field::Empty,
-    )
+    );
+    if let Some(id) = crate::audit::caller_request_id(request) {
+        span.record("request_id", id);
+    }
+    span
 }
 
 /// Maps tonic's answer to an oversized request message (OUT_OF_RANGE, "decoded

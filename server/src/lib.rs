@@ -5,6 +5,8 @@
 //! - [`tls`]: mutual TLS (rustls, ring, TLS 1.3, client certificates with CRLs)
 //!   and the stream of handshaken connections.
 //! - [`auth`]: certificate → organisation (OIN), metadata → acting professional.
+//! - [`audit`]: one audit event per call, committed with the change it
+//!   describes or before the answer leaves.
 //! - [`domain`]: types and rules, parsed from the wire once; no I/O.
 //! - [`store`]: the [`store::Store`] trait, the sled backend, typed records.
 //! - [`services`]: one file per gRPC service: decode, authorise, act, encode.
@@ -17,6 +19,7 @@
 //! [`run`] serves on an already-bound listener until a shutdown future
 //! completes, so tests bind `127.0.0.1:0` and inject both.
 
+pub mod audit;
 pub mod auth;
 pub mod bootstrap;
 pub mod clock;
@@ -134,6 +137,9 @@ pub async fn run_with(
         // re-handshakes (certificate and CRL checked again) at least hourly.
         .max_connection_age(MAX_CONNECTION_AGE)
         .trace_fn(layers::request_span)
+        // The audit layer sees each answer as it leaves (after the status
+        // fix below), and commits the call's event before it does.
+        .layer(audit::AuditLayer::new(store.clone(), ctx.clock.clone()))
         .layer(layers::StatusFixLayer::new(max))
         .add_service(health_service)
         .add_service(reflection)

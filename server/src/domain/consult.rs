@@ -132,6 +132,22 @@ pub struct LegalBasis {
 }
 
 impl LegalBasis {
+    /// The wire form; the justification only when `with_justification`
+    /// (it is shown to the consult's insiders, never to the audit trail).
+    pub fn to_proto(&self, with_justification: bool) -> v1::LegalBasis {
+        v1::LegalBasis {
+            ground: self.ground_to_proto() as i32,
+            consent_id: self.consent().map(|id| id.to_string()).unwrap_or_default(),
+            justification: if with_justification {
+                self.justification.clone().unwrap_or_default()
+            } else {
+                String::new()
+            },
+            safety_sensitive: self.safety_sensitive,
+            flagged_for_review: self.flagged_for_review(),
+        }
+    }
+
     /// Parses a legal basis.
     ///
     /// # Errors

@@ -7,7 +7,7 @@
 //! settles the consult at the clock's `now` (expiry, consent expiry); every
 //! write stores the settled state, compare-and-set on the record as read.
 
-use samenop_proto::v1::{self, consult_service_server::ConsultService};
+use samenop_proto::v1::{self, AuditObjectType as Object, consult_service_server::ConsultService};
 use tonic::{Request, Response, Status};
 
 use super::{
@@ -133,8 +133,10 @@ impl ConsultApi {
 
     /// Loads a consult the caller may see.
     async fn visible(&self, caller: &Caller, id: ConsultId) -> ServiceResult<Loaded> {
+        caller.audit.object(Object::Consult, id);
         let loaded = self.load(id).await?;
         if self.sees(&loaded.now, caller).await? {
+            note_access(caller, &loaded.now);
             Ok(loaded)
         } else {
             Err(no_consult(id))
@@ -153,13 +155,14 @@ impl ConsultApi {
         }
     }
 
-    /// Stores `new` in place of `loaded.stored`, and answers it as the
-    /// caller sees it.
-    async fn save(&self, loaded: &Loaded, new: &Consult) -> ServiceResult<()> {
+    /// Stores `new` in place of `loaded.stored`, with the call's audit
+    /// event.
+    async fn save(&self, caller: &Caller, loaded: &Loaded, new: &Consult) -> ServiceResult<()> {
         let mut batch = Batch::new();
         self.ctx
             .consults
             .stage(&mut batch, Some(&loaded.stored), new);
+        batch.audit(caller.audit.allowed());
         self.ctx.consults.commit(batch).await?;
         Ok(())
     }
@@ -179,9 +182,7 @@ impl ConsultApi {
         };
         let consent = self.ctx.families.consent(id).await?;
         let consent = consent.ok_or_else(|| {
-            ServiceError::FailedPrecondition(format!(
-                "consent {id} is not a consent of this family"
-            ))
+            ServiceError::NoLegalBasis(format!("consent {id} is not a consent of this family"))
         })?;
         consult::consent_covers(
             &consent,
@@ -191,7 +192,7 @@ impl ConsultApi {
             organisation,
             self.ctx.now(),
         )
-        .map_err(|not| ServiceError::FailedPrecondition(not.0))
+        .map_err(|not| ServiceError::NoLegalBasis(not.0))
     }
 
     /// Loads an active specialist with `expertise`, or NOT_FOUND.
@@ -235,6 +236,20 @@ impl ConsultApi {
     fn answer(c: &Consult, caller: &Caller) -> Option<v1::Consult> {
         Some(consult_to_proto(c, caller.professional.id))
     }
+}
+
+/// Records in the call's audit what access to `c` was granted on: its
+/// family and legal basis, and the role the caller acts in.
+fn note_access(caller: &Caller, c: &Consult) {
+    if let Subject::Family { family, basis, .. } = &c.subject {
+        caller.audit.object(Object::Family, family);
+        caller.audit.basis(basis);
+    }
+    caller.audit.role(if c.owner == caller.professional.id {
+        Role::ContactPerson
+    } else {
+        Role::Specialist
+    });
 }
 
 fn consult_id(raw: &str) -> ServiceResult<ConsultId> {
@@ -282,6 +297,7 @@ impl ConsultService for ConsultApi {
             "" => None,
             raw => {
                 let id = ProfessionalId::parse("specialist_id", raw).map_err(invalid)?;
+                caller.audit.object(Object::Professional, id);
                 Some(self.specialist(id, wanted).await?)
             }
         };
@@ -290,6 +306,7 @@ impl ConsultService for ConsultApi {
             Ok(v1::ConsultKind::Family) => {
                 let family_id = domain::family::FamilyId::parse("family_id", &req.family_id)
                     .map_err(invalid)?;
+                caller.audit.object(Object::Family, family_id);
                 let family = self.ctx.families.family(family_id).await?;
                 let family = match family {
                     Some(f) if f.contact.professional == caller.professional.id => f,
@@ -321,6 +338,7 @@ impl ConsultService for ConsultApi {
                     concerned.push(member);
                 }
                 let basis = LegalBasis::parse(req.legal_basis.as_ref()).map_err(invalid)?;
+                caller.audit.basis(&basis);
                 let organisation = named.as_ref().map(|p| &p.organisation);
                 self.check_basis(family.id, &concerned, &basis, wanted, organisation)
                     .await?;
@@ -381,6 +399,8 @@ impl ConsultService for ConsultApi {
             closed_at: None,
         };
         self.ctx.consults.stage(&mut batch, None, &consult);
+        caller.audit.object(Object::Consult, consult.id);
+        batch.audit(caller.audit.allowed());
         self.ctx
             .consults
             .commit(batch)
@@ -525,6 +545,12 @@ impl ConsultService for ConsultApi {
         }
         let (page, next) =
             super::page_after(&shown, after, domain::page_size(req.page_size), |c| c.id);
+        for c in page {
+            caller.audit.object(Object::Consult, c.id);
+            if let Subject::Family { family, .. } = &c.subject {
+                caller.audit.object(Object::Family, family);
+            }
+        }
         Ok(Response::new(v1::ListConsultsResponse {
             consults: page.iter().map(|c| consult_to_proto(c, me.id)).collect(),
             next_page_token: next,
@@ -538,6 +564,7 @@ impl ConsultService for ConsultApi {
         let caller = self.ctx.auth.caller(&request).await?;
         caller.require(Role::Specialist)?;
         let id = consult_id(&request.get_ref().consult_id)?;
+        caller.audit.object(Object::Consult, id);
         let loaded = self.load(id).await?;
         let me = &caller.professional;
         let c = &loaded.now;
@@ -551,6 +578,7 @@ impl ConsultService for ConsultApi {
         if !for_me {
             return Err(no_consult(id).into());
         }
+        note_access(&caller, c);
         let pool = c.addressed.is_none() && !c.is_invited(me.id);
         if pool && c.state == State::Requested && me.availability != Some(Availability::Available) {
             return Err(ServiceError::FailedPrecondition(
@@ -562,7 +590,7 @@ impl ConsultService for ConsultApi {
         let mut new = loaded.now.clone();
         new.accept(me.id, &me.organisation, self.ctx.now())
             .map_err(refused)?;
-        self.save(&loaded, &new)
+        self.save(&caller, &loaded, &new)
             .await
             .map_err(|e| conflict_or(e, pool))?;
         tracing::info!(consult = %id, "consult accepted");
@@ -598,7 +626,7 @@ impl ConsultService for ConsultApi {
         let mut new = loaded.now.clone();
         new.decline(me.id, &me.organisation, reason, note, self.ctx.now())
             .map_err(refused)?;
-        self.save(&loaded, &new).await?;
+        self.save(&caller, &loaded, &new).await?;
         let still = self.sees(&new, &caller).await?;
         Ok(Response::new(v1::DeclineConsultResponse {
             consult: if still {
@@ -617,6 +645,7 @@ impl ConsultService for ConsultApi {
         let req = request.get_ref();
         let id = consult_id(&req.consult_id)?;
         let who = ProfessionalId::parse("specialist_id", &req.specialist_id).map_err(invalid)?;
+        caller.audit.object(Object::Professional, who);
         let wanted = expertise("expertise", req.expertise.as_ref())?;
         let loaded = self.owned(&caller, id).await?;
         let specialist = self.specialist(who, wanted).await?;
@@ -645,7 +674,7 @@ impl ConsultService for ConsultApi {
             self.ctx.now(),
         )
         .map_err(refused)?;
-        self.save(&loaded, &new).await?;
+        self.save(&caller, &loaded, &new).await?;
         Ok(Response::new(v1::InviteSpecialistResponse {
             consult: Self::answer(&new, &caller),
         }))
@@ -660,10 +689,11 @@ impl ConsultService for ConsultApi {
         let id = consult_id(&req.consult_id)?;
         let who =
             ProfessionalId::parse("professional_id", &req.professional_id).map_err(invalid)?;
+        caller.audit.object(Object::Professional, who);
         let loaded = self.owned(&caller, id).await?;
         let mut new = loaded.now.clone();
         new.remove(who, self.ctx.now()).map_err(refused)?;
-        self.save(&loaded, &new).await?;
+        self.save(&caller, &loaded, &new).await?;
         Ok(Response::new(v1::RemoveParticipantResponse {
             consult: Self::answer(&new, &caller),
         }))
@@ -679,7 +709,7 @@ impl ConsultService for ConsultApi {
         let mut new = loaded.now.clone();
         new.leave(caller.professional.id, self.ctx.now())
             .map_err(refused)?;
-        self.save(&loaded, &new).await?;
+        self.save(&caller, &loaded, &new).await?;
         Ok(Response::new(v1::LeaveConsultResponse {}))
     }
 
@@ -709,7 +739,7 @@ impl ConsultService for ConsultApi {
         }
         let mut new = loaded.now.clone();
         new.change_basis(basis, self.ctx.now()).map_err(refused)?;
-        self.save(&loaded, &new).await?;
+        self.save(&caller, &loaded, &new).await?;
         Ok(Response::new(v1::ChangeLegalBasisResponse {
             consult: Self::answer(&new, &caller),
         }))
@@ -726,7 +756,7 @@ impl ConsultService for ConsultApi {
         let loaded = self.owned(&caller, id).await?;
         let mut new = loaded.now.clone();
         new.close(outcome, self.ctx.now()).map_err(refused)?;
-        self.save(&loaded, &new).await?;
+        self.save(&caller, &loaded, &new).await?;
         tracing::info!(consult = %id, "consult closed");
         Ok(Response::new(v1::CloseConsultResponse {
             consult: Self::answer(&new, &caller),

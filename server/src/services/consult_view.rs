@@ -38,17 +38,7 @@ pub(super) fn consult_to_proto(c: &Consult, viewer: ProfessionalId) -> v1::Consu
             } else {
                 Vec::new()
             },
-            Some(v1::LegalBasis {
-                ground: basis.ground_to_proto() as i32,
-                consent_id: basis.consent().map(|id| id.to_string()).unwrap_or_default(),
-                justification: if insider {
-                    basis.justification.clone().unwrap_or_default()
-                } else {
-                    String::new()
-                },
-                safety_sensitive: basis.safety_sensitive,
-                flagged_for_review: basis.flagged_for_review(),
-            }),
+            Some(basis.to_proto(insider)),
         ),
         Subject::Anonymous => (v1::ConsultKind::Anonymous, String::new(), Vec::new(), None),
     };

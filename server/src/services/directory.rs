@@ -13,6 +13,8 @@ use crate::{
     error::{ServiceError, ServiceResult},
 };
 
+use v1::AuditObjectType as Object;
+
 /// The most active devices one professional may have.
 pub(crate) const ACTIVE_DEVICES_MAX: usize = 32;
 /// The most devices one professional may ever register (revoked included),
@@ -39,6 +41,7 @@ impl DirectoryApi {
         caller: &Caller,
         id: ProfessionalId,
     ) -> ServiceResult<Professional> {
+        caller.audit.object(Object::Professional, id);
         match self.ctx.directory.professional(id).await? {
             Some(p) if p.organisation == caller.peer.organisation => Ok(p),
             _ => Err(ServiceError::NotFound(format!(
@@ -54,7 +57,11 @@ impl DirectoryApi {
         owner: ProfessionalId,
         what: &str,
     ) -> ServiceResult<()> {
-        if caller.professional.id == owner || caller.professional.has_role(Role::OrgAdmin) {
+        if caller.professional.id == owner {
+            Ok(())
+        } else if caller.professional.has_role(Role::OrgAdmin) {
+            caller.audit.role(Role::OrgAdmin);
+            caller.audit.on_behalf_of(owner);
             Ok(())
         } else {
             Err(ServiceError::PermissionDenied(format!(
@@ -106,7 +113,10 @@ impl DirectoryService for DirectoryApi {
             Professional::register(new, caller.peer.organisation.clone(), self.ctx.now());
         self.ctx
             .directory
-            .insert_professional(&professional)
+            .insert_professional(&professional, {
+                caller.audit.object(Object::Professional, professional.id);
+                caller.audit.allowed()
+            })
             .await
             .map_err(ServiceError::from)?;
         tracing::info!(registered = %professional.id, "professional registered");
@@ -135,7 +145,7 @@ impl DirectoryService for DirectoryApi {
             let done = self
                 .ctx
                 .directory
-                .deactivate_professional(&target, now)
+                .deactivate_professional(&target, now, caller.audit.allowed())
                 .await;
             let done = done.map_err(ServiceError::from)?;
             tracing::info!(deactivated = %id, "professional deactivated");
@@ -226,7 +236,10 @@ impl DirectoryService for DirectoryApi {
         };
         self.ctx
             .directory
-            .insert_device(&owner, &set, &device)
+            .insert_device(&owner, &set, &device, {
+                caller.audit.object(Object::Device, device.id);
+                caller.audit.allowed()
+            })
             .await
             .map_err(ServiceError::from)?;
         tracing::info!(device = %device.id, owner = %owner.id, "device registered");
@@ -242,6 +255,7 @@ impl DirectoryService for DirectoryApi {
         let caller = self.ctx.auth.caller(&request).await?;
         let id = DeviceId::parse("device_id", &request.get_ref().device_id)
             .map_err(ServiceError::from)?;
+        caller.audit.object(Object::Device, id);
         let not_found = || ServiceError::NotFound(format!("no device {id} in your organisation"));
         let device = self
             .ctx
@@ -261,7 +275,7 @@ impl DirectoryService for DirectoryApi {
             revoked.revoked_at = Some(self.ctx.now());
             self.ctx
                 .directory
-                .update_device(&device, &revoked)
+                .update_device(&device, &revoked, caller.audit.allowed())
                 .await
                 .map_err(ServiceError::from)?;
             tracing::info!(device = %id, "device revoked");
@@ -278,9 +292,10 @@ impl DirectoryService for DirectoryApi {
         &self,
         request: Request<v1::GetProfessionalRequest>,
     ) -> Result<Response<v1::GetProfessionalResponse>, Status> {
-        self.ctx.auth.caller(&request).await?;
+        let caller = self.ctx.auth.caller(&request).await?;
         let id = ProfessionalId::parse("professional_id", &request.get_ref().professional_id)
             .map_err(ServiceError::from)?;
+        caller.audit.object(Object::Professional, id);
         let professional = self
             .ctx
             .directory
@@ -353,7 +368,7 @@ impl DirectoryService for DirectoryApi {
         if new != old {
             self.ctx
                 .directory
-                .update_professional(&old, &new)
+                .update_professional(&old, &new, caller.audit.allowed())
                 .await
                 .map_err(ServiceError::from)?;
         }

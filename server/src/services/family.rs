@@ -6,7 +6,7 @@
 
 use std::time::SystemTime;
 
-use samenop_proto::v1::{self, family_service_server::FamilyService};
+use samenop_proto::v1::{self, AuditObjectType as Object, family_service_server::FamilyService};
 use tonic::{Request, Response, Status};
 
 use super::{Context, timestamp};
@@ -54,6 +54,7 @@ impl FamilyApi {
 
     /// Loads a family the caller may see, and how.
     async fn visible(&self, caller: &Caller, id: FamilyId) -> ServiceResult<(Family, Access)> {
+        caller.audit.object(Object::Family, id);
         let family = self
             .ctx
             .families
@@ -62,10 +63,12 @@ impl FamilyApi {
             .ok_or_else(|| no_family(id))?;
         let me = &caller.professional;
         if family.contact.professional == me.id {
+            caller.audit.role(Role::ContactPerson);
             Ok((family, Access::ContactPerson))
         } else if me.has_role(Role::PrivacyOfficer)
             && me.organisation == family.contact.organisation
         {
+            caller.audit.role(Role::PrivacyOfficer);
             Ok((family, Access::PrivacyOfficer))
         } else {
             Err(no_family(id))
@@ -164,7 +167,10 @@ impl FamilyService for FamilyApi {
         let family = Family::register(request.get_ref(), me, now).map_err(ServiceError::from)?;
         self.ctx
             .families
-            .insert_family(&family)
+            .insert_family(&family, {
+                caller.audit.object(Object::Family, family.id);
+                caller.audit.allowed()
+            })
             .await
             .map_err(ServiceError::from)?;
         tracing::info!(family = %family.id, "family registered");
@@ -195,6 +201,7 @@ impl FamilyService for FamilyApi {
         let id = FamilyId::parse("family_id", &req.family_id).map_err(ServiceError::from)?;
         let to = ProfessionalId::parse("new_contact_person_id", &req.new_contact_person_id)
             .map_err(ServiceError::from)?;
+        caller.audit.object(Object::Family, id);
         let family = self
             .ctx
             .families
@@ -203,11 +210,15 @@ impl FamilyService for FamilyApi {
             .map_err(ServiceError::from)?;
         let family = family.ok_or_else(|| no_family(id))?;
         let me = &caller.professional;
-        let may = family.contact.professional == me.id
-            || (me.has_role(Role::OrgAdmin) && me.organisation == family.contact.organisation);
-        if !may {
+        if family.contact.professional == me.id {
+            caller.audit.role(Role::ContactPerson);
+        } else if me.has_role(Role::OrgAdmin) && me.organisation == family.contact.organisation {
+            caller.audit.role(Role::OrgAdmin);
+            caller.audit.on_behalf_of(family.contact.professional);
+        } else {
             return Err(no_family(id).into());
         }
+        caller.audit.object(Object::Professional, to);
         let successor = self
             .ctx
             .directory
@@ -253,7 +264,9 @@ impl FamilyService for FamilyApi {
             moved.hand_over(successor.id, &successor.organisation, now);
             self.ctx.consults.stage(&mut batch, Some(&stored), &moved);
             transferred.push(moved.id.to_string());
+            caller.audit.object(Object::Consult, moved.id);
         }
+        batch.audit(caller.audit.allowed());
         self.ctx.consults.commit(batch).await?;
         tracing::info!(family = %id, to = %successor.id, "family handed over");
         Ok(Response::new(v1::HandOverFamilyResponse {
@@ -290,7 +303,10 @@ impl FamilyService for FamilyApi {
         }
         self.ctx
             .families
-            .insert_consent(&family, &consent)
+            .insert_consent(&family, &consent, {
+                caller.audit.object(Object::Consent, consent.id);
+                caller.audit.allowed()
+            })
             .await
             .map_err(ServiceError::from)?;
         tracing::info!(family = %id, consent = %consent.id, "consent recorded");
@@ -314,6 +330,7 @@ impl FamilyService for FamilyApi {
                     .map_err(ServiceError::from)?,
             ),
         };
+        caller.audit.object(Object::Consent, id);
         let no_consent = || ServiceError::NotFound(format!("no consent {id}"));
         let found = self
             .ctx
@@ -361,10 +378,12 @@ impl FamilyService for FamilyApi {
             if changed != stored {
                 if matches!(changed.state, State::Suspended { .. }) {
                     suspended.push(changed.id.to_string());
+                    caller.audit.object(Object::Consult, changed.id);
                 }
                 self.ctx.consults.stage(&mut batch, Some(&stored), &changed);
             }
         }
+        batch.audit(caller.audit.allowed());
         self.ctx.consults.commit(batch).await?;
         tracing::info!(consent = %id, "consent revoked");
         Ok(Response::new(v1::RevokeConsentResponse {

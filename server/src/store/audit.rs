@@ -1,10 +1,15 @@
 //! The audit chain at the storage level: every audit event is appended in
 //! the same transaction as the change it describes, with a gapless sequence
-//! number and a SHA-256 hash over the previous entry's hash, its sequence
-//! number and its body. The body is an encoded audit event (its fields are
-//! the services' business); this layer only orders and chains.
+//! number and the previous event's hash written into the event itself, and a
+//! SHA-256 hash over the previous hash followed by the event's protobuf
+//! encoding (with its hash left empty). An exported event can therefore be
+//! checked on its own, exactly as `samenop.v1.AuditEvent` documents.
+//!
+//! This layer orders, chains and verifies; what an event says is the
+//! services' business.
 
 use prost::Message;
+use samenop_proto::v1;
 
 use super::StoreError;
 
@@ -15,28 +20,39 @@ pub const HEAD_KEY: &[u8] = b"audit-head";
 /// The hash before the first entry.
 pub const GENESIS: [u8; 32] = [0u8; 32];
 
-/// One stored entry of the chain.
+/// One stored entry of the chain, under its sequence number (8 bytes,
+/// big-endian) in the Audit keyspace.
 #[derive(Clone, PartialEq, Message)]
 pub struct AuditEntry {
-    /// Its sequence number, from 1, gapless.
-    #[prost(uint64, tag = "1")]
-    pub sequence: u64,
-    /// The previous entry's hash ([`GENESIS`] for the first).
-    #[prost(bytes = "vec", tag = "2")]
-    pub previous_hash: Vec<u8>,
-    /// SHA-256(previous_hash ‖ sequence (8 bytes, big-endian) ‖ body).
-    #[prost(bytes = "vec", tag = "3")]
+    /// SHA-256(previous hash ‖ body).
+    #[prost(bytes = "vec", tag = "1")]
     pub hash: Vec<u8>,
-    /// The encoded audit event.
-    #[prost(bytes = "vec", tag = "4")]
+    /// The encoded `v1::AuditEvent`, with its sequence and previous hash
+    /// set and its hash left empty: exactly the bytes hashed.
+    #[prost(bytes = "vec", tag = "2")]
     pub body: Vec<u8>,
 }
 
-/// The hash of an entry.
-pub fn chain_hash(previous: &[u8], sequence: u64, body: &[u8]) -> [u8; 32] {
+impl AuditEntry {
+    /// The event as exported: decoded, with its hash filled in.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] when the body is not an event.
+    pub fn event(&self) -> Result<v1::AuditEvent, StoreError> {
+        let mut event =
+            v1::AuditEvent::decode(self.body.as_slice()).map_err(|e| StoreError::Corrupt {
+                space: super::Keyspace::Audit,
+                reason: format!("audit event: {e}"),
+            })?;
+        event.hash.clone_from(&self.hash);
+        Ok(event)
+    }
+}
+
+/// The hash of an entry: SHA-256 over the previous hash and the body.
+pub fn chain_hash(previous: &[u8], body: &[u8]) -> [u8; 32] {
     let mut context = ring::digest::Context::new(&ring::digest::SHA256);
     context.update(previous);
-    context.update(&sequence.to_be_bytes());
     context.update(body);
     let mut hash = [0u8; 32];
     hash.copy_from_slice(context.finish().as_ref());
@@ -53,16 +69,19 @@ pub struct Head {
 }
 
 impl Head {
+    /// The head of the empty chain.
+    pub const EMPTY: Head = Head {
+        sequence: 0,
+        hash: GENESIS,
+    };
+
     /// Decodes a stored head; `None` (nothing stored) is the empty chain.
     ///
     /// # Errors
     /// [`StoreError::Corrupt`] for a head that is not 40 bytes.
     pub fn decode(raw: Option<&[u8]>) -> Result<Self, StoreError> {
         let Some(raw) = raw else {
-            return Ok(Head {
-                sequence: 0,
-                hash: GENESIS,
-            });
+            return Ok(Head::EMPTY);
         };
         let corrupt = || StoreError::Corrupt {
             space: super::Keyspace::Meta,
@@ -85,35 +104,149 @@ impl Head {
         [self.sequence.to_be_bytes().as_slice(), &self.hash].concat()
     }
 
-    /// Appends `body`: the entry to store and the new head.
-    pub fn append(&self, body: Vec<u8>) -> (AuditEntry, Head) {
+    /// Appends `event`: sets its sequence and previous hash, and returns
+    /// the sequence number, the entry to store and the new head.
+    pub fn append(&self, mut event: v1::AuditEvent) -> (u64, AuditEntry, Head) {
         let sequence = self.sequence + 1;
-        let hash = chain_hash(&self.hash, sequence, &body);
+        event.sequence = sequence;
+        event.previous_hash = self.hash.to_vec();
+        event.hash = Vec::new();
+        let body = event.encode_to_vec();
+        let hash = chain_hash(&self.hash, &body);
         let entry = AuditEntry {
-            sequence,
-            previous_hash: self.hash.to_vec(),
             hash: hash.to_vec(),
             body,
         };
-        (entry, Head { sequence, hash })
+        (sequence, entry, Head { sequence, hash })
     }
 }
 
-/// Checks a run of entries, in order, starting after `from` (the head
-/// before the first of them). Returns the sequence number of the first
-/// entry that does not fit, if any.
-pub fn first_broken(from: Head, entries: &[AuditEntry]) -> Option<u64> {
-    let mut head = from;
-    for entry in entries {
-        let expected = head.sequence + 1;
-        let fits = entry.sequence == expected
-            && entry.previous_hash == head.hash
-            && entry.hash == chain_hash(&head.hash, expected, &entry.body);
-        if !fits {
-            return Some(expected);
+/// What is wrong with the first broken entry of a chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The entry's body does not hash to its stored hash.
+    HashMismatch,
+    /// The event's previous hash is not the previous entry's hash.
+    PreviousHashMismatch,
+    /// A sequence number is missing or repeated.
+    SequenceGap,
+    /// The entry or its event cannot be decoded.
+    Unreadable,
+    /// The chain ends before the last sequence the store recorded (or a
+    /// checkpoint covers): entries were removed from its end.
+    Truncated,
+}
+
+impl Fault {
+    /// The wire enum.
+    pub fn to_proto(self) -> v1::AuditChainFault {
+        match self {
+            Fault::HashMismatch => v1::AuditChainFault::HashMismatch,
+            Fault::PreviousHashMismatch => v1::AuditChainFault::PreviousHashMismatch,
+            Fault::SequenceGap => v1::AuditChainFault::SequenceGap,
+            Fault::Unreadable => v1::AuditChainFault::Unreadable,
+            Fault::Truncated => v1::AuditChainFault::Truncated,
         }
-        head.sequence = expected;
-        head.hash.copy_from_slice(&entry.hash);
     }
-    None
+
+    /// What it means, in words.
+    pub fn explain(self) -> &'static str {
+        match self {
+            Fault::HashMismatch => "the stored event does not hash to its recorded hash",
+            Fault::PreviousHashMismatch => "the event does not name the previous event's hash",
+            Fault::SequenceGap => "a sequence number is missing or repeated",
+            Fault::Unreadable => "the stored event cannot be decoded",
+            Fault::Truncated => "events at the end of the chain are missing",
+        }
+    }
+}
+
+/// The first broken entry: where, and what is wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Broken {
+    /// The sequence number of the first broken (or missing) entry.
+    pub sequence: u64,
+    /// What is wrong with it.
+    pub fault: Fault,
+}
+
+/// Checks a chain entry by entry, in order, from its start: the same check
+/// for the online verify call and the offline `audit verify`.
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    /// The head of the entries checked so far.
+    head: Head,
+}
+
+impl Default for Verifier {
+    fn default() -> Self {
+        Verifier { head: Head::EMPTY }
+    }
+}
+
+impl Verifier {
+    /// The head of what has been checked: sequence and hash of the last
+    /// good entry.
+    pub fn head(&self) -> Head {
+        self.head
+    }
+
+    /// Checks the entry stored under `key` (its raw value `raw`), and
+    /// returns its event.
+    ///
+    /// # Errors
+    /// The first fault found; the verifier stays at the previous entry.
+    pub fn check(&mut self, key: &[u8], raw: &[u8]) -> Result<v1::AuditEvent, Broken> {
+        let expected = self.head.sequence + 1;
+        let broken = |fault| Broken {
+            sequence: expected,
+            fault,
+        };
+        let at = <[u8; 8]>::try_from(key)
+            .map(u64::from_be_bytes)
+            .map_err(|_| broken(Fault::Unreadable))?;
+        if at != expected {
+            return Err(broken(Fault::SequenceGap));
+        }
+        let entry = AuditEntry::decode(raw).map_err(|_| broken(Fault::Unreadable))?;
+        let event = entry.event().map_err(|_| broken(Fault::Unreadable))?;
+        if event.sequence != expected {
+            return Err(broken(Fault::SequenceGap));
+        }
+        if event.previous_hash != self.head.hash {
+            return Err(broken(Fault::PreviousHashMismatch));
+        }
+        let hash = chain_hash(&self.head.hash, &entry.body);
+        if entry.hash != hash {
+            return Err(broken(Fault::HashMismatch));
+        }
+        self.head = Head {
+            sequence: expected,
+            hash,
+        };
+        Ok(event)
+    }
+
+    /// Checks that the chain, ended after the entries checked, reaches
+    /// `recorded` (the head the store or a checkpoint recorded).
+    ///
+    /// # Errors
+    /// [`Fault::Truncated`] at the first missing sequence, or
+    /// [`Fault::HashMismatch`] at the recorded sequence when the chain
+    /// reaches it with another hash.
+    pub fn finish(&self, recorded: Head) -> Result<(), Broken> {
+        if self.head.sequence < recorded.sequence {
+            return Err(Broken {
+                sequence: self.head.sequence + 1,
+                fault: Fault::Truncated,
+            });
+        }
+        if self.head.sequence == recorded.sequence && self.head.hash != recorded.hash {
+            return Err(Broken {
+                sequence: recorded.sequence,
+                fault: Fault::HashMismatch,
+            });
+        }
+        Ok(())
+    }
 }

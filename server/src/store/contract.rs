@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
-use super::{Batch, Keyspace, Store, StoreError};
+use super::{
+    Batch, Keyspace, Store, StoreError,
+    audit::{Broken, Fault, GENESIS, HEAD_KEY, Head, Verifier, chain_hash},
+};
 
 /// Runs every contract test against `store`, which must be empty. Call it
 /// from a multi-threaded runtime, so that concurrent commits really overlap.
@@ -17,54 +20,104 @@ pub(crate) async fn run_all(store: Arc<dyn Store>) {
     concurrent_audit_appends_stay_gapless(store).await;
 }
 
-async fn audit_chain(store: &dyn Store) -> Vec<super::audit::AuditEntry> {
+/// The stored chain: (key, raw entry) in order.
+async fn audit_chain(store: &dyn Store) -> Vec<(Vec<u8>, Vec<u8>)> {
     store
         .scan(Keyspace::Audit, b"", None, usize::MAX)
         .await
         .unwrap()
-        .into_iter()
-        .map(|(_, value)| prost::Message::decode(value.as_slice()).unwrap())
-        .collect()
+}
+
+/// An event whose action names it.
+fn event(action: &str) -> samenop_proto::v1::AuditEvent {
+    samenop_proto::v1::AuditEvent {
+        action: action.into(),
+        ..Default::default()
+    }
+}
+
+/// Verifies a chain: its events, or the first fault.
+fn verify(
+    chain: &[(Vec<u8>, Vec<u8>)],
+    recorded: Head,
+) -> Result<Vec<samenop_proto::v1::AuditEvent>, Broken> {
+    let mut verifier = Verifier::default();
+    let events = chain
+        .iter()
+        .map(|(key, raw)| verifier.check(key, raw))
+        .collect::<Result<Vec<_>, _>>()?;
+    verifier.finish(recorded)?;
+    Ok(events)
+}
+
+async fn recorded_head(store: &dyn Store) -> Head {
+    let raw = store.get(Keyspace::Meta, HEAD_KEY).await.unwrap();
+    Head::decode(raw.as_deref()).unwrap()
 }
 
 async fn audit_entries_are_chained_with_their_change(store: &dyn Store) {
-    use super::audit::{GENESIS, Head, first_broken};
-    let empty = Head {
-        sequence: 0,
-        hash: GENESIS,
-    };
     let mut batch = Batch::new();
     batch.put(Keyspace::Devices, b"audited".to_vec(), b"1".to_vec());
-    batch.audit(b"first".to_vec());
-    batch.audit(b"second".to_vec());
+    batch.audit(event("first"));
+    batch.audit(event("second"));
     store.commit(batch).await.unwrap();
     // A batch that fails its precondition appends nothing.
     let mut failing = Batch::new();
     failing.expect(Keyspace::Devices, b"audited".to_vec(), None);
-    failing.audit(b"never".to_vec());
+    failing.audit(event("never"));
     assert!(matches!(
         store.commit(failing).await,
         Err(StoreError::Conflict)
     ));
     let mut only_audit = Batch::new();
-    only_audit.audit(b"third".to_vec());
+    only_audit.audit(event("third"));
     store.commit(only_audit).await.unwrap();
 
     let chain = audit_chain(store).await;
-    let bodies: Vec<&[u8]> = chain.iter().map(|e| e.body.as_slice()).collect();
-    assert_eq!(bodies, [b"first".as_slice(), b"second", b"third"]);
+    let head = recorded_head(store).await;
+    let events = verify(&chain, head).unwrap();
+    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["first", "second", "third"]);
     assert_eq!(
-        chain.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        events.iter().map(|e| e.sequence).collect::<Vec<_>>(),
         [1, 2, 3]
     );
-    assert_eq!(first_broken(empty, &chain), None);
+    assert_eq!(events[0].previous_hash, GENESIS);
+    assert_eq!(events[1].previous_hash, events[0].hash);
+    // Each event checks on its own: its hash is over the previous hash and
+    // its encoding with the hash left empty.
+    for event in &events {
+        let mut bare = event.clone();
+        bare.hash.clear();
+        let encoded = prost::Message::encode_to_vec(&bare);
+        assert_eq!(
+            chain_hash(&event.previous_hash, &encoded).as_slice(),
+            event.hash
+        );
+    }
+
     // Any change to a stored entry breaks the chain exactly there.
-    let mut tampered = chain.clone();
-    tampered[1].body = b"SECOND".to_vec();
-    assert_eq!(first_broken(empty, &tampered), Some(2));
+    let mut flipped = chain.clone();
+    let last = flipped[1].1.len() - 1;
+    flipped[1].1[last] ^= 0x01;
+    assert_eq!(verify(&flipped, head).unwrap_err().sequence, 2);
     let mut dropped = chain.clone();
     dropped.remove(1);
-    assert_eq!(first_broken(empty, &dropped), Some(2));
+    assert_eq!(
+        verify(&dropped, head).unwrap_err(),
+        Broken {
+            sequence: 2,
+            fault: Fault::SequenceGap
+        }
+    );
+    let truncated = &chain[..2];
+    assert_eq!(
+        verify(truncated, head).unwrap_err(),
+        Broken {
+            sequence: 3,
+            fault: Fault::Truncated
+        }
+    );
 }
 
 async fn concurrent_audit_appends_stay_gapless(store: Arc<dyn Store>) {
@@ -75,7 +128,7 @@ async fn concurrent_audit_appends_stay_gapless(store: Arc<dyn Store>) {
         writers.push(tokio::spawn(async move {
             for n in 0..10u8 {
                 let mut batch = Batch::new();
-                batch.audit(vec![writer, n]);
+                batch.audit(event(&format!("{writer}-{n}")));
                 store.commit(batch).await.unwrap();
             }
         }));
@@ -85,14 +138,10 @@ async fn concurrent_audit_appends_stay_gapless(store: Arc<dyn Store>) {
     }
     let chain = audit_chain(store.as_ref()).await;
     assert_eq!(chain.len(), before + 80);
-    let sequences: Vec<u64> = chain.iter().map(|e| e.sequence).collect();
+    let events = verify(&chain, recorded_head(store.as_ref()).await).unwrap();
+    let sequences: Vec<u64> = events.iter().map(|e| e.sequence).collect();
     let expected: Vec<u64> = (1..=u64::try_from(chain.len()).unwrap()).collect();
     assert_eq!(sequences, expected, "gapless, in order");
-    let empty = super::audit::Head {
-        sequence: 0,
-        hash: super::audit::GENESIS,
-    };
-    assert_eq!(super::audit::first_broken(empty, &chain), None);
 }
 
 async fn get_put_delete(store: &dyn Store) {

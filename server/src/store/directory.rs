@@ -7,6 +7,8 @@
 
 use std::sync::Arc;
 
+use samenop_proto::v1;
+
 use super::{Batch, Keyspace, Store, StoreError, records};
 use crate::domain::{Device, DeviceId, Expertise, Oin, Professional, ProfessionalId, Role};
 
@@ -57,7 +59,11 @@ impl Directory {
     ///
     /// # Errors
     /// [`StoreError::Conflict`] if the id exists; [`StoreError`] when the backend fails.
-    pub async fn insert_professional(&self, p: &Professional) -> Result<(), StoreError> {
+    pub async fn insert_professional(
+        &self,
+        p: &Professional,
+        audit: v1::AuditEvent,
+    ) -> Result<(), StoreError> {
         let mut batch = Batch::new();
         batch.expect(Keyspace::Professionals, p.id.as_bytes().to_vec(), None);
         batch.put(
@@ -73,6 +79,7 @@ impl Directory {
         if p.has_role(Role::Specialist) && p.is_active() {
             add_specialist_index(&mut batch, p);
         }
+        batch.audit(audit);
         self.store.commit(batch).await
     }
 
@@ -84,9 +91,11 @@ impl Directory {
         &self,
         old: &Professional,
         new: &Professional,
+        audit: v1::AuditEvent,
     ) -> Result<(), StoreError> {
         let mut batch = Batch::new();
         self.stage_professional_update(&mut batch, old, new);
+        batch.audit(audit);
         self.store.commit(batch).await
     }
 
@@ -121,6 +130,7 @@ impl Directory {
         &self,
         old: &Professional,
         now: std::time::SystemTime,
+        audit: v1::AuditEvent,
     ) -> Result<Professional, StoreError> {
         let mut new = old.clone();
         new.deactivated_at = Some(now);
@@ -137,6 +147,7 @@ impl Directory {
             revoked.revoked_at = Some(now);
             stage_device_update(&mut batch, device, &revoked);
         }
+        batch.audit(audit);
         self.store.commit(batch).await?;
         Ok(new)
     }
@@ -252,6 +263,7 @@ impl Directory {
         owner: &Professional,
         set: &DeviceSet,
         device: &Device,
+        audit: v1::AuditEvent,
     ) -> Result<(), StoreError> {
         let mut batch = Batch::new();
         batch.expect(
@@ -277,6 +289,7 @@ impl Directory {
             [owner.id.as_bytes().as_slice(), device.id.as_bytes()].concat(),
             Vec::new(),
         );
+        batch.audit(audit);
         self.store.commit(batch).await
     }
 
@@ -284,9 +297,15 @@ impl Directory {
     ///
     /// # Errors
     /// [`StoreError::Conflict`] if the stored record is no longer `old`.
-    pub async fn update_device(&self, old: &Device, new: &Device) -> Result<(), StoreError> {
+    pub async fn update_device(
+        &self,
+        old: &Device,
+        new: &Device,
+        audit: v1::AuditEvent,
+    ) -> Result<(), StoreError> {
         let mut batch = Batch::new();
         stage_device_update(&mut batch, old, new);
+        batch.audit(audit);
         self.store.commit(batch).await
     }
 
@@ -446,7 +465,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let directory = Directory::new(Arc::new(SledStore::open(dir.path()).unwrap()));
         let sanne = professional();
-        directory.insert_professional(&sanne).await.unwrap();
+        directory
+            .insert_professional(&sanne, v1::AuditEvent::default())
+            .await
+            .unwrap();
         (dir, directory, sanne)
     }
 
@@ -457,24 +479,27 @@ mod tests {
         // A registration read the (empty) device set, then deactivation ran.
         let seen = directory.device_set(sanne.id).await.unwrap();
         directory
-            .deactivate_professional(&sanne, SystemTime::now())
+            .deactivate_professional(&sanne, SystemTime::now(), v1::AuditEvent::default())
             .await
             .unwrap();
         let late = directory
-            .insert_device(&sanne, &seen, &device(&sanne, 1))
+            .insert_device(&sanne, &seen, &device(&sanne, 1), v1::AuditEvent::default())
             .await;
         assert!(matches!(late, Err(StoreError::Conflict)), "{late:?}");
 
         // A device registered before deactivation is revoked with it.
         let eva = professional();
-        directory.insert_professional(&eva).await.unwrap();
+        directory
+            .insert_professional(&eva, v1::AuditEvent::default())
+            .await
+            .unwrap();
         let before = directory.device_set(eva.id).await.unwrap();
         directory
-            .insert_device(&eva, &before, &device(&eva, 2))
+            .insert_device(&eva, &before, &device(&eva, 2), v1::AuditEvent::default())
             .await
             .unwrap();
         let stopped = directory
-            .deactivate_professional(&eva, SystemTime::now())
+            .deactivate_professional(&eva, SystemTime::now(), v1::AuditEvent::default())
             .await
             .unwrap();
         assert!(!stopped.is_active());
@@ -488,11 +513,11 @@ mod tests {
         let (_dir, directory, sanne) = directory_with_professional().await;
         let seen = directory.device_set(sanne.id).await.unwrap();
         directory
-            .insert_device(&sanne, &seen, &device(&sanne, 1))
+            .insert_device(&sanne, &seen, &device(&sanne, 1), v1::AuditEvent::default())
             .await
             .unwrap();
         let second = directory
-            .insert_device(&sanne, &seen, &device(&sanne, 1))
+            .insert_device(&sanne, &seen, &device(&sanne, 1), v1::AuditEvent::default())
             .await;
         assert!(matches!(second, Err(StoreError::Conflict)), "{second:?}");
     }
@@ -502,12 +527,22 @@ mod tests {
         let (_dir, directory, sanne) = directory_with_professional().await;
         let old = device(&sanne, 1);
         let set = directory.device_set(sanne.id).await.unwrap();
-        directory.insert_device(&sanne, &set, &old).await.unwrap();
+        directory
+            .insert_device(&sanne, &set, &old, v1::AuditEvent::default())
+            .await
+            .unwrap();
         let mut revoked = old.clone();
         revoked.revoked_at = Some(records::from_millis(1_700_000_001_000));
-        directory.update_device(&old, &revoked).await.unwrap();
         directory
-            .deactivate_professional(&sanne, records::from_millis(1_700_000_009_000))
+            .update_device(&old, &revoked, v1::AuditEvent::default())
+            .await
+            .unwrap();
+        directory
+            .deactivate_professional(
+                &sanne,
+                records::from_millis(1_700_000_009_000),
+                v1::AuditEvent::default(),
+            )
             .await
             .unwrap();
         let devices = directory.devices_of(sanne.id).await.unwrap();

@@ -343,11 +343,16 @@ impl Families {
     ///
     /// # Errors
     /// [`StoreError::Conflict`] if the id exists.
-    pub async fn insert_family(&self, family: &Family) -> Result<(), StoreError> {
+    pub async fn insert_family(
+        &self,
+        family: &Family,
+        audit: v1::AuditEvent,
+    ) -> Result<(), StoreError> {
         let mut batch = Batch::new();
         let key = family.id.as_bytes().to_vec();
         batch.expect(Keyspace::Families, key.clone(), None);
         batch.put(Keyspace::Families, key, encode_family(family));
+        batch.audit(audit);
         self.store.commit(batch).await
     }
 
@@ -372,6 +377,7 @@ impl Families {
         &self,
         family: &Family,
         consent: &Consent,
+        audit: v1::AuditEvent,
     ) -> Result<(), StoreError> {
         let mut batch = Batch::new();
         batch.expect(
@@ -387,6 +393,7 @@ impl Families {
             [family.id.as_bytes().as_slice(), consent.id.as_bytes()].concat(),
             Vec::new(),
         );
+        batch.audit(audit);
         self.store.commit(batch).await
     }
 

@@ -125,15 +125,15 @@ pub struct Expect {
 
 /// An atomic change: every precondition holds and every write applies, or
 /// nothing happens.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Batch {
     /// Checked first, all together with the writes.
     pub expects: Vec<Expect>,
     /// Applied in order.
     pub writes: Vec<Write>,
-    /// Audit event bodies, appended to the audit chain in the same
-    /// transaction, in order.
-    pub audit: Vec<Vec<u8>>,
+    /// Audit events, appended to the audit chain in the same transaction,
+    /// in order (their sequence and hashes are set then).
+    pub audit: Vec<samenop_proto::v1::AuditEvent>,
 }
 
 impl Batch {
@@ -159,9 +159,9 @@ impl Batch {
         });
     }
 
-    /// Adds an audit event body, appended to the chain with the batch.
-    pub fn audit(&mut self, body: Vec<u8>) {
-        self.audit.push(body);
+    /// Adds an audit event, appended to the chain with the batch.
+    pub fn audit(&mut self, event: samenop_proto::v1::AuditEvent) {
+        self.audit.push(event);
     }
 
     /// Adds a precondition.

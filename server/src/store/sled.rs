@@ -152,9 +152,9 @@ impl Store for SledStore {
                 let stored = tx.get(&head_key)?;
                 let mut head = audit::Head::decode(stored.as_deref())
                     .map_err(|_| ConflictableTransactionError::Abort(()))?;
-                for body in &batch.audit {
-                    let (entry, next) = head.append(body.clone());
-                    let key = full_key(Keyspace::Audit, &entry.sequence.to_be_bytes());
+                for event in &batch.audit {
+                    let (sequence, entry, next) = head.append(event.clone());
+                    let key = full_key(Keyspace::Audit, &sequence.to_be_bytes());
                     tx.insert(key, prost::Message::encode_to_vec(&entry))?;
                     head = next;
                 }
