@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::{
     Client,
     error::{ClientError, Result},
-    types::{Expertise, required, uuid},
+    types::{Expertise, required, time, uuid},
 };
 
 /// How soon an answer is needed.
@@ -327,7 +327,7 @@ fn state_from(raw: &v1::Consult) -> Result<ConsultState> {
     })
 }
 
-fn ground_from(raw: &v1::LegalBasis) -> Result<LegalGround> {
+pub(crate) fn ground_from(raw: &v1::LegalBasis) -> Result<LegalGround> {
     use v1::LegalGround as G;
     Ok(match G::try_from(raw.ground) {
         Ok(G::Consent) => LegalGround::Consent(uuid("consent_id", &raw.consent_id)?),
@@ -337,10 +337,6 @@ fn ground_from(raw: &v1::LegalBasis) -> Result<LegalGround> {
         Ok(G::ConflictOfDuties) => LegalGround::ConflictOfDuties,
         _ => return Err(protocol("legal ground")),
     })
-}
-
-fn time(raw: Option<prost_types::Timestamp>) -> Option<SystemTime> {
-    raw.and_then(|t| SystemTime::try_from(t).ok())
 }
 
 fn optional_uuid(field: &str, raw: &str) -> Result<Option<Uuid>> {

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::{
     Client,
     error::{ClientError, Result},
-    types::{Expertise, required, uuid},
+    types::{Expertise, required, time, uuid},
 };
 
 /// A member's role in the family.
@@ -204,10 +204,6 @@ fn band_to(band: AgeBand) -> i32 {
         AgeBand::From16 => v1::AgeBand::From16,
     };
     band as i32
-}
-
-fn time(raw: Option<prost_types::Timestamp>) -> Option<SystemTime> {
-    raw.and_then(|t| SystemTime::try_from(t).ok())
 }
 
 fn term(raw: v1::ContactPersonTerm) -> Result<ContactTerm> {

@@ -9,6 +9,7 @@
 //! - [`directory`]: the directory calls (professionals, devices, specialists).
 //! - [`family`]: families, handover and consent.
 //! - [`consult`]: consults: open, route, accept, invite, close, report.
+//! - [`audit`]: the caller's share of the audit trail, and its verification.
 //! - [`types`]: the domain types callers pass and receive.
 //! - [`error`]: [`ClientError`], matched from the server's status codes.
 //!
@@ -29,6 +30,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod audit;
 pub mod consult;
 pub mod directory;
 pub mod error;

@@ -34,7 +34,7 @@ impl Role {
         role as i32
     }
 
-    fn from_proto(value: i32) -> Result<Self> {
+    pub(crate) fn from_proto(value: i32) -> Result<Self> {
         match v1::Role::try_from(value) {
             Ok(v1::Role::ContactPerson) => Ok(Role::ContactPerson),
             Ok(v1::Role::Specialist) => Ok(Role::Specialist),
@@ -166,7 +166,7 @@ pub(crate) fn uuid(field: &str, raw: &str) -> Result<Uuid> {
     Uuid::try_parse(raw).map_err(|_| ClientError::Protocol(format!("{field} is not a UUID")))
 }
 
-fn time(raw: Option<prost_types::Timestamp>) -> Option<SystemTime> {
+pub(crate) fn time(raw: Option<prost_types::Timestamp>) -> Option<SystemTime> {
     raw.and_then(|t| SystemTime::try_from(t).ok())
 }
 

@@ -47,8 +47,8 @@ use crate::{
     config::Config,
     services::{AuditApi, ConsultApi, Context, DirectoryApi, FamilyApi, ThreadApi},
     store::{
-        Store, StoreError, consults::Consults, directory::Directory, families::Families,
-        sled::SledStore,
+        Store, StoreError, audit::Trail, consults::Consults, directory::Directory,
+        families::Families, sled::SledStore,
     },
 };
 
@@ -119,6 +119,7 @@ pub async fn run_with(
         directory,
         families: Families::new(store.clone()),
         consults: Consults::new(store.clone()),
+        trail: Trail::new(store.clone()),
         clock,
     };
     let max = config.limits.max_message_bytes;
@@ -154,7 +155,9 @@ pub async fn run_with(
             ConsultServiceServer::new(ConsultApi::new(ctx.clone())).max_decoding_message_size(max),
         )
         .add_service(ThreadServiceServer::new(ThreadApi).max_decoding_message_size(max))
-        .add_service(AuditServiceServer::new(AuditApi).max_decoding_message_size(max));
+        .add_service(
+            AuditServiceServer::new(AuditApi::new(ctx.clone())).max_decoding_message_size(max),
+        );
 
     let local = listener.local_addr().ok();
     let incoming = tls::incoming(listener, config.tls.clone(), config.handshake_timeout);

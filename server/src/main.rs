@@ -1,6 +1,6 @@
 //! The `samenop-server` binary: parses the command line, sets up logging,
 //! checks the configuration before anything binds, and runs the server until
-//! SIGINT or SIGTERM.
+//! SIGINT or SIGTERM; or verifies a stopped server's audit trail.
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
@@ -9,11 +9,13 @@ use samenop_server::{
     bootstrap,
     config::{ConfigError, FileConfig, Overrides},
     dev,
-    store::directory::Directory,
+    store::{audit::Trail, directory::Directory, sled::SledStore},
 };
 
 /// The exit code for a configuration that cannot be used (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
+/// The exit code of `audit verify` for a broken trail.
+const EXIT_BROKEN: u8 = 2;
 
 /// samenop: the consultation channel of child and family protection networks.
 #[derive(Parser)]
@@ -51,6 +53,22 @@ enum Command {
         /// Listen address (loopback only).
         #[arg(long, env = "SAMENOP_LISTEN", default_value = "127.0.0.1:7443")]
         listen: SocketAddr,
+    },
+    /// Work on the audit trail of a stopped server's data directory.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the hash chain, reporting the first broken event exactly.
+    /// Exits 0 when the trail is intact, 2 when it is broken.
+    Verify {
+        /// The data directory of a stopped server.
+        #[arg(long)]
+        data: PathBuf,
     },
 }
 
@@ -96,6 +114,9 @@ fn main() -> ExitCode {
                 data_dir,
                 listen,
             } => run_dev(pki, data_dir, listen).await,
+            Command::Audit {
+                command: AuditCommand::Verify { data },
+            } => verify_audit(&data).await,
         }
     })
 }
@@ -164,6 +185,48 @@ async fn run_dev(pki_dir: PathBuf, data_dir: PathBuf, listen: SocketAddr) -> Exi
     println!("{}", dev::welcome(&pki, &data_dir, listen, &people));
     let clock = std::sync::Arc::new(samenop_server::clock::SystemClock);
     finish(samenop_server::run_with(config, store, clock, listener, shutdown_signal()).await)
+}
+
+/// `audit verify`: checks the chain of a stopped server's store.
+async fn verify_audit(data: &std::path::Path) -> ExitCode {
+    if !data.is_dir() {
+        eprintln!("samenop-server: {} is not a data directory", data.display());
+        return ExitCode::FAILURE;
+    }
+    let store = match SledStore::open(data) {
+        Ok(store) => std::sync::Arc::new(store),
+        Err(err) => {
+            eprintln!(
+                "samenop-server: cannot open {} (is the server still running?): {err}",
+                data.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    match Trail::new(store).verify().await {
+        Ok(result) => {
+            let answer = samenop_server::services::verification_to_proto(&result);
+            if answer.ok {
+                println!(
+                    "audit trail intact: {} events verified, last sequence {}",
+                    answer.events_checked, answer.last_sequence
+                );
+                ExitCode::SUCCESS
+            } else {
+                println!(
+                    "audit trail BROKEN: first broken event {} ({}): {}",
+                    answer.first_broken_sequence,
+                    answer.fault().as_str_name(),
+                    answer.detail
+                );
+                ExitCode::from(EXIT_BROKEN)
+            }
+        }
+        Err(err) => {
+            eprintln!("samenop-server: cannot read the audit trail: {err}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn finish(result: Result<(), samenop_server::RunError>) -> ExitCode {

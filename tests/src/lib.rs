@@ -8,10 +8,19 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test fixture: a failure is a test failure
 
-use std::{collections::HashMap, net::SocketAddr, path::PathBuf, sync::Arc, time::SystemTime};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use samenop_certs_dev::{DEMO_ORGANISATIONS, Organisation, PkiPaths};
-use samenop_client::{Client, ClientConfig};
+use samenop_client::{
+    Client, ClientConfig, Expertise, ViolenceType,
+    family::{AgeBand, ConsentRequest, Family, MemberAge, MemberRole, NewMember},
+};
 use samenop_server::{
     clock::ManualClock,
     config::{Config, FileConfig, FileOrganisation, FileTls, Overrides},
@@ -108,13 +117,14 @@ impl TestServer {
             .expect("valid config")
     }
 
-    async fn launch(&mut self) {
+    /// Starts the server (again) on its data directory, after [`Self::stop`].
+    pub async fn launch(&mut self) {
         let config = self.config();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         self.addr = listener.local_addr().expect("local addr");
-        let store = samenop_server::open_store(&config).expect("store");
+        let store = open_when_released(|| samenop_server::open_store(&config)).await;
         let (stop, stopped) = oneshot::channel::<()>();
         let clock = Arc::new(self.clock.clone());
         self.task = Some(tokio::spawn(samenop_server::run_with(
@@ -212,4 +222,99 @@ impl Drop for TestServer {
             let _ = stop.send(());
         }
     }
+}
+
+/// Changes one byte of the stored audit event `sequence` in the data
+/// directory of a stopped server, as someone with access to the disk might:
+/// the event's recorded hash is left as it was.
+pub async fn tamper_with_audit_event(data_dir: &std::path::Path, sequence: u64) {
+    use prost::Message;
+    use samenop_server::store::{Batch, Keyspace, Store, audit::AuditEntry, sled::SledStore};
+    let store = open_when_released(|| SledStore::open(data_dir)).await;
+    let key = sequence.to_be_bytes();
+    let raw = store
+        .get(Keyspace::Audit, &key)
+        .await
+        .expect("read")
+        .expect("the event exists");
+    let mut entry = AuditEntry::decode(raw.as_slice()).expect("an entry");
+    let middle = entry.body.len() / 2;
+    entry.body[middle] ^= 0x20;
+    let mut batch = Batch::new();
+    batch.put(Keyspace::Audit, key.to_vec(), entry.encode_to_vec());
+    store.commit(batch).await.expect("write");
+}
+
+/// Opens a store whose previous handle in this process was just dropped:
+/// sled releases its directory lock once its background I/O for that handle
+/// has finished, which under load can take a moment.
+async fn open_when_released<S, E: std::fmt::Display>(open: impl Fn() -> Result<S, E>) -> S {
+    let mut attempts = 0;
+    loop {
+        match open() {
+            Ok(store) => return store,
+            Err(err) if attempts < 250 => {
+                attempts += 1;
+                let _ = err;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(err) => panic!("cannot open the store: {err}"),
+        }
+    }
+}
+
+/// A household of a parent or carer (16 or older) and a child under 12.
+pub fn parent_and_young_child() -> Vec<NewMember> {
+    vec![
+        NewMember {
+            role: MemberRole::ParentOrCarer,
+            age: MemberAge::Band(AgeBand::From16),
+        },
+        NewMember {
+            role: MemberRole::Child,
+            age: MemberAge::Band(AgeBand::Under12),
+        },
+    ]
+}
+
+/// The parent's consent, for the child of a [`parent_and_young_child`]
+/// family, to consult child-abuse expertise (at `organisations`, or
+/// anywhere when empty), valid for `valid` from the server's now.
+pub fn abuse_consent(
+    family: &Family,
+    server: &TestServer,
+    organisations: Vec<String>,
+    valid: Duration,
+) -> ConsentRequest {
+    ConsentRequest {
+        concerned: vec![family.members[1].id],
+        given_by: vec![family.members[0].id],
+        expertise: vec![Expertise::Violence(ViolenceType::ChildAbuse)],
+        organisations,
+        valid_from: None,
+        valid_until: server.clock_now() + valid,
+        evidence_reference: "TOESTEMMING-1".into(),
+    }
+}
+
+/// Registers a [`parent_and_young_child`] family as `contact`, with an
+/// [`abuse_consent`] valid for 90 days; returns it and the consent's id.
+pub async fn family_with_consent(server: &TestServer, contact: &Client) -> (Family, Uuid) {
+    let family = contact
+        .register_family(&parent_and_young_child())
+        .await
+        .expect("register family");
+    let consent = contact
+        .record_consent(
+            family.id,
+            &abuse_consent(
+                &family,
+                server,
+                Vec::new(),
+                Duration::from_secs(90 * 24 * 3600),
+            ),
+        )
+        .await
+        .expect("record consent");
+    (family, consent.id)
 }

@@ -2,6 +2,7 @@
 //! request, identifies and authorises the caller, calls the domain and the
 //! store, and encodes the answer — nothing else.
 
+mod audit;
 mod consult;
 mod consult_view;
 mod directory;
@@ -13,13 +14,14 @@ use std::sync::Arc;
 use crate::{
     auth::Authenticator,
     clock::Clock,
-    store::{consults::Consults, directory::Directory, families::Families},
+    store::{audit::Trail, consults::Consults, directory::Directory, families::Families},
 };
 
+pub use audit::{AuditApi, verification_to_proto};
 pub use consult::ConsultApi;
 pub use directory::DirectoryApi;
 pub use family::FamilyApi;
-pub use unimplemented::{AuditApi, ThreadApi};
+pub use unimplemented::ThreadApi;
 
 /// What every service handler needs.
 #[derive(Clone)]
@@ -32,6 +34,8 @@ pub struct Context {
     pub families: Families,
     /// Consults.
     pub consults: Consults,
+    /// The audit trail, for reading (every change writes its own events).
+    pub trail: Trail,
     /// The current time.
     pub clock: Arc<dyn Clock>,
 }

@@ -49,6 +49,19 @@ impl AuditEntry {
     }
 }
 
+/// The event of a stored entry (its raw value), as exported.
+///
+/// # Errors
+/// [`StoreError::Corrupt`] when the entry or its event cannot be decoded.
+pub fn stored_event(raw: &[u8]) -> Result<v1::AuditEvent, StoreError> {
+    AuditEntry::decode(raw)
+        .map_err(|e| StoreError::Corrupt {
+            space: super::Keyspace::Audit,
+            reason: format!("audit entry: {e}"),
+        })?
+        .event()
+}
+
 /// The hash of an entry: SHA-256 over the previous hash and the body.
 pub fn chain_hash(previous: &[u8], body: &[u8]) -> [u8; 32] {
     let mut context = ring::digest::Context::new(&ring::digest::SHA256);
@@ -249,4 +262,82 @@ impl Verifier {
         }
         Ok(())
     }
+}
+
+/// Reads the stored chain.
+#[derive(Clone)]
+pub struct Trail {
+    /// Where the chain is stored.
+    store: std::sync::Arc<dyn super::Store>,
+}
+
+impl Trail {
+    /// The chain in `store`.
+    pub fn new(store: std::sync::Arc<dyn super::Store>) -> Self {
+        Trail { store }
+    }
+
+    /// The head the store recorded with the last append.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails or the head is corrupt.
+    pub async fn head(&self) -> Result<Head, StoreError> {
+        let raw = self.store.get(super::Keyspace::Meta, HEAD_KEY).await?;
+        Head::decode(raw.as_deref())
+    }
+
+    /// Up to `limit` stored entries (key, raw value) with a sequence above
+    /// `after`, in order.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails.
+    pub async fn entries(&self, after: u64, limit: usize) -> Result<Vec<super::Entry>, StoreError> {
+        let from = after.to_be_bytes();
+        let after = (after > 0).then_some(from.as_slice());
+        self.store
+            .scan(super::Keyspace::Audit, b"", after, limit)
+            .await
+    }
+
+    /// Checks the whole chain against the recorded head.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails.
+    pub async fn verify(&self) -> Result<Verification, StoreError> {
+        const STEP: usize = 1024;
+        let recorded = self.head().await?;
+        let mut verifier = Verifier::default();
+        loop {
+            let entries = self.entries(verifier.head().sequence, STEP).await?;
+            let done = entries.len() < STEP;
+            for (key, raw) in &entries {
+                if let Err(broken) = verifier.check(key, raw) {
+                    return Ok(Verification {
+                        checked: verifier.head(),
+                        recorded,
+                        broken: Some(broken),
+                    });
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        Ok(Verification {
+            checked: verifier.head(),
+            recorded,
+            broken: verifier.finish(recorded).err(),
+        })
+    }
+}
+
+/// The result of checking a whole chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verification {
+    /// The head of the entries that verified.
+    pub checked: Head,
+    /// The head the store recorded.
+    pub recorded: Head,
+    /// The first broken entry, if any.
+    pub broken: Option<Broken>,
 }

@@ -239,6 +239,16 @@ async fn an_acknowledged_write_survives_sigkill() {
     server.child.kill().unwrap(); // SIGKILL: no shutdown, no flush
     server.child.wait().unwrap();
 
+    // Their audit events were acknowledged with them: the bootstrap admin's
+    // registration, Sanne's, and the device's.
+    let verified = verify_offline(&dir.path().join("data"));
+    assert_eq!(verified.status.code(), Some(0), "{verified:?}");
+    let stdout = String::from_utf8_lossy(&verified.stdout);
+    assert!(
+        stdout.contains("audit trail intact: 3 events verified, last sequence 3"),
+        "{stdout}"
+    );
+
     let mut server = start(&path, port);
     let admin = connect(&pki, port).await.acting_as(ADMIN.parse().unwrap());
     let (after, devices) = admin.professional_with_devices(sanne.id).await.unwrap();
@@ -248,6 +258,60 @@ async fn an_acknowledged_write_survives_sigkill() {
     assert!(matches!(unknown, Err(ClientError::NotFound(_))));
     server.child.kill().unwrap();
     server.child.wait().unwrap();
+}
+
+fn verify_offline(data: &Path) -> Output {
+    Command::new(BINARY)
+        .args(["audit", "verify", "--data"])
+        .arg(data)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn offline_audit_verify_reports_a_changed_event_exactly() {
+    use prost::Message;
+    use samenop_server::store::{Batch, Keyspace, Store, audit::AuditEntry, sled::SledStore};
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (pki, text) = setup(dir.path(), port);
+    let path = write_config(dir.path(), &text);
+    let mut server = start(&path, port);
+    let admin = connect(&pki, port).await.acting_as(ADMIN.parse().unwrap());
+    for name in ["Sanne", "Eva", "Pim"] {
+        admin
+            .register_professional(name, &[Role::ContactPerson], &[])
+            .await
+            .unwrap();
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+
+    // Someone with the disk changes Eva's registration event.
+    let data = dir.path().join("data");
+    {
+        let store = SledStore::open(&data).unwrap();
+        let key = 3u64.to_be_bytes();
+        let raw = store.get(Keyspace::Audit, &key).await.unwrap().unwrap();
+        let mut entry = AuditEntry::decode(raw.as_slice()).unwrap();
+        let middle = entry.body.len() / 2;
+        entry.body[middle] ^= 0x01;
+        let mut batch = Batch::new();
+        batch.put(Keyspace::Audit, key.to_vec(), entry.encode_to_vec());
+        store.commit(batch).await.unwrap();
+    }
+
+    let verified = verify_offline(&data);
+    let stdout = String::from_utf8_lossy(&verified.stdout);
+    assert_eq!(verified.status.code(), Some(2), "{stdout}");
+    assert!(
+        stdout.contains("audit trail BROKEN: first broken event 3"),
+        "{stdout}"
+    );
+    let missing = verify_offline(&dir.path().join("no-such-dir"));
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("not a data directory"));
 }
 
 #[tokio::test]

@@ -11,9 +11,9 @@ use samenop_client::{
         About, ConsultState, DeclineReason, LegalBasis, LegalGround, ListScope, NewConsult,
         Outcome, ParticipantStatus, SuspensionReason, Urgency,
     },
-    family::{AgeBand, ConsentRequest, Family, MemberAge, MemberRole, NewMember, RevocationReason},
+    family::{AgeBand, Family, MemberAge, MemberRole, NewMember, RevocationReason},
 };
-use samenop_tests::{ORG_A, ORG_B, TestServer};
+use samenop_tests::{ORG_A, ORG_B, TestServer, abuse_consent, family_with_consent};
 use uuid::Uuid;
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -36,49 +36,12 @@ async fn setup() -> Setup {
     let sanne = server
         .professional(ORG_A, "Sanne", &[Role::ContactPerson], &[])
         .await;
-    let family = sanne
-        .register_family(&[
-            NewMember {
-                role: MemberRole::ParentOrCarer,
-                age: MemberAge::Band(AgeBand::From16),
-            },
-            NewMember {
-                role: MemberRole::Child,
-                age: MemberAge::Band(AgeBand::Under12),
-            },
-        ])
-        .await
-        .unwrap();
-    let consent = sanne
-        .record_consent(
-            family.id,
-            &consent_request(&family, &server, Vec::new(), 90 * DAY),
-        )
-        .await
-        .unwrap()
-        .id;
+    let (family, consent) = family_with_consent(&server, &sanne).await;
     Setup {
         server,
         sanne,
         family,
         consent,
-    }
-}
-
-fn consent_request(
-    family: &Family,
-    server: &TestServer,
-    organisations: Vec<String>,
-    valid: Duration,
-) -> ConsentRequest {
-    ConsentRequest {
-        concerned: vec![family.members[1].id],
-        given_by: vec![family.members[0].id],
-        expertise: vec![ABUSE],
-        organisations,
-        valid_from: None,
-        valid_until: server.clock_now() + valid,
-        evidence_reference: "TOESTEMMING-1".into(),
     }
 }
 
@@ -265,7 +228,7 @@ async fn every_legal_ground_and_what_it_needs() {
         .sanne
         .record_consent(
             s.family.id,
-            &consent_request(
+            &abuse_consent(
                 &s.family,
                 &s.server,
                 vec![TestServer::oin(ORG_C).into()],
@@ -447,7 +410,7 @@ async fn revocation_and_expiry_of_consent_suspend_consults_until_a_new_basis() {
         .sanne
         .record_consent(
             s.family.id,
-            &consent_request(&s.family, &s.server, Vec::new(), DAY),
+            &abuse_consent(&s.family, &s.server, Vec::new(), DAY),
         )
         .await
         .unwrap();
@@ -766,7 +729,7 @@ async fn wrong_actors_get_not_found_or_permission_denied_and_learn_nothing() {
                 actor
                     .record_consent(
                         s.family.id,
-                        &consent_request(&s.family, &s.server, vec![], DAY),
+                        &abuse_consent(&s.family, &s.server, vec![], DAY),
                     )
                     .await
                     .map(|_| ()),

@@ -1,0 +1,337 @@
+//! AuditService: reading and verifying the audit trail.
+//!
+//! A caller sees a share of the trail: a PRIVACY_OFFICER the events acted by
+//! their own organisation's professionals and those concerning the families
+//! their organisation leads; a CONTACT_PERSON those concerning the families
+//! they lead. Who leads a family is read now, so a handover moves the
+//! family's history to its new contact person. Transparency, family export
+//! and erasure answer UNIMPLEMENTED until they are built.
+
+use std::collections::HashMap;
+
+use samenop_proto::v1::{self, AuditObjectType as Object, audit_service_server::AuditService};
+use tonic::{Request, Response, Status};
+
+use super::Context;
+use crate::{
+    auth::Caller,
+    domain::{self, InvalidInput, Oin, ProfessionalId, Role, consult::ConsultId, family::FamilyId},
+    error::{ServiceError, ServiceResult},
+    store::audit::{Verification, stored_event},
+};
+
+/// The most events one query reads before it answers (with a token to go
+/// on), so a narrow filter over a long trail cannot hold a call for long.
+const QUERY_SCAN_MAX: usize = 20_000;
+/// How many events one store read fetches while querying.
+const QUERY_SCAN_STEP: usize = 500;
+
+/// The AuditService implementation.
+#[derive(Clone)]
+pub struct AuditApi {
+    /// Shared service state.
+    ctx: Context,
+}
+
+/// Whose share of the trail a caller reads.
+#[derive(Debug)]
+struct Share {
+    /// As PRIVACY_OFFICER: the organisation.
+    officer_of: Option<Oin>,
+    /// As CONTACT_PERSON: the professional.
+    contact_person: Option<ProfessionalId>,
+}
+
+/// A parsed audit filter.
+#[derive(Debug, Default)]
+struct Filter {
+    /// Only events concerning this family.
+    family: Option<String>,
+    /// Only events concerning this consult.
+    consult: Option<String>,
+    /// Only events acted by or concerning this professional.
+    professional: Option<String>,
+    /// Only events from this time on.
+    start: Option<prost_types::Timestamp>,
+    /// Only events before this time.
+    end: Option<prost_types::Timestamp>,
+    /// Only events with this outcome (0: any).
+    outcome: i32,
+}
+
+fn concerns(event: &v1::AuditEvent, kind: Object, id: &str) -> bool {
+    event
+        .objects
+        .iter()
+        .any(|o| o.object_type == kind as i32 && o.object_id == id)
+}
+
+fn millis(t: &prost_types::Timestamp) -> i128 {
+    i128::from(t.seconds) * 1000 + i128::from(t.nanos) / 1_000_000
+}
+
+impl Filter {
+    fn matches(&self, event: &v1::AuditEvent) -> bool {
+        let actor = event.actor.as_ref();
+        let at = event.occurred_at.as_ref().map_or(0, millis);
+        self.family
+            .as_deref()
+            .is_none_or(|f| concerns(event, Object::Family, f))
+            && self
+                .consult
+                .as_deref()
+                .is_none_or(|c| concerns(event, Object::Consult, c))
+            && self.professional.as_deref().is_none_or(|p| {
+                actor.is_some_and(|a| a.professional_id == p)
+                    || concerns(event, Object::Professional, p)
+            })
+            && self.start.as_ref().is_none_or(|s| at >= millis(s))
+            && self.end.as_ref().is_none_or(|e| at < millis(e))
+            && (self.outcome == 0 || event.outcome == self.outcome)
+    }
+}
+
+impl AuditApi {
+    /// The service over `ctx`.
+    pub fn new(ctx: Context) -> Self {
+        AuditApi { ctx }
+    }
+
+    /// The caller's share; PERMISSION_DENIED without a role that has one.
+    fn share(caller: &Caller) -> ServiceResult<Share> {
+        let me = &caller.professional;
+        let share = Share {
+            officer_of: me
+                .has_role(Role::PrivacyOfficer)
+                .then(|| me.organisation.clone()),
+            contact_person: me.has_role(Role::ContactPerson).then_some(me.id),
+        };
+        match (&share.officer_of, &share.contact_person) {
+            (Some(_), _) => caller.audit.role(Role::PrivacyOfficer),
+            (None, Some(_)) => caller.audit.role(Role::ContactPerson),
+            (None, None) => {
+                return Err(ServiceError::PermissionDenied(
+                    "reading the audit trail needs the role ROLE_PRIVACY_OFFICER or ROLE_CONTACT_PERSON"
+                        .into(),
+                ));
+            }
+        }
+        Ok(share)
+    }
+
+    /// Whether the family `id` (text) is in `share`, remembering answers.
+    async fn family_in_share(
+        &self,
+        share: &Share,
+        id: &str,
+        leads: &mut HashMap<String, bool>,
+    ) -> ServiceResult<bool> {
+        if let Some(known) = leads.get(id) {
+            return Ok(*known);
+        }
+        let family = match FamilyId::parse("family_id", id) {
+            Ok(family) => self.ctx.families.family(family).await?,
+            Err(_) => None,
+        };
+        let led = family.is_some_and(|f| {
+            share.officer_of.as_ref() == Some(&f.contact.organisation)
+                || share.contact_person == Some(f.contact.professional)
+        });
+        leads.insert(id.to_owned(), led);
+        Ok(led)
+    }
+
+    /// Whether `event` is in `share`.
+    async fn in_share(
+        &self,
+        share: &Share,
+        event: &v1::AuditEvent,
+        leads: &mut HashMap<String, bool>,
+    ) -> ServiceResult<bool> {
+        if let (Some(org), Some(actor)) = (&share.officer_of, &event.actor)
+            && actor.organisation_oin == org.as_str()
+        {
+            return Ok(true);
+        }
+        for object in &event.objects {
+            if object.object_type == Object::Family as i32
+                && self
+                    .family_in_share(share, &object.object_id, leads)
+                    .await?
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Parses a filter, refusing objects outside the caller's share with
+    /// NOT_FOUND.
+    async fn filter(
+        &self,
+        caller: &Caller,
+        share: &Share,
+        raw: Option<&v1::AuditFilter>,
+    ) -> ServiceResult<Filter> {
+        let Some(raw) = raw else {
+            return Ok(Filter::default());
+        };
+        let mut leads = HashMap::new();
+        let mut filter = Filter {
+            outcome: match v1::AuditOutcome::try_from(raw.outcome) {
+                Ok(outcome) => outcome as i32,
+                Err(_) => {
+                    return Err(InvalidInput::BadEnum {
+                        field: "filter.outcome",
+                        value: raw.outcome,
+                    }
+                    .into());
+                }
+            },
+            ..Filter::default()
+        };
+        if !raw.family_id.is_empty() {
+            let id = FamilyId::parse("filter.family_id", &raw.family_id)?;
+            caller.audit.object(Object::Family, id);
+            if !self
+                .family_in_share(share, &id.to_string(), &mut leads)
+                .await?
+            {
+                return Err(ServiceError::NotFound(format!("no family {id}")));
+            }
+            filter.family = Some(id.to_string());
+        }
+        if !raw.consult_id.is_empty() {
+            let id = ConsultId::parse("filter.consult_id", &raw.consult_id)?;
+            caller.audit.object(Object::Consult, id);
+            let family = match self.ctx.consults.consult(id).await? {
+                Some(c) => match c.subject {
+                    domain::consult::Subject::Family { family, .. } => Some(family),
+                    domain::consult::Subject::Anonymous => None,
+                },
+                None => None,
+            };
+            let visible = match family {
+                Some(f) => {
+                    self.family_in_share(share, &f.to_string(), &mut leads)
+                        .await?
+                }
+                None => false,
+            };
+            if !visible {
+                return Err(ServiceError::NotFound(format!("no consult {id}")));
+            }
+            filter.consult = Some(id.to_string());
+        }
+        if !raw.professional_id.is_empty() {
+            let id = ProfessionalId::parse("filter.professional_id", &raw.professional_id)?;
+            caller.audit.object(Object::Professional, id);
+            let ours = self
+                .ctx
+                .directory
+                .professional(id)
+                .await?
+                .is_some_and(|p| p.organisation == caller.professional.organisation);
+            if !ours {
+                return Err(ServiceError::NotFound(format!(
+                    "no professional {id} in your organisation"
+                )));
+            }
+            filter.professional = Some(id.to_string());
+        }
+        if let Some(t) = &raw.start_time {
+            domain::parse_time("filter.start_time", t)?;
+            filter.start = Some(*t);
+        }
+        if let Some(t) = &raw.end_time {
+            domain::parse_time("filter.end_time", t)?;
+            filter.end = Some(*t);
+        }
+        Ok(filter)
+    }
+}
+
+fn after_token(raw: &str) -> ServiceResult<u64> {
+    if raw.is_empty() {
+        return Ok(0);
+    }
+    raw.parse::<u64>().map_err(|_| {
+        InvalidInput::Malformed {
+            field: "page_token",
+            problem: "not a token this server gave out",
+        }
+        .into()
+    })
+}
+
+#[tonic::async_trait]
+impl AuditService for AuditApi {
+    async fn query_audit(
+        &self,
+        request: Request<v1::QueryAuditRequest>,
+    ) -> Result<Response<v1::QueryAuditResponse>, Status> {
+        let caller = self.ctx.auth.caller(&request).await?;
+        let share = Self::share(&caller)?;
+        let req = request.get_ref();
+        let filter = self.filter(&caller, &share, req.filter.as_ref()).await?;
+        let size = domain::page_size(req.page_size);
+        let mut after = after_token(&req.page_token)?;
+        let mut leads = HashMap::new();
+        let mut events = Vec::new();
+        let mut scanned = 0;
+        let next = loop {
+            let entries = self.ctx.trail.entries(after, QUERY_SCAN_STEP).await?;
+            let last_step = entries.len() < QUERY_SCAN_STEP;
+            for (key, raw) in entries {
+                let event = stored_event(&raw)?;
+                after = <[u8; 8]>::try_from(key.as_slice())
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(event.sequence);
+                scanned += 1;
+                if filter.matches(&event) && self.in_share(&share, &event, &mut leads).await? {
+                    events.push(event);
+                    if events.len() == size {
+                        break;
+                    }
+                }
+            }
+            if events.len() == size || scanned >= QUERY_SCAN_MAX {
+                break after.to_string();
+            }
+            if last_step {
+                break String::new();
+            }
+        };
+        Ok(Response::new(v1::QueryAuditResponse {
+            events,
+            next_page_token: next,
+        }))
+    }
+
+    async fn verify_audit(
+        &self,
+        request: Request<v1::VerifyAuditRequest>,
+    ) -> Result<Response<v1::VerifyAuditResponse>, Status> {
+        let caller = self.ctx.auth.caller(&request).await?;
+        caller.require(Role::PrivacyOfficer)?;
+        let result = self.ctx.trail.verify().await.map_err(ServiceError::from)?;
+        Ok(Response::new(verification_to_proto(&result)))
+    }
+}
+
+/// The wire form of a verification.
+pub fn verification_to_proto(result: &Verification) -> v1::VerifyAuditResponse {
+    let mut answer = v1::VerifyAuditResponse {
+        ok: result.broken.is_none(),
+        events_checked: result.checked.sequence,
+        checkpoints_checked: 0,
+        last_sequence: result.recorded.sequence.max(result.checked.sequence),
+        ..Default::default()
+    };
+    if let Some(broken) = result.broken {
+        answer.first_broken_sequence = broken.sequence;
+        answer.fault = broken.fault.to_proto() as i32;
+        answer.detail = format!("event {}: {}", broken.sequence, broken.fault.explain());
+    }
+    answer
+}

@@ -1,0 +1,377 @@
+//! The audit trail: one event for every call, allowed or denied, with who,
+//! from where, on what and on which legal basis; each reader's share; and a
+//! tampered event found exactly.
+
+use std::time::Duration;
+
+use samenop_client::{
+    Client, ClientError, Expertise, Role, ViolenceType,
+    audit::{AuditEvent, AuditFilter, ObjectKind, Outcome},
+    consult::{About, LegalBasis, LegalGround, NewConsult, Urgency},
+    family::Family,
+};
+use samenop_proto::v1;
+use samenop_tests::{ORG_A, ORG_B, TestServer, family_with_consent, tamper_with_audit_event};
+use tonic::{Code, Request};
+use uuid::Uuid;
+
+const ABUSE: Expertise = Expertise::Violence(ViolenceType::ChildAbuse);
+
+/// A network with a family in org A: its contact person Sanne, org A's
+/// privacy officer, a child-abuse specialist Eva in org B, and a contact
+/// person Bob in org B who has nothing to do with the family.
+struct Network {
+    server: TestServer,
+    sanne: Client,
+    officer: Client,
+    eva: Client,
+    bob: Client,
+    family: Family,
+    consent: Uuid,
+}
+
+async fn network() -> Network {
+    let server = TestServer::start().await;
+    let sanne = server
+        .professional(ORG_A, "Sanne", &[Role::ContactPerson], &[])
+        .await;
+    let officer = server
+        .professional(ORG_A, "Pim", &[Role::PrivacyOfficer], &[])
+        .await;
+    let eva = server
+        .professional(ORG_B, "Eva", &[Role::Specialist], &[ABUSE])
+        .await;
+    let bob = server
+        .professional(ORG_B, "Bob", &[Role::ContactPerson], &[])
+        .await;
+    let (family, consent) = family_with_consent(&server, &sanne).await;
+    Network {
+        server,
+        sanne,
+        officer,
+        eva,
+        bob,
+        family,
+        consent,
+    }
+}
+
+fn consult_about(n: &Network, expertise: Expertise) -> NewConsult {
+    NewConsult {
+        about: About::Family {
+            family: n.family.id,
+            concerned: vec![n.family.members[1].id],
+            basis: LegalBasis::consent(n.consent),
+        },
+        question: "Hoe wegen wij deze signalen?".into(),
+        expertise,
+        urgency: Urgency::Normal,
+        respond_by: None,
+        specialist: None,
+    }
+}
+
+/// A raw request acting as `professional` (or as no one).
+fn acting<T>(message: T, professional: Option<Uuid>) -> Request<T> {
+    let mut request = Request::new(message);
+    if let Some(id) = professional {
+        request
+            .metadata_mut()
+            .insert("samenop-professional", id.to_string().parse().unwrap());
+    }
+    request
+}
+
+/// What the test expects of one event.
+fn summary(e: &AuditEvent) -> (&str, Outcome, &str) {
+    (
+        e.action.trim_start_matches("samenop.v1."),
+        e.outcome,
+        e.status_code.as_str(),
+    )
+}
+
+#[tokio::test]
+async fn every_call_leaves_one_event_allowed_or_denied_with_its_basis() {
+    let n = network().await;
+    n.server.clock.advance(Duration::from_secs(1));
+    let from = n.server.clock_now();
+    let sanne_id = n.sanne.professional().unwrap();
+    let eva_id = n.eva.professional().unwrap();
+
+    // 1. Another organisation's professional asks for the family: denied.
+    let err = n.bob.family(n.family.id).await.unwrap_err();
+    assert!(matches!(err, ClientError::NotFound(_)), "{err:?}");
+    // 2. The contact person opens a pool consult on the consent: allowed.
+    let opened = n
+        .sanne
+        .open_consult(&consult_about(&n, ABUSE))
+        .await
+        .unwrap();
+    // 3. ... and one the consent does not cover: denied for want of a basis.
+    let err = n
+        .sanne
+        .open_consult(&consult_about(&n, Expertise::Adult))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::FailedPrecondition(_)), "{err:?}");
+    // 4. The specialist accepts: allowed, as specialist, on the consent.
+    n.eva.accept_consult(opened.id).await.unwrap();
+    // 5. A call naming no professional: denied before anyone is known.
+    let connection = n.server.connect(ORG_A).await;
+    let mut families = v1::family_service_client::FamilyServiceClient::new(connection.channel());
+    let status = families
+        .get_family(acting(
+            v1::GetFamilyRequest {
+                family_id: n.family.id.to_string(),
+            },
+            None,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    // 6. A malformed close: allowed to try, failed.
+    let mut consults = v1::consult_service_client::ConsultServiceClient::new(connection.channel());
+    let status = consults
+        .close_consult(acting(
+            v1::CloseConsultRequest {
+                consult_id: opened.id.to_string(),
+                outcome: 0,
+            },
+            Some(sanne_id),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    // 7. A read: allowed, and accounted for too.
+    n.sanne.consult(opened.id).await.unwrap();
+
+    let events = n
+        .officer
+        .query_audit(&AuditFilter {
+            start: Some(from),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    let got: Vec<_> = events.iter().map(summary).collect();
+    assert_eq!(
+        got,
+        [
+            ("FamilyService/GetFamily", Outcome::Denied, "NOT_FOUND"),
+            ("ConsultService/OpenConsult", Outcome::Allowed, "OK"),
+            (
+                "ConsultService/OpenConsult",
+                Outcome::Denied,
+                "FAILED_PRECONDITION"
+            ),
+            ("ConsultService/AcceptConsult", Outcome::Allowed, "OK"),
+            (
+                "FamilyService/GetFamily",
+                Outcome::Denied,
+                "UNAUTHENTICATED"
+            ),
+            (
+                "ConsultService/CloseConsult",
+                Outcome::Failed,
+                "INVALID_ARGUMENT"
+            ),
+            ("ConsultService/GetConsult", Outcome::Allowed, "OK"),
+        ],
+        "exactly one event per call, in order"
+    );
+    let [bob_get, open, refused, accept, anonymous, close, read] = &events[..] else {
+        unreachable!()
+    };
+
+    // Who, from where, with which certificate.
+    assert_eq!(bob_get.actor.professional, n.bob.professional());
+    assert_eq!(bob_get.actor.organisation_oin, TestServer::oin(ORG_B));
+    assert!(bob_get.concerns(ObjectKind::Family, n.family.id));
+    assert_eq!(bob_get.ground, None, "a denied read rests on nothing");
+    for e in &events {
+        assert_eq!(e.actor.certificate_fingerprint.len(), 64, "{e:?}");
+        assert!(e.actor.network_address.starts_with("127.0.0.1:"), "{e:?}");
+        assert!(!e.request_id.is_empty());
+        // Stored to the millisecond.
+        assert!(
+            e.occurred_at
+                .is_some_and(|t| t + Duration::from_millis(1) > from)
+        );
+    }
+    assert_ne!(
+        bob_get.actor.certificate_fingerprint, open.actor.certificate_fingerprint,
+        "each organisation's certificate"
+    );
+
+    // What, on which basis, in which role.
+    assert_eq!(open.actor.professional, Some(sanne_id));
+    assert_eq!(open.actor.role, Some(Role::ContactPerson));
+    assert_eq!(open.ground, Some(LegalGround::Consent(n.consent)));
+    assert_eq!(open.purpose, "PURPOSE_CONSULTATION");
+    assert!(open.concerns(ObjectKind::Family, n.family.id));
+    assert!(open.concerns(ObjectKind::Consult, opened.id));
+    assert_eq!(refused.ground, Some(LegalGround::Consent(n.consent)));
+    assert!(
+        refused.outcome_reason.contains("consent"),
+        "{}",
+        refused.outcome_reason
+    );
+    assert_eq!(accept.actor.professional, Some(eva_id));
+    assert_eq!(accept.actor.role, Some(Role::Specialist));
+    assert_eq!(accept.actor.organisation_oin, TestServer::oin(ORG_B));
+    assert_eq!(accept.ground, Some(LegalGround::Consent(n.consent)));
+    assert!(accept.concerns(ObjectKind::Consult, opened.id));
+    assert!(accept.concerns(ObjectKind::Family, n.family.id));
+    assert_eq!(anonymous.actor.professional, None);
+    assert_eq!(anonymous.actor.organisation_oin, TestServer::oin(ORG_A));
+    assert!(close.concerns(ObjectKind::Consult, opened.id) || close.objects.is_empty());
+    assert_eq!(read.actor.role, Some(Role::ContactPerson));
+
+    // Nothing of the question or the justification is in the trail.
+    for e in &events {
+        let text = format!("{e:?}");
+        assert!(!text.contains("signalen"), "{text}");
+    }
+
+    // The chain holds, and every event is one of it.
+    let verified = n.officer.verify_audit().await.unwrap();
+    assert!(verified.ok, "{verified:?}");
+    assert_eq!(verified.events_checked, verified.last_sequence);
+    let sequences: Vec<u64> = events.iter().map(|e| e.sequence).collect();
+    assert!(sequences.windows(2).all(|w| w[0] < w[1]));
+}
+
+#[tokio::test]
+async fn each_reader_sees_exactly_their_share() {
+    let n = network().await;
+    let opened = n
+        .sanne
+        .open_consult(&consult_about(&n, ABUSE))
+        .await
+        .unwrap();
+    n.eva.accept_consult(opened.id).await.unwrap();
+    let officer_b = n
+        .server
+        .professional(ORG_B, "Britt", &[Role::PrivacyOfficer], &[])
+        .await;
+
+    // Org A's privacy officer: org A's own calls, and everything on org A's
+    // family, the org B specialist's accept included.
+    let a = n
+        .officer
+        .query_audit(&AuditFilter::default())
+        .await
+        .unwrap();
+    assert!(a.iter().all(|e| {
+        e.actor.organisation_oin == TestServer::oin(ORG_A)
+            || e.concerns(ObjectKind::Family, n.family.id)
+    }));
+    assert!(a.iter().any(|e| e.action.ends_with("/AcceptConsult")));
+    assert!(a.iter().any(|e| e.action.ends_with("/RegisterFamily")));
+
+    // Org B's privacy officer: only org B's calls (the accept, and org B's
+    // own registrations); nothing org A did.
+    let b = officer_b
+        .query_audit(&AuditFilter::default())
+        .await
+        .unwrap();
+    assert!(!b.is_empty());
+    assert!(
+        b.iter()
+            .all(|e| e.actor.organisation_oin == TestServer::oin(ORG_B)),
+        "{b:?}"
+    );
+    assert!(b.iter().any(|e| e.action.ends_with("/AcceptConsult")));
+    // ... and org A's family is not theirs to filter on.
+    let err = officer_b
+        .query_audit(&AuditFilter {
+            family: Some(n.family.id),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::NotFound(_)), "{err:?}");
+
+    // The contact person: the events on their family only.
+    let mine = n
+        .sanne
+        .query_audit(&AuditFilter {
+            family: Some(n.family.id),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    let all_mine = n.sanne.query_audit(&AuditFilter::default()).await.unwrap();
+    // The same, and the record of the query just made (it names the family).
+    assert_eq!(all_mine[..mine.len()], mine[..]);
+    assert_eq!(all_mine.len(), mine.len() + 1);
+    assert!(all_mine[mine.len()].action.ends_with("/QueryAudit"));
+    assert!(
+        mine.iter()
+            .all(|e| e.concerns(ObjectKind::Family, n.family.id))
+    );
+    assert!(mine.iter().any(|e| e.action.ends_with("/AcceptConsult")));
+
+    // Bob leads no family: he reads nothing. Eva has no reading role.
+    assert!(
+        n.bob
+            .query_audit(&AuditFilter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let err = n
+        .eva
+        .query_audit(&AuditFilter::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::PermissionDenied(_)), "{err:?}");
+    let err = n.eva.verify_audit().await.unwrap_err();
+    assert!(matches!(err, ClientError::PermissionDenied(_)), "{err:?}");
+
+    // Each refusal is itself in the trail, as a denial.
+    let denials = officer_b
+        .query_audit(&AuditFilter {
+            professional: n.eva.professional(),
+            outcome: Some(Outcome::Denied),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    let actions: Vec<&str> = denials.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "samenop.v1.AuditService/QueryAudit",
+            "samenop.v1.AuditService/VerifyAudit"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_flipped_byte_in_a_stored_event_is_reported_at_exactly_that_event() {
+    let mut n = network().await;
+    let before = n.officer.verify_audit().await.unwrap();
+    assert!(before.ok, "{before:?}");
+    let target = before.last_sequence / 2;
+    assert!(target > 1);
+
+    n.server.stop().await;
+    tamper_with_audit_event(&n.server.data_dir, target).await;
+    n.server.launch().await;
+
+    let officer = n
+        .server
+        .connect(ORG_A)
+        .await
+        .acting_as(n.officer.professional().unwrap());
+    let after = officer.verify_audit().await.unwrap();
+    assert!(!after.ok);
+    assert_eq!(after.first_broken, Some(target), "{after:?}");
+    assert_eq!(after.events_checked, target - 1);
+    assert!(
+        after.detail.contains(&format!("event {target}")),
+        "{after:?}"
+    );
+}
