@@ -45,6 +45,12 @@ use crate::{
 /// The layer reads and removes it; it never reaches the caller.
 pub const DENIED_HEADER: &str = "x-samenop-audit-denied";
 
+/// The response header by which a handler gives the audit a reason of its
+/// own instead of the status message, when that message tells the caller
+/// something about a family (an age band) that the trail must not keep.
+/// Read and removed by the layer, like [`DENIED_HEADER`].
+pub const REASON_HEADER: &str = "x-samenop-audit-reason";
+
 /// The longest outcome reason kept, in characters.
 const REASON_MAX_CHARS: usize = 300;
 
@@ -352,7 +358,18 @@ where
         let Some(action) = path
             .strip_prefix('/')
             .filter(|p| p.starts_with("samenop.v1."))
-            .map(str::to_owned)
+            .map(|p| {
+                // The path is the caller's text: keep it only when it has the
+                // form of a method name.
+                let method_like = p.len() <= 128
+                    && p.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'/' || b == b'_');
+                if method_like {
+                    p.to_owned()
+                } else {
+                    "samenop.v1/not-a-method".to_owned()
+                }
+            })
         else {
             return Box::pin(self.inner.call(request));
         };
@@ -364,24 +381,41 @@ where
                 id
             }
         };
-        let remote = request
-            .extensions()
-            .get::<TlsConnectInfo<TcpConnectInfo>>()
-            .and_then(|info| info.get_ref().remote_addr());
+        let connection = request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>();
+        let remote = connection.and_then(|info| info.get_ref().remote_addr());
+        let certificate = connection
+            .and_then(TlsConnectInfo::peer_certs)
+            .and_then(|certs| certs.first().map(|leaf| Fingerprint::of(leaf.as_ref())));
         let audit = CallAudit::start(&action, request_id, remote, self.layer.clock.clone());
+        if let Some(certificate) = &certificate {
+            // Known from the connection, so even a call refused before
+            // authentication (a malformed message) names its certificate.
+            audit.peer(None, certificate);
+        }
         request.extensions_mut().insert(audit.clone());
         let future = self.inner.call(request);
         let store = self.layer.store.clone();
+        let mut unanswered = Unanswered {
+            audit: Some(audit),
+            store: store.clone(),
+        };
         Box::pin(async move {
             let mut response = future.await?;
-            let denied = response
-                .headers_mut()
+            let Some(audit) = unanswered.audit.take() else {
+                return Ok(response);
+            };
+            let headers = response.headers_mut();
+            let denied = headers
                 .remove(HeaderName::from_static(DENIED_HEADER))
                 .is_some();
+            let reason = headers
+                .remove(HeaderName::from_static(REASON_HEADER))
+                .and_then(|v| v.to_str().ok().map(str::to_owned));
             let status = Status::from_header_map(response.headers());
             let (code, message) = status
                 .as_ref()
                 .map_or((Code::Ok, ""), |s| (s.code(), s.message()));
+            let message = reason.as_deref().unwrap_or(message);
             if code == Code::Ok && audit.in_batch() {
                 return Ok(response);
             }
@@ -394,6 +428,53 @@ where
             Ok(response)
         })
     }
+}
+
+/// Writes the event of a call whose future was dropped before it answered
+/// (the client's deadline passed, or it went away), so that such a call is
+/// accounted for too.
+struct Unanswered {
+    /// The call's audit, taken when the call answers.
+    audit: Option<CallAudit>,
+    /// Where the event goes.
+    store: Arc<dyn Store>,
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        let Some(audit) = self.audit.take() else {
+            return;
+        };
+        // A change's event is in the change's batch: exactly as durable as
+        // the change, whether or not that commit finished.
+        if audit.in_batch() {
+            return;
+        }
+        let event = audit.finish(
+            Code::Cancelled,
+            "the call ended before it was answered (deadline passed or cancelled)",
+            false,
+        );
+        let store = self.store.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let mut batch = Batch::new();
+                batch.audit(event);
+                if let Err(cause) = store.commit(batch).await {
+                    tracing::error!(cause = %cause, "the audit event of a cancelled call cannot be written");
+                }
+            });
+        }
+    }
+}
+
+/// Records `reason` in the audit instead of `status`'s message (see
+/// [`REASON_HEADER`]).
+pub fn with_reason(mut status: Status, reason: &'static str) -> Status {
+    status
+        .metadata_mut()
+        .insert(REASON_HEADER, MetadataValue::from_static(reason));
+    status
 }
 
 /// Marks `status` as a refusal for want of a legal basis, for the audit

@@ -189,7 +189,9 @@ async fn run_dev(pki_dir: PathBuf, data_dir: PathBuf, listen: SocketAddr) -> Exi
 
 /// `audit verify`: checks the chain of a stopped server's store.
 async fn verify_audit(data: &std::path::Path) -> ExitCode {
-    if !data.is_dir() {
+    // sled keeps its data in a file named `db`: without one this is not a
+    // store, and opening it would make an empty one.
+    if !data.join("db").is_file() {
         eprintln!("samenop-server: {} is not a data directory", data.display());
         return ExitCode::FAILURE;
     }

@@ -141,6 +141,40 @@ impl AuditApi {
         Ok(led)
     }
 
+    /// Whether the consult `id` (text) is in `share`: a family consult
+    /// when its family is, an anonymous one when the reader's organisation
+    /// (officer) or the reader (contact person) owns it.
+    async fn consult_in_share(
+        &self,
+        share: &Share,
+        id: &str,
+        leads: &mut HashMap<String, bool>,
+    ) -> ServiceResult<bool> {
+        let key = format!("consult:{id}");
+        if let Some(known) = leads.get(&key) {
+            return Ok(*known);
+        }
+        let consult = match ConsultId::parse("consult_id", id) {
+            Ok(consult) => self.ctx.consults.consult(consult).await?,
+            Err(_) => None,
+        };
+        let visible = match consult {
+            Some(c) => match c.subject {
+                domain::consult::Subject::Family { family, .. } => {
+                    self.family_in_share(share, &family.to_string(), leads)
+                        .await?
+                }
+                domain::consult::Subject::Anonymous => {
+                    share.officer_of.as_ref() == Some(&c.owner_organisation)
+                        || share.contact_person == Some(c.owner)
+                }
+            },
+            None => false,
+        };
+        leads.insert(key, visible);
+        Ok(visible)
+    }
+
     /// Whether `event` is in `share`.
     async fn in_share(
         &self,
@@ -154,11 +188,18 @@ impl AuditApi {
             return Ok(true);
         }
         for object in &event.objects {
-            if object.object_type == Object::Family as i32
-                && self
-                    .family_in_share(share, &object.object_id, leads)
-                    .await?
-            {
+            let ours = match Object::try_from(object.object_type) {
+                Ok(Object::Family) => {
+                    self.family_in_share(share, &object.object_id, leads)
+                        .await?
+                }
+                Ok(Object::Consult) => {
+                    self.consult_in_share(share, &object.object_id, leads)
+                        .await?
+                }
+                _ => false,
+            };
+            if ours {
                 return Ok(true);
             }
         }
@@ -204,20 +245,9 @@ impl AuditApi {
         if !raw.consult_id.is_empty() {
             let id = ConsultId::parse("filter.consult_id", &raw.consult_id)?;
             caller.audit.object(Object::Consult, id);
-            let family = match self.ctx.consults.consult(id).await? {
-                Some(c) => match c.subject {
-                    domain::consult::Subject::Family { family, .. } => Some(family),
-                    domain::consult::Subject::Anonymous => None,
-                },
-                None => None,
-            };
-            let visible = match family {
-                Some(f) => {
-                    self.family_in_share(share, &f.to_string(), &mut leads)
-                        .await?
-                }
-                None => false,
-            };
+            let visible = self
+                .consult_in_share(share, &id.to_string(), &mut leads)
+                .await?;
             if !visible {
                 return Err(ServiceError::NotFound(format!("no consult {id}")));
             }

@@ -545,11 +545,11 @@ impl ConsultService for ConsultApi {
         }
         let (page, next) =
             super::page_after(&shown, after, domain::page_size(req.page_size), |c| c.id);
+        // The consults shown, without their families: the event is read by
+        // the readers of each of those families (through the consult), and
+        // must not tell one family's readers which other families there are.
         for c in page {
             caller.audit.object(Object::Consult, c.id);
-            if let Subject::Family { family, .. } = &c.subject {
-                caller.audit.object(Object::Family, family);
-            }
         }
         Ok(Response::new(v1::ListConsultsResponse {
             consults: page.iter().map(|c| consult_to_proto(c, me.id)).collect(),
@@ -607,6 +607,7 @@ impl ConsultService for ConsultApi {
         caller.require(Role::Specialist)?;
         let req = request.get_ref();
         let id = consult_id(&req.consult_id)?;
+        caller.audit.object(Object::Consult, id);
         let reason = DeclineReason::parse("reason", req.reason).map_err(invalid)?;
         let note = match req.note.as_str() {
             "" if reason == DeclineReason::Other => {
@@ -626,8 +627,9 @@ impl ConsultService for ConsultApi {
         let mut new = loaded.now.clone();
         new.decline(me.id, &me.organisation, reason, note, self.ctx.now())
             .map_err(refused)?;
-        self.save(&caller, &loaded, &new).await?;
+        // Decided before the change lands: nothing may fail after it.
         let still = self.sees(&new, &caller).await?;
+        self.save(&caller, &loaded, &new).await?;
         Ok(Response::new(v1::DeclineConsultResponse {
             consult: if still {
                 Self::answer(&new, &caller)
@@ -722,6 +724,8 @@ impl ConsultService for ConsultApi {
         let id = consult_id(&req.consult_id)?;
         let basis = LegalBasis::parse(req.legal_basis.as_ref()).map_err(invalid)?;
         let loaded = self.owned(&caller, id).await?;
+        // The basis the call would rest on, not the one it replaces.
+        caller.audit.basis(&basis);
         let c = &loaded.now;
         if let Subject::Family {
             family, concerned, ..
@@ -752,6 +756,7 @@ impl ConsultService for ConsultApi {
         let caller = self.ctx.auth.caller(&request).await?;
         let req = request.get_ref();
         let id = consult_id(&req.consult_id)?;
+        caller.audit.object(Object::Consult, id);
         let outcome = Outcome::parse("outcome", req.outcome).map_err(invalid)?;
         let loaded = self.owned(&caller, id).await?;
         let mut new = loaded.now.clone();

@@ -41,9 +41,11 @@ impl DirectoryApi {
         caller: &Caller,
         id: ProfessionalId,
     ) -> ServiceResult<Professional> {
-        caller.audit.object(Object::Professional, id);
         match self.ctx.directory.professional(id).await? {
-            Some(p) if p.organisation == caller.peer.organisation => Ok(p),
+            Some(p) if p.organisation == caller.peer.organisation => {
+                caller.audit.object(Object::Professional, id);
+                Ok(p)
+            }
             _ => Err(ServiceError::NotFound(format!(
                 "no professional {id} in your organisation"
             ))),
@@ -133,6 +135,7 @@ impl DirectoryService for DirectoryApi {
         caller.require(Role::OrgAdmin)?;
         let id = ProfessionalId::parse("professional_id", &request.get_ref().professional_id)
             .map_err(ServiceError::from)?;
+        caller.audit.object(Object::Professional, id);
         let target = self.own_professional(&caller, id).await?;
         if target.id == caller.professional.id {
             return Err(ServiceError::FailedPrecondition(
@@ -191,6 +194,7 @@ impl DirectoryService for DirectoryApi {
         let req = request.get_ref();
         let owner_id = ProfessionalId::parse("professional_id", &req.professional_id)
             .map_err(ServiceError::from)?;
+        caller.audit.object(Object::Professional, owner_id);
         let key = SignatureKey::parse("signature_public_key", &req.signature_public_key)
             .map_err(ServiceError::from)?;
         let label = DeviceLabel::parse("label", &req.label).map_err(ServiceError::from)?;

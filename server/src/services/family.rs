@@ -53,8 +53,9 @@ impl FamilyApi {
     }
 
     /// Loads a family the caller may see, and how.
+    /// Records the family in the call's audit only once access is granted:
+    /// a handler records an id the caller named itself.
     async fn visible(&self, caller: &Caller, id: FamilyId) -> ServiceResult<(Family, Access)> {
-        caller.audit.object(Object::Family, id);
         let family = self
             .ctx
             .families
@@ -63,11 +64,13 @@ impl FamilyApi {
             .ok_or_else(|| no_family(id))?;
         let me = &caller.professional;
         if family.contact.professional == me.id {
+            caller.audit.object(Object::Family, id);
             caller.audit.role(Role::ContactPerson);
             Ok((family, Access::ContactPerson))
         } else if me.has_role(Role::PrivacyOfficer)
             && me.organisation == family.contact.organisation
         {
+            caller.audit.object(Object::Family, id);
             caller.audit.role(Role::PrivacyOfficer);
             Ok((family, Access::PrivacyOfficer))
         } else {
@@ -186,6 +189,7 @@ impl FamilyService for FamilyApi {
         let caller = self.ctx.auth.caller(&request).await?;
         let id = FamilyId::parse("family_id", &request.get_ref().family_id)
             .map_err(ServiceError::from)?;
+        caller.audit.object(Object::Family, id);
         let (family, _) = self.visible(&caller, id).await?;
         Ok(Response::new(v1::GetFamilyResponse {
             family: Some(family_to_proto(&family, self.ctx.now())),
@@ -282,12 +286,19 @@ impl FamilyService for FamilyApi {
         let caller = self.ctx.auth.caller(&request).await?;
         let req = request.get_ref();
         let id = FamilyId::parse("family_id", &req.family_id).map_err(ServiceError::from)?;
+        caller.audit.object(Object::Family, id);
         let family = self.led(&caller, id).await?;
         let now = self.ctx.now();
         let consent = match consent::record(req, &family, caller.professional.id, now) {
             Ok(consent) => consent,
             Err(Ok(invalid)) => return Err(ServiceError::Invalid(invalid).into()),
-            Err(Err(wrong)) => return Err(ServiceError::FailedPrecondition(wrong.0).into()),
+            Err(Err(wrong)) => {
+                // The caller hears who must consent; the trail keeps no age band.
+                return Err(crate::audit::with_reason(
+                    ServiceError::FailedPrecondition(wrong.0).into(),
+                    "the consent is not given by who must consent for the member's age",
+                ));
+            }
         };
         let existing = self
             .ctx
@@ -399,6 +410,7 @@ impl FamilyService for FamilyApi {
         let caller = self.ctx.auth.caller(&request).await?;
         let req = request.get_ref();
         let id = FamilyId::parse("family_id", &req.family_id).map_err(ServiceError::from)?;
+        caller.audit.object(Object::Family, id);
         let after = match req.page_token.as_str() {
             "" => None,
             token => Some(ConsentId::parse("page_token", token).map_err(|_| {

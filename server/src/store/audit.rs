@@ -222,16 +222,29 @@ impl Verifier {
             return Err(broken(Fault::SequenceGap));
         }
         let entry = AuditEntry::decode(raw).map_err(|_| broken(Fault::Unreadable))?;
+        // The hash first, over the stored bytes: any changed byte of the
+        // event shows as a hash mismatch, whichever field it is in, even one
+        // that leaves the bytes undecodable.
+        let hash = chain_hash(&self.head.hash, &entry.body);
+        if entry.hash != hash {
+            // A well-formed event hashed over another previous hash is one
+            // taken from elsewhere, or the chain was spliced before it.
+            let spliced = entry.event().is_ok_and(|event| {
+                event.previous_hash != self.head.hash
+                    && entry.hash == chain_hash(&event.previous_hash, &entry.body)
+            });
+            return Err(broken(if spliced {
+                Fault::PreviousHashMismatch
+            } else {
+                Fault::HashMismatch
+            }));
+        }
         let event = entry.event().map_err(|_| broken(Fault::Unreadable))?;
         if event.sequence != expected {
             return Err(broken(Fault::SequenceGap));
         }
         if event.previous_hash != self.head.hash {
             return Err(broken(Fault::PreviousHashMismatch));
-        }
-        let hash = chain_hash(&self.head.hash, &entry.body);
-        if entry.hash != hash {
-            return Err(broken(Fault::HashMismatch));
         }
         self.head = Head {
             sequence: expected,

@@ -81,6 +81,14 @@ impl SledStore {
     }
 }
 
+/// Why a commit's transaction stopped without writing.
+enum Aborted {
+    /// A precondition did not hold.
+    Conflict,
+    /// The audit head cannot be read: no write can be accounted for.
+    Corrupt(StoreError),
+}
+
 fn backend(err: sled::Error) -> StoreError {
     StoreError::Backend(err.to_string())
 }
@@ -134,7 +142,7 @@ impl Store for SledStore {
             for expect in &batch.expects {
                 let current = tx.get(full_key(expect.space, &expect.key))?;
                 if current.as_deref() != expect.value.as_deref() {
-                    return Err(ConflictableTransactionError::Abort(()));
+                    return Err(ConflictableTransactionError::Abort(Aborted::Conflict));
                 }
             }
             for write in &batch.writes {
@@ -151,7 +159,7 @@ impl Store for SledStore {
                 let head_key = full_key(Keyspace::Meta, audit::HEAD_KEY);
                 let stored = tx.get(&head_key)?;
                 let mut head = audit::Head::decode(stored.as_deref())
-                    .map_err(|_| ConflictableTransactionError::Abort(()))?;
+                    .map_err(|e| ConflictableTransactionError::Abort(Aborted::Corrupt(e)))?;
                 for event in &batch.audit {
                     let (sequence, entry, next) = head.append(event.clone());
                     let key = full_key(Keyspace::Audit, &sequence.to_be_bytes());
@@ -164,7 +172,8 @@ impl Store for SledStore {
         });
         match result {
             Ok(()) => {}
-            Err(TransactionError::Abort(())) => return Err(StoreError::Conflict),
+            Err(TransactionError::Abort(Aborted::Conflict)) => return Err(StoreError::Conflict),
+            Err(TransactionError::Abort(Aborted::Corrupt(err))) => return Err(err),
             Err(TransactionError::Storage(err)) => return Err(backend(err)),
         }
         let target = self.applied.fetch_add(1, Ordering::AcqRel) + 1;

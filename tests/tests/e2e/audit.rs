@@ -16,6 +16,8 @@ use tonic::{Code, Request};
 use uuid::Uuid;
 
 const ABUSE: Expertise = Expertise::Violence(ViolenceType::ChildAbuse);
+const JUSTIFICATION: &str =
+    "Signs of serious harm; the parents refuse contact and the child is at risk.";
 
 /// A network with a family in org A: its contact person Sanne, org A's
 /// privacy officer, a child-abuse specialist Eva in org B, and a contact
@@ -108,6 +110,18 @@ async fn every_call_leaves_one_event_allowed_or_denied_with_its_basis() {
         .open_consult(&consult_about(&n, ABUSE))
         .await
         .unwrap();
+    // 2b. ... and one on a ground without consent, with its justification.
+    let mut reported = consult_about(&n, ABUSE);
+    reported.about = About::Family {
+        family: n.family.id,
+        concerned: vec![n.family.members[1].id],
+        basis: LegalBasis {
+            ground: LegalGround::VeiligThuisReport,
+            justification: JUSTIFICATION.into(),
+            safety_sensitive: false,
+        },
+    };
+    n.sanne.open_consult(&reported).await.unwrap();
     // 3. ... and one the consent does not cover: denied for want of a basis.
     let err = n
         .sanne
@@ -160,6 +174,7 @@ async fn every_call_leaves_one_event_allowed_or_denied_with_its_basis() {
         [
             ("FamilyService/GetFamily", Outcome::Denied, "NOT_FOUND"),
             ("ConsultService/OpenConsult", Outcome::Allowed, "OK"),
+            ("ConsultService/OpenConsult", Outcome::Allowed, "OK"),
             (
                 "ConsultService/OpenConsult",
                 Outcome::Denied,
@@ -180,7 +195,17 @@ async fn every_call_leaves_one_event_allowed_or_denied_with_its_basis() {
         ],
         "exactly one event per call, in order"
     );
-    let [bob_get, open, refused, accept, anonymous, close, read] = &events[..] else {
+    let [
+        bob_get,
+        open,
+        reported,
+        refused,
+        accept,
+        anonymous,
+        close,
+        read,
+    ] = &events[..]
+    else {
         unreachable!()
     };
 
@@ -225,13 +250,49 @@ async fn every_call_leaves_one_event_allowed_or_denied_with_its_basis() {
     assert!(accept.concerns(ObjectKind::Family, n.family.id));
     assert_eq!(anonymous.actor.professional, None);
     assert_eq!(anonymous.actor.organisation_oin, TestServer::oin(ORG_A));
-    assert!(close.concerns(ObjectKind::Consult, opened.id) || close.objects.is_empty());
+    assert_eq!(reported.ground, Some(LegalGround::VeiligThuisReport));
+    assert!(reported.flagged_for_review);
+    assert!(close.concerns(ObjectKind::Consult, opened.id));
+    assert_eq!(close.outcome_reason, "outcome has no valid value (got 0)");
     assert_eq!(read.actor.role, Some(Role::ContactPerson));
 
-    // Nothing of the question or the justification is in the trail.
-    for e in &events {
-        let text = format!("{e:?}");
+    // The events as the server sends them: nothing of the question or the
+    // justification is in them, and each one checks on its own, as the
+    // proto documents: SHA-256 over the previous hash and the event's
+    // encoding with its hash left empty.
+    let mut audit = v1::audit_service_client::AuditServiceClient::new(connection.channel());
+    let raw = audit
+        .query_audit(acting(
+            v1::QueryAuditRequest {
+                filter: Some(v1::AuditFilter {
+                    family_id: n.family.id.to_string(),
+                    ..Default::default()
+                }),
+                page_size: 500,
+                page_token: String::new(),
+            },
+            n.officer.professional(),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert!(raw.len() >= events.len());
+    for event in &raw {
+        let text = format!("{event:?}");
         assert!(!text.contains("signalen"), "{text}");
+        assert!(!text.contains("parents refuse"), "{text}");
+        let mut bare = event.clone();
+        bare.hash.clear();
+        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+        digest.update(&event.previous_hash);
+        digest.update(&prost::Message::encode_to_vec(&bare));
+        assert_eq!(digest.finish().as_ref(), event.hash.as_slice(), "{event:?}");
+    }
+    for pair in raw.windows(2) {
+        if pair[1].sequence == pair[0].sequence + 1 {
+            assert_eq!(pair[1].previous_hash, pair[0].hash);
+        }
     }
 
     // The chain holds, and every event is one of it.
@@ -330,6 +391,40 @@ async fn each_reader_sees_exactly_their_share() {
     let err = n.eva.verify_audit().await.unwrap_err();
     assert!(matches!(err, ClientError::PermissionDenied(_)), "{err:?}");
 
+    // Bob now leads a family of his own, with a pool request that lands in
+    // Eva's inbox beside Sanne's. Eva's listing names both consults, but
+    // Sanne's readers learn nothing of Bob's family from it.
+    let (bobs, bobs_consent) = family_with_consent(&n.server, &n.bob).await;
+    let mut bobs_consult = consult_about(&n, ABUSE);
+    bobs_consult.about = About::Family {
+        family: bobs.id,
+        concerned: vec![bobs.members[1].id],
+        basis: LegalBasis::consent(bobs_consent),
+    };
+    n.bob.open_consult(&bobs_consult).await.unwrap();
+    n.sanne
+        .open_consult(&consult_about(&n, ABUSE))
+        .await
+        .unwrap();
+    let inbox = n
+        .eva
+        .list_consults(samenop_client::consult::ListScope::Inbox)
+        .await
+        .unwrap();
+    assert_eq!(inbox.len(), 2, "a pool request of each");
+    for reader in [&n.sanne, &n.officer] {
+        let seen = reader.query_audit(&AuditFilter::default()).await.unwrap();
+        assert!(seen.iter().any(|e| e.action.ends_with("/ListConsults")));
+        let text = format!("{seen:?}");
+        assert!(!text.contains(&bobs.id.to_string()), "{text}");
+    }
+    let bob_sees = n.bob.query_audit(&AuditFilter::default()).await.unwrap();
+    assert!(bob_sees.iter().any(|e| e.action.ends_with("/ListConsults")));
+    assert!(
+        !format!("{bob_sees:?}").contains(&n.family.id.to_string()),
+        "Bob's readers learn nothing of Sanne's family"
+    );
+
     // Each refusal is itself in the trail, as a denial.
     let denials = officer_b
         .query_audit(&AuditFilter {
@@ -369,6 +464,7 @@ async fn a_flipped_byte_in_a_stored_event_is_reported_at_exactly_that_event() {
     let after = officer.verify_audit().await.unwrap();
     assert!(!after.ok);
     assert_eq!(after.first_broken, Some(target), "{after:?}");
+    assert_eq!(after.fault, "AUDIT_CHAIN_FAULT_HASH_MISMATCH");
     assert_eq!(after.events_checked, target - 1);
     assert!(
         after.detail.contains(&format!("event {target}")),
