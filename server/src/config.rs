@@ -21,6 +21,9 @@ use crate::{
 
 /// The largest gRPC message accepted by default (bytes).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// The default largest MLS message (commit, application message, Welcome,
+/// key package) a thread stores.
+pub const DEFAULT_MAX_MLS_MESSAGE_BYTES: usize = 256 * 1024;
 
 /// Why a configuration is refused.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +70,8 @@ pub struct Organisation {
 pub struct Limits {
     /// The largest request message accepted, in bytes.
     pub max_message_bytes: usize,
+    /// The largest MLS message a thread stores, in bytes.
+    pub max_mls_message_bytes: usize,
 }
 
 /// The checked configuration the server runs with.
@@ -131,6 +136,8 @@ pub struct FileTls {
 pub struct FileLimits {
     /// Largest request message, bytes.
     pub max_message_bytes: Option<usize>,
+    /// Largest MLS message a thread stores, bytes.
+    pub max_mls_message_bytes: Option<usize>,
 }
 
 /// One `[[organisations]]` entry.
@@ -210,6 +217,17 @@ impl FileConfig {
                 "limits.max_message_bytes must be between 1024 and 67108864".into(),
             ));
         }
+        let max_mls_message_bytes = self
+            .limits
+            .max_mls_message_bytes
+            .unwrap_or(DEFAULT_MAX_MLS_MESSAGE_BYTES);
+        if !(1024..=max_message_bytes / 2).contains(&max_mls_message_bytes) {
+            return Err(ConfigError::Invalid(
+                "limits.max_mls_message_bytes must be between 1024 and half of \
+                 limits.max_message_bytes"
+                    .into(),
+            ));
+        }
         let handshake_seconds = self.handshake_timeout_seconds.unwrap_or(10);
         if !(1..=300).contains(&handshake_seconds) {
             return Err(ConfigError::Invalid(
@@ -222,7 +240,10 @@ impl FileConfig {
             data_dir: resolve(&data_dir),
             tls: tls::server_config(&tls_paths)?,
             organisations,
-            limits: Limits { max_message_bytes },
+            limits: Limits {
+                max_message_bytes,
+                max_mls_message_bytes,
+            },
             handshake_timeout: Duration::from_secs(handshake_seconds),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds.unwrap_or(10)),
         })

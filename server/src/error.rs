@@ -34,6 +34,10 @@ pub enum ServiceError {
     /// Someone else got there first, or it exists already (ALREADY_EXISTS).
     #[error("{0}")]
     AlreadyExists(String),
+    /// The caller's view is out of date: it must read again and retry
+    /// (ABORTED).
+    #[error("{0}")]
+    Aborted(String),
     /// A limit was reached (RESOURCE_EXHAUSTED).
     #[error("{0}")]
     ResourceExhausted(String),
@@ -56,6 +60,7 @@ impl From<ServiceError> for Status {
             }
             ServiceError::ResourceExhausted(msg) => Status::resource_exhausted(msg),
             ServiceError::AlreadyExists(msg) => Status::already_exists(msg),
+            ServiceError::Aborted(msg) => Status::aborted(msg),
             ServiceError::Store(StoreError::Conflict) => Status::new(
                 Code::Aborted,
                 "the record was changed by a concurrent call; read it again and retry",

@@ -24,6 +24,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod clock;
 pub mod config;
+pub mod delivery;
 pub mod dev;
 pub mod domain;
 pub mod error;
@@ -45,10 +46,11 @@ use crate::{
     auth::Authenticator,
     clock::{Clock, SystemClock},
     config::Config,
+    delivery::Hub,
     services::{AuditApi, ConsultApi, Context, DirectoryApi, FamilyApi, ThreadApi},
     store::{
         Store, StoreError, audit::Trail, consults::Consults, directory::Directory,
-        families::Families, sled::SledStore,
+        families::Families, sled::SledStore, threads::Threads,
     },
 };
 
@@ -119,9 +121,12 @@ pub async fn run_with(
         directory,
         families: Families::new(store.clone()),
         consults: Consults::new(store.clone()),
+        threads: Threads::new(store.clone()),
+        hub: Hub::new(),
         trail: Trail::new(store.clone()),
         clock,
     };
+    let hub = ctx.hub.clone();
     let max = config.limits.max_message_bytes;
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -154,7 +159,13 @@ pub async fn run_with(
         .add_service(
             ConsultServiceServer::new(ConsultApi::new(ctx.clone())).max_decoding_message_size(max),
         )
-        .add_service(ThreadServiceServer::new(ThreadApi).max_decoding_message_size(max))
+        .add_service(
+            ThreadServiceServer::new(ThreadApi::new(
+                ctx.clone(),
+                config.limits.max_mls_message_bytes,
+            ))
+            .max_decoding_message_size(max),
+        )
         .add_service(
             AuditServiceServer::new(AuditApi::new(ctx.clone())).max_decoding_message_size(max),
         );
@@ -176,6 +187,9 @@ pub async fn run_with(
                 .set_service_status("", tonic_health::ServingStatus::NotServing)
                 .await;
             health.set_not_serving::<DirectoryServiceServer<DirectoryApi>>().await;
+            // Subscriptions never end by themselves: end them, so the
+            // drain below waits only for calls that do.
+            hub.close();
             let _ = stop_tx.send(());
             match tokio::time::timeout(config.shutdown_grace, &mut serve).await {
                 Ok(result) => result?,

@@ -57,11 +57,11 @@ fn invalid(e: InvalidInput) -> ServiceError {
 }
 
 /// A consult as stored and as settled at `now`.
-struct Loaded {
+pub(super) struct Loaded {
     /// As stored: the precondition of a write.
-    stored: Consult,
+    pub(super) stored: Consult,
     /// As settled now: what callers see and change.
-    now: Consult,
+    pub(super) now: Consult,
 }
 
 impl ConsultApi {
@@ -71,7 +71,7 @@ impl ConsultApi {
     }
 
     /// Loads and settles a consult.
-    async fn load(&self, id: ConsultId) -> ServiceResult<Loaded> {
+    pub(super) async fn load(&self, id: ConsultId) -> ServiceResult<Loaded> {
         let stored = self
             .ctx
             .consults
@@ -240,7 +240,7 @@ impl ConsultApi {
 
 /// Records in the call's audit what access to `c` was granted on: its
 /// family and legal basis, and the role the caller acts in.
-fn note_access(caller: &Caller, c: &Consult) {
+pub(super) fn note_access(caller: &Caller, c: &Consult) {
     if let Subject::Family { family, basis, .. } = &c.subject {
         caller.audit.object(Object::Family, family);
         caller.audit.basis(basis);

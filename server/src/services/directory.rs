@@ -380,4 +380,22 @@ impl DirectoryService for DirectoryApi {
             professional: Some(professional_to_proto(&new)),
         }))
     }
+
+    async fn upload_key_packages(
+        &self,
+        request: Request<v1::UploadKeyPackagesRequest>,
+    ) -> Result<Response<v1::UploadKeyPackagesResponse>, Status> {
+        let caller = self.ctx.auth.caller(&request).await?;
+        let answer = super::key_packages::upload(&self.ctx, &caller, request.get_ref()).await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn claim_key_packages(
+        &self,
+        request: Request<v1::ClaimKeyPackagesRequest>,
+    ) -> Result<Response<v1::ClaimKeyPackagesResponse>, Status> {
+        let caller = self.ctx.auth.caller(&request).await?;
+        let answer = super::key_packages::claim(&self.ctx, &caller, request.get_ref()).await?;
+        Ok(Response::new(answer))
+    }
 }

@@ -7,21 +7,26 @@ mod consult;
 mod consult_view;
 mod directory;
 mod family;
-mod unimplemented;
+mod key_packages;
+mod thread;
 
 use std::sync::Arc;
 
 use crate::{
     auth::Authenticator,
     clock::Clock,
-    store::{audit::Trail, consults::Consults, directory::Directory, families::Families},
+    delivery::Hub,
+    store::{
+        audit::Trail, consults::Consults, directory::Directory, families::Families,
+        threads::Threads,
+    },
 };
 
 pub use audit::{AuditApi, verification_to_proto};
 pub use consult::ConsultApi;
 pub use directory::DirectoryApi;
 pub use family::FamilyApi;
-pub use unimplemented::ThreadApi;
+pub use thread::ThreadApi;
 
 /// What every service handler needs.
 #[derive(Clone)]
@@ -34,6 +39,10 @@ pub struct Context {
     pub families: Families,
     /// Consults.
     pub consults: Consults,
+    /// Threads, key packages and device event logs.
+    pub threads: Threads,
+    /// Wakes device subscriptions.
+    pub hub: Hub,
     /// The audit trail, for reading (every change writes its own events).
     pub trail: Trail,
     /// The current time.

@@ -514,6 +514,16 @@ impl Consults {
         }
     }
 
+    /// Adds to `batch` the precondition that consult `read` is still as
+    /// read, for a change that depends on it without changing it.
+    pub fn stage_unchanged(&self, batch: &mut Batch, read: &Consult) {
+        batch.expect(
+            Keyspace::Consults,
+            read.id.as_bytes().to_vec(),
+            Some(encode_consult(read)),
+        );
+    }
+
     /// Commits a batch built with [`Consults::stage`].
     ///
     /// # Errors

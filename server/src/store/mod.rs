@@ -14,6 +14,7 @@ pub mod directory;
 pub mod families;
 pub mod records;
 pub mod sled;
+pub mod threads;
 
 #[cfg(test)]
 mod contract;
@@ -61,6 +62,22 @@ pub enum Keyspace {
     ConsultsByConsent,
     /// The audit chain: sequence number (8 bytes, big-endian) → entry.
     Audit,
+    /// Thread heads: consult id → epoch + last sequence (8 + 8 bytes).
+    Threads,
+    /// Thread messages: consult id + sequence (8 bytes, big-endian) → entry.
+    ThreadEntries,
+    /// Answers of accepted posts: consult id + request id → epoch + sequence.
+    ThreadRequests,
+    /// Welcome messages: consult id + device id → the Welcome that added it.
+    Welcomes,
+    /// One-time MLS key packages: device id + UUIDv7 → key package.
+    KeyPackages,
+    /// Last-resort MLS key packages: device id → key package.
+    LastResortKeyPackages,
+    /// Device event logs: device id + number (8 bytes, big-endian) → event.
+    Events,
+    /// Device event-log heads: device id → last number (8 bytes).
+    EventHeads,
     /// Store metadata (schema version).
     Meta,
 }
@@ -87,6 +104,14 @@ impl Keyspace {
             Keyspace::PoolRequests => 15,
             Keyspace::ConsultsByConsent => 16,
             Keyspace::Audit => 17,
+            Keyspace::Threads => 18,
+            Keyspace::ThreadEntries => 19,
+            Keyspace::ThreadRequests => 20,
+            Keyspace::Welcomes => 21,
+            Keyspace::KeyPackages => 22,
+            Keyspace::LastResortKeyPackages => 23,
+            Keyspace::Events => 24,
+            Keyspace::EventHeads => 25,
         }
     }
 }

@@ -1,0 +1,685 @@
+//! ThreadService: the MLS delivery service of consult threads, and live
+//! delivery of every device's events.
+//!
+//! The server reads only the clear header of an MLS message (group id, epoch,
+//! content type) and never holds a key that decrypts it. Appends are
+//! compare-and-set on the thread's head: a commit lands only on the epoch it
+//! was made for, an application message only in the current epoch, and of two
+//! racing commits exactly one wins (the other gets ABORTED). Each accepted
+//! message is added, in the same batch, to the event log of every active
+//! device of the consult's active participants.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use openmls::prelude::{
+    ContentType, MlsMessageBodyIn, MlsMessageIn, ProtocolMessage, tls_codec::DeserializeBytes,
+};
+use samenop_proto::v1::{self, AuditObjectType as Object, thread_service_server::ThreadService};
+use tonic::{Request, Response, Status, codegen::BoxStream};
+
+use super::{Context, consult::ConsultApi, timestamp};
+use crate::{
+    auth::Caller,
+    delivery::Wake,
+    domain::{
+        Device, DeviceId, InvalidInput, ProfessionalId,
+        consult::{Consult, ConsultId, Standing, State, SuspensionReason},
+        parse_uuid,
+    },
+    error::{ServiceError, ServiceResult},
+    store::{Batch, StoreError, threads::StoredEvent},
+};
+
+/// How often an append is retried when a concurrent one moved a head it
+/// read (the thread's, a device log's or the consult's).
+const APPEND_ATTEMPTS: usize = 16;
+/// Messages per FetchThread page by default, and at most.
+const PAGE_DEFAULT: usize = 100;
+const PAGE_MAX: usize = 500;
+/// The most bytes of MLS messages one FetchThread page returns (the first
+/// message always fits: it is at most the MLS limit).
+const PAGE_BYTES: usize = 2 * 1024 * 1024;
+/// Events read from a device's log at a time, and held in a subscription's
+/// outgoing channel at most.
+const EVENTS_PER_READ: usize = 32;
+const STREAM_BUFFER: usize = 16;
+/// Backoff between append attempts.
+const RETRY_PAUSE: Duration = Duration::from_millis(2);
+
+/// The ThreadService implementation.
+#[derive(Clone)]
+pub struct ThreadApi {
+    /// Shared service state.
+    ctx: Context,
+    /// Loads and settles consults as the consult service does.
+    consults: ConsultApi,
+    /// The largest MLS message stored.
+    max_mls_bytes: usize,
+}
+
+/// A post's checked input.
+struct Post<'a> {
+    consult: ConsultId,
+    device: Device,
+    request_id: uuid::Uuid,
+    mls: &'a [u8],
+}
+
+/// The events one append adds to device logs.
+#[derive(Default)]
+struct Fanout {
+    /// Per device, in order.
+    events: Vec<(DeviceId, Vec<StoredEvent>)>,
+}
+
+impl Fanout {
+    fn add(&mut self, device: DeviceId, event: StoredEvent) {
+        match self.events.iter_mut().find(|(d, _)| *d == device) {
+            Some((_, events)) => events.push(event),
+            None => self.events.push((device, vec![event])),
+        }
+    }
+}
+
+fn no_consult(id: ConsultId) -> ServiceError {
+    ServiceError::NotFound(format!("no consult {id}"))
+}
+
+fn invalid(e: InvalidInput) -> ServiceError {
+    ServiceError::Invalid(e)
+}
+
+fn bad_field(field: &'static str, problem: &'static str) -> ServiceError {
+    ServiceError::Invalid(InvalidInput::Malformed { field, problem })
+}
+
+/// Why a consult in `state` refuses posts, or `None` when it accepts them.
+fn refuses_posts(id: ConsultId, state: State) -> Option<String> {
+    match state {
+        State::Requested | State::Accepted => None,
+        State::Suspended { reason, .. } => Some(format!(
+            "consult {id} is suspended because {}; the contact person must record another \
+             legal basis or close it",
+            match reason {
+                SuspensionReason::ConsentRevoked => "its consent was revoked",
+                SuspensionReason::ConsentExpired => "its consent expired",
+            }
+        )),
+        State::Closed(_) => Some(format!("consult {id} is closed")),
+        State::Declined => Some(format!("consult {id} was declined")),
+        State::Expired => Some(format!("consult {id} expired unaccepted")),
+    }
+}
+
+/// The consult's active participants: its owner and its active specialists.
+pub(super) fn active_participants(c: &Consult) -> BTreeSet<ProfessionalId> {
+    let mut who: BTreeSet<ProfessionalId> = c
+        .participants
+        .iter()
+        .filter(|p| p.standing == Standing::Active)
+        .map(|p| p.professional)
+        .collect();
+    who.insert(c.owner);
+    who
+}
+
+/// The clear header of an MLS message for consult `consult`: checks that it
+/// is a handshake or application message of that group and of `kind`.
+fn header(
+    consult: ConsultId,
+    field: &'static str,
+    raw: &[u8],
+    kind: ContentType,
+) -> ServiceResult<ProtocolMessage> {
+    let message = MlsMessageIn::tls_deserialize_exact_bytes(raw)
+        .map_err(|_| bad_field(field, "is not a TLS-serialised MLS message"))?;
+    let protocol = message
+        .try_into_protocol_message()
+        .map_err(|_| bad_field(field, "is not an MLS handshake or application message"))?;
+    if protocol.group_id().as_slice() != consult.to_string().as_bytes() {
+        return Err(bad_field(field, "belongs to another consult's group"));
+    }
+    if protocol.content_type() != kind {
+        return Err(bad_field(
+            field,
+            match kind {
+                ContentType::Commit => "is not a commit",
+                _ => "is not an application message",
+            },
+        ));
+    }
+    Ok(protocol)
+}
+
+/// The cursor text of event `number` of `device`'s log.
+fn cursor(device: DeviceId, number: u64) -> String {
+    format!("{device}.{number}")
+}
+
+/// The event number a cursor names, checked to be of `device`.
+fn parse_cursor(device: DeviceId, raw: &str) -> ServiceResult<u64> {
+    if raw.is_empty() {
+        return Ok(0);
+    }
+    let bad = || bad_field("cursor", "is not a cursor this server gave to this device");
+    let (of, number) = raw.split_once('.').ok_or_else(bad)?;
+    if DeviceId::parse("cursor", of).ok() != Some(device) {
+        return Err(bad());
+    }
+    number.parse::<u64>().map_err(|_| bad())
+}
+
+/// The caller's own active device `raw` (NOT_FOUND for any other).
+pub(super) async fn own_device(ctx: &Context, caller: &Caller, raw: &str) -> ServiceResult<Device> {
+    let id = DeviceId::parse("device_id", raw).map_err(invalid)?;
+    caller.audit.object(Object::Device, id);
+    match ctx.directory.device(id).await? {
+        Some(device)
+            if device.professional == caller.professional.id && device.revoked_at.is_none() =>
+        {
+            Ok(device)
+        }
+        _ => Err(ServiceError::NotFound(format!(
+            "no active device {id} of yours"
+        ))),
+    }
+}
+
+/// Loads a consult the caller actively takes part in, as stored and
+/// settled now (NOT_FOUND for everyone else).
+pub(super) async fn participating(
+    consults: &ConsultApi,
+    caller: &Caller,
+    id: ConsultId,
+) -> ServiceResult<super::consult::Loaded> {
+    caller.audit.object(Object::Consult, id);
+    let loaded = consults.load(id).await?;
+    if active_participants(&loaded.now).contains(&caller.professional.id) {
+        super::consult::note_access(caller, &loaded.now);
+        Ok(loaded)
+    } else {
+        Err(no_consult(id))
+    }
+}
+
+impl ThreadApi {
+    /// The service over `ctx`.
+    pub fn new(ctx: Context, max_mls_bytes: usize) -> Self {
+        ThreadApi {
+            consults: ConsultApi::new(ctx.clone()),
+            ctx,
+            max_mls_bytes,
+        }
+    }
+
+    fn check_size(&self, field: &'static str, raw: &[u8]) -> ServiceResult<()> {
+        if raw.is_empty() {
+            return Err(ServiceError::Invalid(InvalidInput::Missing { field }));
+        }
+        if raw.len() > self.max_mls_bytes {
+            return Err(ServiceError::ResourceExhausted(format!(
+                "{field} is {} bytes; the limit is {} bytes",
+                raw.len(),
+                self.max_mls_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// The active devices of the consult's active participants.
+    async fn member_devices(&self, c: &Consult) -> ServiceResult<Vec<Device>> {
+        let mut devices = Vec::new();
+        for professional in active_participants(c) {
+            devices.extend(
+                self.ctx
+                    .directory
+                    .devices_of(professional)
+                    .await?
+                    .into_iter()
+                    .filter(|d| d.revoked_at.is_none()),
+            );
+        }
+        Ok(devices)
+    }
+
+    /// Stages `fanout` into `batch` on the device logs' current heads;
+    /// returns each device's new last event number, to notify after commit.
+    async fn stage_fanout(
+        &self,
+        batch: &mut Batch,
+        fanout: &Fanout,
+    ) -> ServiceResult<Vec<(DeviceId, u64)>> {
+        let mut notify = Vec::with_capacity(fanout.events.len());
+        for (device, events) in &fanout.events {
+            let head = self.ctx.threads.log_head(*device).await?;
+            let last = self.ctx.threads.stage_events(batch, &head, events);
+            notify.push((*device, last));
+        }
+        Ok(notify)
+    }
+
+    /// Checks a post's common input.
+    async fn post_input<'a>(
+        &self,
+        caller: &Caller,
+        consult: &str,
+        device: &str,
+        request_id: &str,
+        mls: &'a [u8],
+        field: &'static str,
+    ) -> ServiceResult<Post<'a>> {
+        let consult = ConsultId::parse("consult_id", consult).map_err(invalid)?;
+        caller.audit.object(Object::Consult, consult);
+        let request_id = parse_uuid("request_id", request_id).map_err(invalid)?;
+        self.check_size(field, mls)?;
+        let device = own_device(&self.ctx, caller, device).await?;
+        Ok(Post {
+            consult,
+            device,
+            request_id,
+            mls,
+        })
+    }
+
+    /// Appends one message (and the Welcomes of a commit) to a thread, with
+    /// its fan-out, retrying when a concurrent append moved a head. `epoch`
+    /// checks the message's epoch against the thread's: `Err` refuses.
+    async fn append(
+        &self,
+        caller: &Caller,
+        post: &Post<'_>,
+        kind: v1::ThreadEntryKind,
+        message_epoch: u64,
+        welcomes: &[(Vec<u8>, Vec<Device>)],
+    ) -> ServiceResult<(u64, u64)> {
+        for _ in 0..APPEND_ATTEMPTS {
+            let loaded = participating(&self.consults, caller, post.consult).await?;
+            if let Some(reason) = refuses_posts(post.consult, loaded.now.state) {
+                return Err(ServiceError::FailedPrecondition(reason));
+            }
+            if let Some(earlier) = self
+                .ctx
+                .threads
+                .accepted(post.consult, &post.request_id)
+                .await?
+            {
+                return Ok((earlier.sequence, earlier.epoch));
+            }
+            let read = self.ctx.threads.head(post.consult).await?;
+            if message_epoch != read.head.epoch {
+                return Err(ServiceError::Aborted(format!(
+                    "the message was made for epoch {message_epoch} but the thread is at epoch \
+                     {}; fetch the thread from sequence {}, apply it and make the message again",
+                    read.head.epoch,
+                    read.head.last_sequence + 1
+                )));
+            }
+            let commit = kind == v1::ThreadEntryKind::Commit;
+            let epoch_after = read.head.epoch + u64::from(commit);
+            let now = self.ctx.now();
+            let entry = v1::ThreadEntry {
+                consult_id: post.consult.to_string(),
+                sequence: read.head.last_sequence + 1,
+                kind: kind.into(),
+                epoch: read.head.epoch,
+                sender_device_id: post.device.id.to_string(),
+                sender_professional_id: caller.professional.id.to_string(),
+                mls_message: post.mls.to_vec(),
+                posted_at: Some(timestamp(now)),
+            };
+            let mut batch = Batch::new();
+            self.ctx.threads.stage_append(
+                &mut batch,
+                &read,
+                &entry,
+                epoch_after,
+                &post.request_id,
+            );
+            // A consult that changed meanwhile (closed, suspended, someone
+            // removed) is read again: the post must see its latest state.
+            let first_answer = caller.professional.id != loaded.now.owner
+                && kind == v1::ThreadEntryKind::Application
+                && loaded.now.first_answer_at.is_none();
+            if first_answer {
+                let mut answered = loaded.now.clone();
+                answered.first_answer_at = Some(now);
+                self.ctx
+                    .consults
+                    .stage(&mut batch, Some(&loaded.stored), &answered);
+            } else {
+                self.ctx.consults.stage_unchanged(&mut batch, &loaded.stored);
+            }
+            let mut fanout = Fanout::default();
+            for (welcome, devices) in welcomes {
+                for device in devices {
+                    let message = v1::WelcomeMessage {
+                        consult_id: post.consult.to_string(),
+                        commit_sequence: entry.sequence,
+                        epoch: epoch_after,
+                        device_id: device.id.to_string(),
+                        welcome: welcome.clone(),
+                    };
+                    self.ctx
+                        .threads
+                        .stage_welcome(&mut batch, post.consult, &message, device.id);
+                    fanout.add(
+                        device.id,
+                        StoredEvent {
+                            occurred_at: Some(timestamp(now)),
+                            event: Some(v1::subscribe_response::Event::Welcome(message)),
+                            ..Default::default()
+                        },
+                    );
+                }
+            }
+            let reference = v1::ThreadEntry {
+                mls_message: Vec::new(),
+                ..entry.clone()
+            };
+            for device in self.member_devices(&loaded.now).await? {
+                fanout.add(
+                    device.id,
+                    StoredEvent {
+                        occurred_at: Some(timestamp(now)),
+                        event: Some(v1::subscribe_response::Event::ThreadEntry(
+                            reference.clone(),
+                        )),
+                        ..Default::default()
+                    },
+                );
+            }
+            let notify = self.stage_fanout(&mut batch, &fanout).await?;
+            batch.audit(caller.audit.allowed());
+            match self.ctx.threads.commit(batch).await {
+                Ok(()) => {
+                    for (device, last) in notify {
+                        self.ctx.hub.notify(device, last);
+                    }
+                    return Ok((entry.sequence, epoch_after));
+                }
+                Err(StoreError::Conflict) => tokio::time::sleep(RETRY_PAUSE).await,
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(ServiceError::Aborted(
+            "the thread is too busy right now; post again".into(),
+        ))
+    }
+
+    /// The Welcome deliveries of a commit, checked: each parses as an MLS
+    /// Welcome within the size limit and names only active devices of the
+    /// consult's active participants, each once.
+    async fn welcome_targets(
+        &self,
+        caller: &Caller,
+        consult: ConsultId,
+        deliveries: &[v1::WelcomeDelivery],
+    ) -> ServiceResult<Vec<(Vec<u8>, Vec<Device>)>> {
+        let loaded = participating(&self.consults, caller, consult).await?;
+        let members = active_participants(&loaded.now);
+        let mut seen = BTreeSet::new();
+        let mut targets = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            self.check_size("welcomes.welcome", &delivery.welcome)?;
+            let message = MlsMessageIn::tls_deserialize_exact_bytes(&delivery.welcome)
+                .map_err(|_| bad_field("welcomes.welcome", "is not a TLS-serialised MLS message"))?;
+            if !matches!(message.extract(), MlsMessageBodyIn::Welcome(_)) {
+                return Err(bad_field("welcomes.welcome", "is not an MLS Welcome"));
+            }
+            if delivery.device_ids.is_empty() {
+                return Err(ServiceError::Invalid(InvalidInput::Missing {
+                    field: "welcomes.device_ids",
+                }));
+            }
+            let mut devices = Vec::with_capacity(delivery.device_ids.len());
+            for raw in &delivery.device_ids {
+                let id = DeviceId::parse("welcomes.device_ids", raw).map_err(invalid)?;
+                if !seen.insert(id) {
+                    return Err(bad_field("welcomes.device_ids", "names a device twice"));
+                }
+                let device = self.ctx.directory.device(id).await?;
+                match device {
+                    Some(device)
+                        if device.revoked_at.is_none()
+                            && members.contains(&device.professional) =>
+                    {
+                        devices.push(device);
+                    }
+                    _ => {
+                        return Err(ServiceError::PermissionDenied(format!(
+                            "device {id} is not an active device of a participant of consult \
+                             {consult}"
+                        )));
+                    }
+                }
+            }
+            targets.push((delivery.welcome.clone(), devices));
+        }
+        Ok(targets)
+    }
+
+    /// Fills a stored event for delivery: its cursor, and a thread entry's
+    /// message read from the thread.
+    async fn deliverable(
+        &self,
+        device: DeviceId,
+        number: u64,
+        mut event: StoredEvent,
+    ) -> ServiceResult<v1::SubscribeResponse> {
+        event.cursor = cursor(device, number);
+        if let Some(v1::subscribe_response::Event::ThreadEntry(reference)) = &mut event.event {
+            let consult = ConsultId::parse("consult_id", &reference.consult_id)
+                .map_err(|_| StoreError::Corrupt {
+                    space: crate::store::Keyspace::Events,
+                    reason: "event names no consult".into(),
+                })?;
+            if let Some(entry) = self
+                .ctx
+                .threads
+                .entry(consult, reference.sequence)
+                .await?
+            {
+                *reference = entry;
+            }
+        }
+        Ok(event)
+    }
+}
+
+
+#[tonic::async_trait]
+impl ThreadService for ThreadApi {
+    async fn post_commit(
+        &self,
+        request: Request<v1::PostCommitRequest>,
+    ) -> Result<Response<v1::PostCommitResponse>, Status> {
+        let caller = self.ctx.auth.caller(&request).await?;
+        let req = request.get_ref();
+        let post = self
+            .post_input(
+                &caller,
+                &req.consult_id,
+                &req.device_id,
+                &req.request_id,
+                &req.commit,
+                "commit",
+            )
+            .await?;
+        let message = header(post.consult, "commit", post.mls, ContentType::Commit)?;
+        if message.epoch().as_u64() != req.epoch {
+            return Err(bad_field("epoch", "differs from the commit's own epoch").into());
+        }
+        let welcomes = self
+            .welcome_targets(&caller, post.consult, &req.welcomes)
+            .await?;
+        let (sequence, epoch) = self
+            .append(
+                &caller,
+                &post,
+                v1::ThreadEntryKind::Commit,
+                req.epoch,
+                &welcomes,
+            )
+            .await?;
+        Ok(Response::new(v1::PostCommitResponse { sequence, epoch }))
+    }
+
+    async fn post_message(
+        &self,
+        request: Request<v1::PostMessageRequest>,
+    ) -> Result<Response<v1::PostMessageResponse>, Status> {
+        let caller = self.ctx.auth.caller(&request).await?;
+        let req = request.get_ref();
+        let post = self
+            .post_input(
+                &caller,
+                &req.consult_id,
+                &req.device_id,
+                &req.request_id,
+                &req.mls_message,
+                "mls_message",
+            )
+            .await?;
+        let message = header(
+            post.consult,
+            "mls_message",
+            post.mls,
+            ContentType::Application,
+        )?;
+        if !matches!(message, ProtocolMessage::PrivateMessage(_)) {
+            return Err(bad_field("mls_message", "is not encrypted (not a PrivateMessage)").into());
+        }
+        let (sequence, epoch) = self
+            .append(
+                &caller,
+                &post,
+                v1::ThreadEntryKind::Application,
+                message.epoch().as_u64(),
+                &[],
+            )
+            .await?;
+        Ok(Response::new(v1::PostMessageResponse { sequence, epoch }))
+    }
+
+    async fn fetch_thread(
+        &self,
+        request: Request<v1::FetchThreadRequest>,
+    ) -> Result<Response<v1::FetchThreadResponse>, Status> {
+        let caller = self.ctx.auth.caller(&request).await?;
+        let req = request.get_ref();
+        let consult = ConsultId::parse("consult_id", &req.consult_id).map_err(invalid)?;
+        caller.audit.object(Object::Consult, consult);
+        let size = match usize::try_from(req.page_size).unwrap_or(usize::MAX) {
+            0 => PAGE_DEFAULT,
+            n if n <= PAGE_MAX => n,
+            _ => {
+                return Err(bad_field("page_size", "is over 500").into());
+            }
+        };
+        let device = own_device(&self.ctx, &caller, &req.device_id).await?;
+        let loaded = participating(&self.consults, &caller, consult).await?;
+        let head = self.ctx.threads.head(consult).await?.head;
+        let welcome = self.ctx.threads.welcome(consult, device.id).await?;
+        // The owner reads the whole thread; a specialist's device from the
+        // commit that added it on, and nothing before it has a Welcome.
+        let first = if loaded.now.owner == caller.professional.id {
+            1
+        } else {
+            welcome
+                .as_ref()
+                .map_or(head.last_sequence + 1, |w| w.commit_sequence)
+        };
+        let from = req.from_sequence.max(first).max(1);
+        let mut entries = Vec::new();
+        if from <= head.last_sequence {
+            let mut bytes = 0;
+            for entry in self.ctx.threads.entries(consult, from, size).await? {
+                bytes += entry.mls_message.len();
+                if bytes > PAGE_BYTES && !entries.is_empty() {
+                    break;
+                }
+                entries.push(entry);
+            }
+        }
+        let next_sequence = entries.last().map_or(from, |e| e.sequence + 1);
+        Ok(Response::new(v1::FetchThreadResponse {
+            next_sequence,
+            entries,
+            latest_sequence: head.last_sequence,
+            epoch: head.epoch,
+            welcomes: welcome.into_iter().collect(),
+            consult_state: crate::store::consults::state_to_proto(loaded.now.state).0.into(),
+        }))
+    }
+
+    async fn subscribe(
+        &self,
+        request: Request<v1::SubscribeRequest>,
+    ) -> Result<Response<BoxStream<v1::SubscribeResponse>>, Status> {
+        let caller = self.ctx.auth.caller(&request).await?;
+        let req = request.get_ref();
+        let device = own_device(&self.ctx, &caller, &req.device_id).await?;
+        let mut after = parse_cursor(device.id, &req.cursor)?;
+        let last = self.ctx.threads.log_head(device.id).await?.last;
+        if after > last {
+            return Err(bad_field("cursor", "is past the end of this device's events").into());
+        }
+        // Subscribed before the first read: growth after it wakes us.
+        let mut subscription = self.ctx.hub.subscribe(device.id);
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
+        let api = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let events = match api.ctx.threads.events_after(device.id, after, EVENTS_PER_READ).await {
+                    Ok(events) => events,
+                    Err(err) => {
+                        let _ = tx.send(Err(ServiceError::from(err).into())).await;
+                        return;
+                    }
+                };
+                let caught_up = events.len() < EVENTS_PER_READ;
+                for (number, event) in events {
+                    let item = api
+                        .deliverable(device.id, number, event)
+                        .await
+                        .map_err(Status::from);
+                    let failed = item.is_err();
+                    // Waits while the subscriber is slow: nothing piles up.
+                    if tx.send(item).await.is_err() || failed {
+                        return;
+                    }
+                    after = number;
+                }
+                if caught_up {
+                    let wake = tokio::select! {
+                        wake = subscription.wait() => wake,
+                        () = tx.closed() => return,
+                    };
+                    match wake {
+                        Wake::Grew => {}
+                        Wake::Replaced => {
+                            let _ = tx
+                                .send(Err(Status::cancelled(
+                                    "a newer subscription for this device started",
+                                )))
+                                .await;
+                            return;
+                        }
+                        Wake::Closing => {
+                            let _ = tx
+                                .send(Err(Status::unavailable(
+                                    "the server is shutting down; subscribe again from your \
+                                     last cursor",
+                                )))
+                                .await;
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
