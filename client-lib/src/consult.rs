@@ -239,6 +239,8 @@ pub struct Consult {
     pub respond_by: Option<SystemTime>,
     /// When it was accepted.
     pub accepted_at: Option<SystemTime>,
+    /// When a specialist first answered in its thread.
+    pub first_answer_at: Option<SystemTime>,
     /// When it ended.
     pub closed_at: Option<SystemTime>,
 }
@@ -401,6 +403,7 @@ impl TryFrom<v1::Consult> for Consult {
             participants,
             respond_by: time(raw.respond_by),
             accepted_at: time(milestones.accepted_at),
+            first_answer_at: time(milestones.first_answer_at),
             closed_at: time(milestones.closed_at),
         })
     }

@@ -14,7 +14,7 @@ use crate::{
 const PAGE: u32 = 200;
 
 impl Client {
-    fn directory(&self) -> DirectoryServiceClient<Channel> {
+    pub(crate) fn directory(&self) -> DirectoryServiceClient<Channel> {
         DirectoryServiceClient::new(self.channel.clone())
     }
 

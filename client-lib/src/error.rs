@@ -55,6 +55,18 @@ pub enum ClientError {
         /// The server's message.
         message: String,
     },
+    /// A thread message failed decryption or verification, or is out of
+    /// its sender's order: altered, replayed or moved. The thread stops at
+    /// it.
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// A consult's group holds a member the directory does not list for a
+    /// participant, or with another signature key.
+    #[error("group mismatch: {0}")]
+    GroupMismatch(String),
+    /// The device's local state cannot be read or written.
+    #[error("local state: {0}")]
+    LocalState(String),
     /// The server's answer is not what the protocol promises.
     #[error("protocol violation: {0}")]
     Protocol(String),

@@ -10,6 +10,8 @@
 //! - [`family`]: families, handover and consent.
 //! - [`consult`]: consults: open, route, accept, invite, close, report.
 //! - [`audit`]: the caller's share of the audit trail, and its verification.
+//! - [`mls`]: end-to-end encrypted threads: a device's MLS state, sending,
+//!   reading, group membership and live events.
 //! - [`types`]: the domain types callers pass and receive.
 //! - [`error`]: [`ClientError`], matched from the server's status codes.
 //!
@@ -35,6 +37,7 @@ pub mod consult;
 pub mod directory;
 pub mod error;
 pub mod family;
+pub mod mls;
 pub mod types;
 
 use std::{path::Path, time::Duration};

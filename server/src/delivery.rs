@@ -88,7 +88,10 @@ impl Hub {
 
     /// Tells a device's subscription that its log now ends at `last`.
     pub fn notify(&self, device: DeviceId, last: u64) {
-        let mailboxes = self.mailboxes.lock().unwrap_or_else(PoisonError::into_inner);
+        let mailboxes = self
+            .mailboxes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(mailbox) = mailboxes.get(&device) {
             mailbox.head.send_if_modified(|head| {
                 let grew = last > *head;
@@ -101,7 +104,10 @@ impl Hub {
     /// Starts a subscription for `device`, ending any older one. Take it
     /// before reading the log, so no growth after the read goes unnoticed.
     pub fn subscribe(&self, device: DeviceId) -> Subscription {
-        let mut mailboxes = self.mailboxes.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut mailboxes = self
+            .mailboxes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let mailbox = mailboxes.entry(device).or_insert_with(|| Mailbox {
             head: watch::channel(0).0,
             generation: watch::channel(0).0,

@@ -120,9 +120,14 @@ impl TestServer {
     /// Starts the server (again) on its data directory, after [`Self::stop`].
     pub async fn launch(&mut self) {
         let config = self.config();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        // The same port again after a restart when it is free, so clients
+        // reconnect by themselves.
+        let listener = match tokio::net::TcpListener::bind(self.addr).await {
+            Ok(listener) => listener,
+            Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind"),
+        };
         self.addr = listener.local_addr().expect("local addr");
         let store = open_when_released(|| samenop_server::open_store(&config)).await;
         let (stop, stopped) = oneshot::channel::<()>();
@@ -152,7 +157,7 @@ impl TestServer {
     }
 
     /// Stops the server and starts it again on the same data directory
-    /// (on a new port: reconnect afterwards).
+    /// (on the same port when it is free).
     pub async fn restart(&mut self) {
         self.stop().await;
         self.launch().await;
@@ -243,6 +248,51 @@ pub async fn tamper_with_audit_event(data_dir: &std::path::Path, sequence: u64) 
     let mut batch = Batch::new();
     batch.put(Keyspace::Audit, key.to_vec(), entry.encode_to_vec());
     store.commit(batch).await.expect("write");
+}
+
+/// Changes the stored thread entry `sequence` of `consult` in the data
+/// directory of a stopped server, as an attacker with the server's disk
+/// might.
+pub async fn alter_thread_entry(
+    data_dir: &std::path::Path,
+    consult: Uuid,
+    sequence: u64,
+    change: impl FnOnce(&mut samenop_proto::v1::ThreadEntry),
+) {
+    use prost::Message;
+    use samenop_server::store::{Batch, Keyspace, Store, sled::SledStore};
+    let store = open_when_released(|| SledStore::open(data_dir)).await;
+    let key = [consult.as_bytes().as_slice(), &sequence.to_be_bytes()].concat();
+    let raw = store
+        .get(Keyspace::ThreadEntries, &key)
+        .await
+        .expect("read")
+        .expect("the entry exists");
+    let mut entry = samenop_proto::v1::ThreadEntry::decode(raw.as_slice()).expect("an entry");
+    change(&mut entry);
+    let mut batch = Batch::new();
+    batch.put(Keyspace::ThreadEntries, key, entry.encode_to_vec());
+    store.commit(batch).await.expect("write");
+}
+
+/// Every file under `dir` whose bytes contain `needle`.
+pub fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        for entry in std::fs::read_dir(&next).expect("list") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let bytes = std::fs::read(&path).expect("read");
+                if bytes.windows(needle.len()).any(|w| w == needle) {
+                    found.push(path);
+                }
+            }
+        }
+    }
+    found
 }
 
 /// Opens a store whose previous handle in this process was just dropped:

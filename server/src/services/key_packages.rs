@@ -62,8 +62,8 @@ pub(super) async fn upload(
     for package in &req.key_packages {
         check_key_package("key_packages", package, &device)?;
     }
-    let last_resort = (!req.last_resort_key_package.is_empty())
-        .then_some(req.last_resort_key_package.as_slice());
+    let last_resort =
+        (!req.last_resort_key_package.is_empty()).then_some(req.last_resort_key_package.as_slice());
     if let Some(package) = last_resort {
         check_key_package("last_resort_key_package", package, &device)?;
     }

@@ -328,13 +328,9 @@ impl ThreadApi {
                 posted_at: Some(timestamp(now)),
             };
             let mut batch = Batch::new();
-            self.ctx.threads.stage_append(
-                &mut batch,
-                &read,
-                &entry,
-                epoch_after,
-                &post.request_id,
-            );
+            self.ctx
+                .threads
+                .stage_append(&mut batch, &read, &entry, epoch_after, &post.request_id);
             // A consult that changed meanwhile (closed, suspended, someone
             // removed) is read again: the post must see its latest state.
             let first_answer = caller.professional.id != loaded.now.owner
@@ -347,7 +343,9 @@ impl ThreadApi {
                     .consults
                     .stage(&mut batch, Some(&loaded.stored), &answered);
             } else {
-                self.ctx.consults.stage_unchanged(&mut batch, &loaded.stored);
+                self.ctx
+                    .consults
+                    .stage_unchanged(&mut batch, &loaded.stored);
             }
             let mut fanout = Fanout::default();
             for (welcome, devices) in welcomes {
@@ -421,8 +419,10 @@ impl ThreadApi {
         let mut targets = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
             self.check_size("welcomes.welcome", &delivery.welcome)?;
-            let message = MlsMessageIn::tls_deserialize_exact_bytes(&delivery.welcome)
-                .map_err(|_| bad_field("welcomes.welcome", "is not a TLS-serialised MLS message"))?;
+            let message =
+                MlsMessageIn::tls_deserialize_exact_bytes(&delivery.welcome).map_err(|_| {
+                    bad_field("welcomes.welcome", "is not a TLS-serialised MLS message")
+                })?;
             if !matches!(message.extract(), MlsMessageBodyIn::Welcome(_)) {
                 return Err(bad_field("welcomes.welcome", "is not an MLS Welcome"));
             }
@@ -468,24 +468,19 @@ impl ThreadApi {
     ) -> ServiceResult<v1::SubscribeResponse> {
         event.cursor = cursor(device, number);
         if let Some(v1::subscribe_response::Event::ThreadEntry(reference)) = &mut event.event {
-            let consult = ConsultId::parse("consult_id", &reference.consult_id)
-                .map_err(|_| StoreError::Corrupt {
+            let consult = ConsultId::parse("consult_id", &reference.consult_id).map_err(|_| {
+                StoreError::Corrupt {
                     space: crate::store::Keyspace::Events,
                     reason: "event names no consult".into(),
-                })?;
-            if let Some(entry) = self
-                .ctx
-                .threads
-                .entry(consult, reference.sequence)
-                .await?
-            {
+                }
+            })?;
+            if let Some(entry) = self.ctx.threads.entry(consult, reference.sequence).await? {
                 *reference = entry;
             }
         }
         Ok(event)
     }
 }
-
 
 #[tonic::async_trait]
 impl ThreadService for ThreadApi {
@@ -608,7 +603,9 @@ impl ThreadService for ThreadApi {
             latest_sequence: head.last_sequence,
             epoch: head.epoch,
             welcomes: welcome.into_iter().collect(),
-            consult_state: crate::store::consults::state_to_proto(loaded.now.state).0.into(),
+            consult_state: crate::store::consults::state_to_proto(loaded.now.state)
+                .0
+                .into(),
         }))
     }
 
@@ -630,7 +627,12 @@ impl ThreadService for ThreadApi {
         let api = self.clone();
         tokio::spawn(async move {
             loop {
-                let events = match api.ctx.threads.events_after(device.id, after, EVENTS_PER_READ).await {
+                let events = match api
+                    .ctx
+                    .threads
+                    .events_after(device.id, after, EVENTS_PER_READ)
+                    .await
+                {
                     Ok(events) => events,
                     Err(err) => {
                         let _ = tx.send(Err(ServiceError::from(err).into())).await;

@@ -114,7 +114,10 @@ impl Threads {
     /// # Errors
     /// [`StoreError`] when the backend fails or the head is corrupt.
     pub async fn head(&self, consult: ConsultId) -> Result<ReadHead, StoreError> {
-        let raw = self.store.get(Keyspace::Threads, consult.as_bytes()).await?;
+        let raw = self
+            .store
+            .get(Keyspace::Threads, consult.as_bytes())
+            .await?;
         let head = match &raw {
             Some(raw) => ThreadHead::decode(raw)?,
             None => ThreadHead::default(),
@@ -223,7 +226,13 @@ impl Threads {
 
     /// Adds to `batch` a Welcome for one device (replacing an older one of
     /// the same thread, from before the device was removed and added again).
-    pub fn stage_welcome(&self, batch: &mut Batch, consult: ConsultId, welcome: &v1::WelcomeMessage, device: DeviceId) {
+    pub fn stage_welcome(
+        &self,
+        batch: &mut Batch,
+        consult: ConsultId,
+        welcome: &v1::WelcomeMessage,
+        device: DeviceId,
+    ) {
         batch.put(
             Keyspace::Welcomes,
             pair_key(consult.as_bytes(), device.as_bytes()),
@@ -329,7 +338,10 @@ impl Threads {
     /// # Errors
     /// [`StoreError`] when the backend fails or the head is corrupt.
     pub async fn log_head(&self, device: DeviceId) -> Result<LogHead, StoreError> {
-        let raw = self.store.get(Keyspace::EventHeads, device.as_bytes()).await?;
+        let raw = self
+            .store
+            .get(Keyspace::EventHeads, device.as_bytes())
+            .await?;
         let last = match &raw {
             Some(raw) => u64_be(raw).ok_or_else(|| corrupt(Keyspace::EventHeads, "not 8 bytes"))?,
             None => 0,

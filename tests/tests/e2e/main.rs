@@ -12,3 +12,4 @@ mod identity;
 mod input;
 mod restart;
 mod service;
+mod thread;

@@ -1,0 +1,1224 @@
+//! End-to-end encrypted consult threads: MLS (RFC 9420) through OpenMLS,
+//! one group per consult, the server only ordering and delivering.
+//!
+//! A [`Messenger`] is one device of one professional. It keeps its signature
+//! key, key packages and group state on local disk ([`state`]), registers
+//! itself in the directory, keeps key packages topped up, and applies the
+//! thread's messages strictly in the server's order:
+//!
+//! - the contact person's device creates a consult's group
+//!   ([`Messenger::create_thread`]) and brings its membership in line with
+//!   the consult's participants ([`Messenger::sync_members`]): every active
+//!   device of every active participant in, everyone else out;
+//! - every member checks each device that joins against the directory (its
+//!   signature key must be the listed key of an active device of an active
+//!   participant): a mismatch is [`ClientError::GroupMismatch`];
+//! - a message that fails decryption or verification, or whose sender's
+//!   count shows it dropped, replayed or moved, is
+//!   [`ClientError::Rejected`] and the thread stops there;
+//! - an ABORTED post (the thread moved to a newer epoch) is retried after
+//!   catching up, so no message is lost.
+
+mod state;
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    path::Path,
+};
+
+use openmls::prelude::{
+    BasicCredential, Ciphersuite, CredentialWithKey, GroupId, KeyPackage, KeyPackageIn, MlsGroup,
+    MlsGroupCreateConfig, MlsGroupJoinConfig, MlsMessageBodyIn, MlsMessageIn, MlsMessageOut,
+    ProcessedMessageContent, ProtocolVersion, StagedWelcome,
+    tls_codec::{DeserializeBytes, Serialize as _},
+};
+use openmls_basic_credential::SignatureKeyPair;
+use openmls_traits::{OpenMlsProvider, types::SignatureScheme};
+use prost::Message as _;
+use samenop_proto::v1::{self, thread_service_client::ThreadServiceClient};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{Client, ClientError, Result, consult::ParticipantStatus};
+use state::DurableState;
+
+/// The ciphersuite of every consult group.
+pub const CIPHERSUITE: Ciphersuite =
+    Ciphersuite::MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA256_Ed25519;
+/// One-time key packages a device keeps on the server.
+const KEY_PACKAGES_TARGET: u32 = 20;
+/// Below this many the device uploads more.
+const KEY_PACKAGES_LOW: u32 = 10;
+/// How often a post is retried after catching up with a newer epoch.
+const POST_ATTEMPTS: usize = 8;
+/// The content layout this library writes and reads.
+const CONTENT_VERSION: u32 = 1;
+
+fn local(what: &str, err: impl std::fmt::Display) -> ClientError {
+    ClientError::LocalState(format!("{what}: {err}"))
+}
+
+/// This device as registered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DeviceRecord {
+    /// Its id in the directory.
+    device: Uuid,
+    /// Its owner.
+    professional: Uuid,
+    /// Its public signature key.
+    public_key: Vec<u8>,
+}
+
+/// Where this device stands in one thread.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct ThreadRecord {
+    /// The next sequence to apply.
+    next_sequence: u64,
+    /// Messages this device sent in the thread.
+    sent: u64,
+    /// Per sending device, the last counter applied.
+    received: BTreeMap<Uuid, u64>,
+    /// Whether this device was removed from the group.
+    removed: bool,
+}
+
+/// A message of a thread, decrypted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadMessage {
+    /// The consult.
+    pub consult: Uuid,
+    /// Its place in the thread.
+    pub sequence: u64,
+    /// The device that sent it.
+    pub sender_device: Uuid,
+    /// The professional who sent it.
+    pub sender_professional: Uuid,
+    /// The text.
+    pub text: String,
+    /// The sequence of the message it answers.
+    pub reply_to: Option<u64>,
+    /// Whether this device sent it.
+    pub own: bool,
+}
+
+/// What [`Messenger::sync_members`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MembershipChange {
+    /// Devices added to the group.
+    pub added: Vec<Uuid>,
+    /// Devices removed from the group.
+    pub removed: Vec<Uuid>,
+}
+
+/// An event delivered to this device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Where to resume after this event.
+    pub cursor: String,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// What an [`Event`] carries.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A message was stored in a thread this device takes part in; apply it
+    /// with [`Messenger::apply`].
+    ThreadEntry(v1::ThreadEntry),
+    /// This device was added to a consult's group.
+    Welcome {
+        /// The consult.
+        consult: Uuid,
+        /// The commit that added it.
+        commit_sequence: u64,
+    },
+    /// A consult changed.
+    Consult {
+        /// The consult.
+        consult: Uuid,
+        /// The change, as the protocol numbers it.
+        change: i32,
+    },
+}
+
+/// A device's live event stream.
+pub struct Events {
+    /// The server stream.
+    stream: tonic::Streaming<v1::SubscribeResponse>,
+}
+
+impl Events {
+    /// The next event; `None` when the server ended the stream.
+    ///
+    /// # Errors
+    /// [`ClientError`] when the stream broke (resume from the last cursor).
+    pub async fn next(&mut self) -> Result<Option<Event>> {
+        let Some(message) = self.stream.message().await? else {
+            return Ok(None);
+        };
+        let kind = match message.event {
+            Some(v1::subscribe_response::Event::ThreadEntry(entry)) => {
+                EventKind::ThreadEntry(entry)
+            }
+            Some(v1::subscribe_response::Event::Welcome(welcome)) => EventKind::Welcome {
+                consult: crate::types::uuid("consult_id", &welcome.consult_id)?,
+                commit_sequence: welcome.commit_sequence,
+            },
+            Some(v1::subscribe_response::Event::Consult(change)) => EventKind::Consult {
+                consult: change
+                    .consult
+                    .as_ref()
+                    .map(|c| crate::types::uuid("consult_id", &c.consult_id))
+                    .transpose()?
+                    .unwrap_or_default(),
+                change: change.change,
+            },
+            None => return Err(ClientError::Protocol("an event without content".into())),
+        };
+        Ok(Some(Event {
+            cursor: message.cursor,
+            kind,
+        }))
+    }
+}
+
+/// The MLS side of a device, behind one lock: one MLS operation at a time.
+struct Inner {
+    /// The provider and its durable copy.
+    state: DurableState,
+    /// The device's signature key pair.
+    signer: SignatureKeyPair,
+    /// The device's MLS credential with its key.
+    credential: CredentialWithKey,
+    /// The device.
+    device: DeviceRecord,
+}
+
+/// One device of one professional: end-to-end encrypted threads.
+pub struct Messenger {
+    /// Acting as the device's professional.
+    client: Client,
+    /// The device's id.
+    device: Uuid,
+    /// The MLS state.
+    inner: tokio::sync::Mutex<Inner>,
+}
+
+fn not_member(consult: Uuid) -> ClientError {
+    ClientError::FailedPrecondition(format!("this device is not in consult {consult}'s group"))
+}
+
+fn group_id(consult: Uuid) -> GroupId {
+    GroupId::from_slice(consult.to_string().as_bytes())
+}
+
+fn thread_key(consult: Uuid) -> String {
+    format!("thread/{consult}")
+}
+
+fn message_key(consult: Uuid, sequence: u64) -> String {
+    format!("message/{consult}/{sequence:020}")
+}
+
+fn json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| local("cannot encode a record", e))
+}
+
+fn from_json<T: for<'de> Deserialize<'de>>(raw: &[u8]) -> Result<T> {
+    serde_json::from_slice(raw).map_err(|e| local("a stored record is corrupt", e))
+}
+
+fn serialize(message: &MlsMessageOut) -> Result<Vec<u8>> {
+    message
+        .tls_serialize_detached()
+        .map_err(|e| local("cannot serialise an MLS message", e))
+}
+
+fn rejected(consult: Uuid, sequence: u64, why: impl std::fmt::Display) -> ClientError {
+    ClientError::Rejected(format!(
+        "message {sequence} of consult {consult} was rejected: {why}"
+    ))
+}
+
+/// The device id a member's credential names.
+fn member_device(credential: &openmls::prelude::Credential) -> Option<Uuid> {
+    let basic = BasicCredential::try_from(credential.clone()).ok()?;
+    Uuid::from_slice(basic.identity()).ok()
+}
+
+impl Inner {
+    fn load_group(&self, consult: Uuid) -> Result<Option<MlsGroup>> {
+        MlsGroup::load(self.state.provider().storage(), &group_id(consult))
+            .map_err(|e| local("cannot load a group", e))
+    }
+
+    /// The group, caught up, to build a new commit on: a commit still
+    /// pending after catching up was never stored, and is dropped.
+    fn group_to_commit(&mut self, consult: Uuid) -> Result<MlsGroup> {
+        let mut group = self
+            .load_group(consult)?
+            .ok_or_else(|| not_member(consult))?;
+        if group.pending_commit().is_some() {
+            group
+                .clear_pending_commit(self.state.provider().storage())
+                .map_err(|e| local("cannot drop a pending commit", e))?;
+        }
+        Ok(group)
+    }
+
+    fn thread(&self, consult: Uuid) -> Result<ThreadRecord> {
+        match self.state.get(&thread_key(consult))? {
+            Some(raw) => from_json(&raw),
+            None => Ok(ThreadRecord {
+                next_sequence: 1,
+                ..ThreadRecord::default()
+            }),
+        }
+    }
+
+    /// Persists the MLS changes with `thread` and `extra` records; on
+    /// failure, undoes the MLS changes.
+    fn persist(
+        &mut self,
+        consult: Uuid,
+        thread: &ThreadRecord,
+        extra: Vec<(String, Option<Vec<u8>>)>,
+    ) -> Result<()> {
+        let mut own = vec![(thread_key(consult), Some(json(thread)?))];
+        own.extend(extra);
+        let result = self.state.persist(&own);
+        if result.is_err() {
+            self.state.roll_back();
+        }
+        result
+    }
+
+    fn key_package(&mut self, last_resort: bool) -> Result<Vec<u8>> {
+        let mut builder = KeyPackage::builder();
+        if last_resort {
+            builder = builder.mark_as_last_resort();
+        }
+        let bundle = builder
+            .build(
+                CIPHERSUITE,
+                self.state.provider(),
+                &self.signer,
+                self.credential.clone(),
+            )
+            .map_err(|e| local("cannot make a key package", e))?;
+        serialize(&MlsMessageOut::from(bundle.key_package().clone()))
+    }
+}
+
+impl Messenger {
+    /// Opens the device whose state is in `dir`, or makes a new one there:
+    /// a signature key pair made locally, registered in the directory under
+    /// `label`, with key packages uploaded. `client` acts as the device's
+    /// professional.
+    ///
+    /// # Errors
+    /// [`ClientError::LocalState`] when the state cannot be read or written,
+    /// [`ClientError::Config`] when it belongs to another professional, and
+    /// the server's refusals.
+    pub async fn open(client: &Client, dir: &Path, label: &str) -> Result<Self> {
+        let professional = client.professional().ok_or(ClientError::NoProfessional)?;
+        let mut state = DurableState::open(dir)?;
+        let storage = state.provider().storage();
+        let (device, signer) = match state.get("device")? {
+            Some(raw) => {
+                let device: DeviceRecord = from_json(&raw)?;
+                if device.professional != professional {
+                    return Err(ClientError::Config(format!(
+                        "the device state in {} belongs to another professional",
+                        dir.display()
+                    )));
+                }
+                let signer = SignatureKeyPair::read(
+                    storage,
+                    &device.public_key,
+                    SignatureScheme::ED25519,
+                )
+                .ok_or_else(|| local("the device's signature key is missing", "not stored"))?;
+                (device, signer)
+            }
+            None => {
+                // The key pair is kept before it is registered, so a crash
+                // in between registers the same key on the next start.
+                let signer = match state.get("pending-key")? {
+                    Some(public) => {
+                        SignatureKeyPair::read(storage, &public, SignatureScheme::ED25519)
+                            .ok_or_else(|| {
+                                local("the pending signature key is missing", "not stored")
+                            })?
+                    }
+                    None => {
+                        let signer = SignatureKeyPair::new(SignatureScheme::ED25519)
+                            .map_err(|e| local("cannot make a signature key", e))?;
+                        signer
+                            .store(storage)
+                            .map_err(|e| local("cannot keep the signature key", e))?;
+                        state.persist(&[("pending-key".into(), Some(signer.to_public_vec()))])?;
+                        signer
+                    }
+                };
+                let device = register(client, professional, &signer, label).await?;
+                let record = DeviceRecord {
+                    device,
+                    professional,
+                    public_key: signer.to_public_vec(),
+                };
+                state.persist(&[
+                    ("device".into(), Some(json(&record)?)),
+                    ("pending-key".into(), None),
+                ])?;
+                (record, signer)
+            }
+        };
+        let credential = CredentialWithKey {
+            credential: BasicCredential::new(device.device.as_bytes().to_vec()).into(),
+            signature_key: signer.public().into(),
+        };
+        let messenger = Messenger {
+            client: client.clone(),
+            device: device.device,
+            inner: tokio::sync::Mutex::new(Inner {
+                state,
+                signer,
+                credential,
+                device,
+            }),
+        };
+        if messenger
+            .inner
+            .lock()
+            .await
+            .state
+            .get("key-packages")?
+            .is_none()
+        {
+            messenger.top_up_key_packages().await?;
+        }
+        Ok(messenger)
+    }
+
+    /// This device's id.
+    pub fn device(&self) -> Uuid {
+        self.device
+    }
+
+    /// This device's public signature key.
+    pub async fn signature_key(&self) -> Vec<u8> {
+        self.inner.lock().await.device.public_key.clone()
+    }
+
+    fn threads(&self) -> ThreadServiceClient<tonic::transport::Channel> {
+        ThreadServiceClient::new(self.client.channel())
+    }
+
+    /// Uploads key packages until the server holds at least the target
+    /// (and a last-resort one the first time). Returns how many it holds.
+    ///
+    /// # Errors
+    /// [`ClientError`] when the state or the server fails.
+    pub async fn top_up_key_packages(&self) -> Result<u32> {
+        let mut inner = self.inner.lock().await;
+        let first = inner.state.get("key-packages")?.is_none();
+        let mut available = self.upload_key_packages(&mut inner, 1, first).await?;
+        if available < KEY_PACKAGES_LOW {
+            available = self
+                .upload_key_packages(&mut inner, KEY_PACKAGES_TARGET - available, false)
+                .await?;
+        }
+        Ok(available)
+    }
+
+    async fn upload_key_packages(
+        &self,
+        inner: &mut Inner,
+        count: u32,
+        last_resort: bool,
+    ) -> Result<u32> {
+        let mut packages = Vec::new();
+        for _ in 0..count {
+            packages.push(inner.key_package(false)?);
+        }
+        let last = if last_resort {
+            inner.key_package(true)?
+        } else {
+            Vec::new()
+        };
+        // Private keys are on disk before the server can hand out their key
+        // packages.
+        inner
+            .state
+            .persist(&[("key-packages".into(), Some(b"1".to_vec()))])?;
+        let request = v1::UploadKeyPackagesRequest {
+            device_id: self.device.to_string(),
+            key_packages: packages,
+            last_resort_key_package: last,
+        };
+        let answer = self
+            .client
+            .directory()
+            .upload_key_packages(self.client.request(request)?)
+            .await?;
+        Ok(answer.into_inner().available)
+    }
+
+    /// Creates the group of a consult this device's professional owns, at
+    /// epoch 0, before anything is posted in its thread.
+    ///
+    /// # Errors
+    /// [`ClientError::FailedPrecondition`] when the thread already started.
+    pub async fn create_thread(&self, consult: Uuid) -> Result<()> {
+        let mut inner = self.inner.lock().await;
+        if inner.load_group(consult)?.is_some() {
+            return Ok(());
+        }
+        let page = self.fetch(consult, 1).await?;
+        if page.latest_sequence != 0 {
+            return Err(ClientError::FailedPrecondition(format!(
+                "the thread of consult {consult} already started"
+            )));
+        }
+        let config = MlsGroupCreateConfig::builder()
+            .ciphersuite(CIPHERSUITE)
+            .use_ratchet_tree_extension(true)
+            .build();
+        let credential = inner.credential.clone();
+        MlsGroup::new_with_group_id(
+            inner.state.provider(),
+            &inner.signer,
+            &config,
+            group_id(consult),
+            credential,
+        )
+        .map_err(|e| local("cannot create the group", e))?;
+        let thread = inner.thread(consult)?;
+        inner.persist(consult, &thread, Vec::new())
+    }
+
+    async fn fetch(&self, consult: Uuid, from: u64) -> Result<v1::FetchThreadResponse> {
+        let request = v1::FetchThreadRequest {
+            consult_id: consult.to_string(),
+            device_id: self.device.to_string(),
+            from_sequence: from,
+            page_size: 0,
+        };
+        Ok(self
+            .threads()
+            .fetch_thread(self.client.request(request)?)
+            .await?
+            .into_inner())
+    }
+
+    /// The active devices of the consult's active participants, with their
+    /// listed signature keys.
+    async fn listed_devices(&self, consult: Uuid) -> Result<HashMap<Uuid, (Uuid, Vec<u8>)>> {
+        let c = self.client.consult(consult).await?;
+        let mut devices = HashMap::new();
+        let mut who: BTreeSet<Uuid> = c
+            .participants
+            .iter()
+            .filter(|p| p.status == ParticipantStatus::Active)
+            .map(|p| p.professional)
+            .collect();
+        who.insert(c.owner);
+        for professional in who {
+            let (_, listed) = self.client.professional_with_devices(professional).await?;
+            for device in listed.into_iter().filter(|d| d.revoked_at.is_none()) {
+                devices.insert(device.id, (professional, device.signature_public_key));
+            }
+        }
+        Ok(devices)
+    }
+
+    /// Checks that every member of `group` not in `known` is a listed
+    /// device of an active participant, with the listed key.
+    fn check_new_members(
+        consult: Uuid,
+        group: &MlsGroup,
+        known: &BTreeSet<Vec<u8>>,
+        listed: &HashMap<Uuid, (Uuid, Vec<u8>)>,
+    ) -> Result<()> {
+        for member in group.members() {
+            if known.contains(&member.signature_key) {
+                continue;
+            }
+            let device = member_device(&member.credential).ok_or_else(|| {
+                ClientError::GroupMismatch(format!(
+                    "a member of consult {consult}'s group has a credential that names no device"
+                ))
+            })?;
+            match listed.get(&device) {
+                Some((_, key)) if *key == member.signature_key => {}
+                Some(_) => {
+                    return Err(ClientError::GroupMismatch(format!(
+                        "device {device} in consult {consult}'s group has another signature key \
+                         than the directory lists for it"
+                    )));
+                }
+                None => {
+                    return Err(ClientError::GroupMismatch(format!(
+                        "device {device} in consult {consult}'s group is not an active device of \
+                         a participant of the consult"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that the group's members are exactly the active devices of
+    /// the consult's active participants, each with its listed key.
+    ///
+    /// # Errors
+    /// [`ClientError::GroupMismatch`] naming the first difference.
+    pub async fn verify_members(&self, consult: Uuid) -> Result<()> {
+        let listed = self.listed_devices(consult).await?;
+        let inner = self.inner.lock().await;
+        let group = inner
+            .load_group(consult)?
+            .ok_or_else(|| not_member(consult))?;
+        Self::check_new_members(consult, &group, &BTreeSet::new(), &listed)?;
+        let members: BTreeSet<Uuid> = group
+            .members()
+            .filter_map(|m| member_device(&m.credential))
+            .collect();
+        if let Some(missing) = listed.keys().find(|d| !members.contains(d)) {
+            return Err(ClientError::GroupMismatch(format!(
+                "device {missing} of a participant is not in consult {consult}'s group yet"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Brings the group's members in line with the consult's participants:
+    /// removes devices of professionals who no longer take part (or revoked
+    /// devices), then adds every active device of every active participant
+    /// that is missing, with key packages claimed from the server. For the
+    /// consult's owner.
+    ///
+    /// # Errors
+    /// [`ClientError`] when a step fails; what was committed stays.
+    pub async fn sync_members(&self, consult: Uuid) -> Result<MembershipChange> {
+        let mut change = MembershipChange::default();
+        for _ in 0..POST_ATTEMPTS {
+            self.catch_up(consult).await?;
+            let listed = self.listed_devices(consult).await?;
+            let mut inner = self.inner.lock().await;
+            let mut group = inner.group_to_commit(consult)?;
+            let members: Vec<(openmls::prelude::LeafNodeIndex, Option<Uuid>)> = group
+                .members()
+                .map(|m| (m.index, member_device(&m.credential)))
+                .collect();
+            let stale: Vec<_> = members
+                .iter()
+                .filter(|(index, device)| {
+                    *index != group.own_leaf_index()
+                        && device.is_none_or(|d| !listed.contains_key(&d))
+                })
+                .collect();
+            if !stale.is_empty() {
+                let leaves: Vec<_> = stale.iter().map(|(index, _)| *index).collect();
+                let (commit, _, _) = group
+                    .remove_members(inner.state.provider(), &inner.signer, &leaves)
+                    .map_err(|e| local("cannot make the removal commit", e))?;
+                let removed: Vec<Uuid> = stale.iter().filter_map(|(_, d)| *d).collect();
+                if self
+                    .post_commit(&mut inner, consult, &mut group, &commit, Vec::new())
+                    .await?
+                {
+                    change.removed.extend(removed);
+                }
+                continue;
+            }
+            let present: BTreeSet<Uuid> = members.iter().filter_map(|(_, d)| *d).collect();
+            let missing: BTreeSet<Uuid> = listed
+                .iter()
+                .filter(|(device, _)| !present.contains(device))
+                .map(|(_, (professional, _))| *professional)
+                .collect();
+            if missing.is_empty() {
+                return Ok(change);
+            }
+            let mut packages = Vec::new();
+            let mut added = Vec::new();
+            for professional in missing {
+                for claimed in self.claim(consult, professional).await? {
+                    let device = crate::types::uuid("device_id", &claimed.device_id)?;
+                    if present.contains(&device) {
+                        continue;
+                    }
+                    let package = validate_key_package(&inner, &claimed.key_package)?;
+                    let credential = package.leaf_node().credential();
+                    let listed_key = listed.get(&device).map(|(_, key)| key.as_slice());
+                    if member_device(credential) != Some(device)
+                        || listed_key != Some(package.leaf_node().signature_key().as_slice())
+                    {
+                        return Err(ClientError::GroupMismatch(format!(
+                            "the key package claimed for device {device} is not signed with its \
+                             listed key"
+                        )));
+                    }
+                    packages.push(package);
+                    added.push(device);
+                }
+            }
+            if packages.is_empty() {
+                return Ok(change);
+            }
+            let (commit, welcome, _) = group
+                .add_members(inner.state.provider(), &inner.signer, &packages)
+                .map_err(|e| local("cannot make the add commit", e))?;
+            let welcomes = vec![v1::WelcomeDelivery {
+                welcome: serialize(&welcome)?,
+                device_ids: added.iter().map(Uuid::to_string).collect(),
+            }];
+            if self
+                .post_commit(&mut inner, consult, &mut group, &commit, welcomes)
+                .await?
+            {
+                drop(inner);
+                self.catch_up(consult).await?;
+                change.added.extend(added);
+                return Ok(change);
+            }
+        }
+        Err(ClientError::Aborted(format!(
+            "the thread of consult {consult} kept moving; sync again"
+        )))
+    }
+
+    async fn claim(&self, consult: Uuid, professional: Uuid) -> Result<Vec<v1::ClaimedKeyPackage>> {
+        let request = v1::ClaimKeyPackagesRequest {
+            consult_id: consult.to_string(),
+            professional_id: professional.to_string(),
+        };
+        Ok(self
+            .client
+            .directory()
+            .claim_key_packages(self.client.request(request)?)
+            .await?
+            .into_inner()
+            .key_packages)
+    }
+
+    /// Posts a pending commit; merges it when accepted (`true`), drops it
+    /// when the thread moved on (`false`: catch up and try again).
+    async fn post_commit(
+        &self,
+        inner: &mut Inner,
+        consult: Uuid,
+        group: &mut MlsGroup,
+        commit: &MlsMessageOut,
+        welcomes: Vec<v1::WelcomeDelivery>,
+    ) -> Result<bool> {
+        let mut thread = inner.thread(consult)?;
+        // The pending commit is on disk before it can be accepted: after a
+        // crash, catching up finds it in the thread and merges it.
+        inner.persist(consult, &thread, Vec::new())?;
+        let request = v1::PostCommitRequest {
+            consult_id: consult.to_string(),
+            device_id: self.device.to_string(),
+            epoch: group.epoch().as_u64(),
+            commit: serialize(commit)?,
+            welcomes,
+            request_id: Uuid::new_v4().to_string(),
+        };
+        match self
+            .threads()
+            .post_commit(self.client.request(request)?)
+            .await
+        {
+            Ok(answer) => {
+                // Messages stored before the commit were made in the old
+                // epoch: while some are unread, the commit stays pending and
+                // catching up merges it when it reaches it.
+                if answer.into_inner().sequence == thread.next_sequence {
+                    group
+                        .merge_pending_commit(inner.state.provider())
+                        .map_err(|e| local("cannot merge the commit", e))?;
+                    thread.next_sequence += 1;
+                    inner.persist(consult, &thread, Vec::new())?;
+                }
+                Ok(true)
+            }
+            Err(status) if status.code() == tonic::Code::Aborted => {
+                group
+                    .clear_pending_commit(inner.state.provider().storage())
+                    .map_err(|e| local("cannot drop the commit", e))?;
+                inner.persist(consult, &thread, Vec::new())?;
+                Ok(false)
+            }
+            Err(status) => {
+                // A refusal voids the commit; a lost answer leaves it pending:
+                // catching up merges it if the server stored it, and the next
+                // commit drops it if not.
+                if !matches!(
+                    status.code(),
+                    tonic::Code::Unavailable
+                        | tonic::Code::Unknown
+                        | tonic::Code::DeadlineExceeded
+                        | tonic::Code::Cancelled
+                        | tonic::Code::Internal
+                ) {
+                    group
+                        .clear_pending_commit(inner.state.provider().storage())
+                        .map_err(|e| local("cannot drop the commit", e))?;
+                    inner.persist(consult, &thread, Vec::new())?;
+                }
+                Err(status.into())
+            }
+        }
+    }
+
+    /// Renews this device's key material in a consult's group with a
+    /// commit (post-compromise security). Retried after catching up when
+    /// another member committed first.
+    ///
+    /// # Errors
+    /// [`ClientError`] when the state or the server fails.
+    pub async fn update_keys(&self, consult: Uuid) -> Result<u64> {
+        for _ in 0..POST_ATTEMPTS {
+            self.catch_up(consult).await?;
+            let mut inner = self.inner.lock().await;
+            let mut group = inner.group_to_commit(consult)?;
+            let bundle = group
+                .self_update(
+                    inner.state.provider(),
+                    &inner.signer,
+                    openmls::prelude::LeafNodeParameters::default(),
+                )
+                .map_err(|e| local("cannot make the update commit", e))?;
+            let commit = bundle.into_commit();
+            if self
+                .post_commit(&mut inner, consult, &mut group, &commit, Vec::new())
+                .await?
+            {
+                drop(inner);
+                self.catch_up(consult).await?;
+                return Ok(self.epoch(consult).await?.unwrap_or_default());
+            }
+        }
+        Err(ClientError::Aborted(format!(
+            "the thread of consult {consult} kept moving; update again"
+        )))
+    }
+
+    /// Encrypts and posts a message; returns its sequence. Catches up and
+    /// encrypts again when the thread moved to a newer epoch meanwhile.
+    ///
+    /// # Errors
+    /// [`ClientError::FailedPrecondition`] when the consult refuses posts
+    /// (suspended or closed: the message says why).
+    pub async fn send(&self, consult: Uuid, text: &str, reply_to: Option<u64>) -> Result<u64> {
+        let request_id = Uuid::new_v4();
+        for attempt in 0..POST_ATTEMPTS {
+            if attempt > 0 {
+                self.catch_up(consult).await?;
+            }
+            let mut inner = self.inner.lock().await;
+            let mut group = inner
+                .load_group(consult)?
+                .ok_or_else(|| not_member(consult))?;
+            let mut thread = inner.thread(consult)?;
+            let counter = thread.sent + 1;
+            let content = v1::ThreadContent {
+                version: CONTENT_VERSION,
+                sender_counter: counter,
+                text: text.to_owned(),
+                reply_to_sequence: reply_to.unwrap_or(0),
+                attachments: Vec::new(),
+            };
+            let encrypted = group
+                .create_message(
+                    inner.state.provider(),
+                    &inner.signer,
+                    &content.encode_to_vec(),
+                )
+                .map_err(|e| local("cannot encrypt the message", e))?;
+            // The ratchet's step is on disk before the ciphertext leaves.
+            inner.persist(consult, &thread, Vec::new())?;
+            let request = v1::PostMessageRequest {
+                consult_id: consult.to_string(),
+                device_id: self.device.to_string(),
+                mls_message: serialize(&encrypted)?,
+                request_id: request_id.to_string(),
+            };
+            match self
+                .threads()
+                .post_message(self.client.request(request)?)
+                .await
+            {
+                Ok(answer) => {
+                    let sequence = answer.into_inner().sequence;
+                    thread.sent = counter;
+                    if sequence == thread.next_sequence {
+                        thread.next_sequence += 1;
+                    }
+                    let message = ThreadMessage {
+                        consult,
+                        sequence,
+                        sender_device: self.device,
+                        sender_professional: inner.device.professional,
+                        text: text.to_owned(),
+                        reply_to,
+                        own: true,
+                    };
+                    let extra = vec![(message_key(consult, sequence), Some(json(&message)?))];
+                    inner.persist(consult, &thread, extra)?;
+                    return Ok(sequence);
+                }
+                Err(status) if status.code() == tonic::Code::Aborted => {}
+                Err(status) => return Err(status.into()),
+            }
+        }
+        Err(ClientError::Aborted(format!(
+            "the thread of consult {consult} kept moving; send again"
+        )))
+    }
+
+    /// Reads what is new in a consult's thread (joining its group first when
+    /// a Welcome waits), applies it in order and returns the new messages of
+    /// others.
+    ///
+    /// # Errors
+    /// [`ClientError::Rejected`] for a message that fails decryption or
+    /// verification; the thread stays at that message.
+    pub async fn catch_up(&self, consult: Uuid) -> Result<Vec<ThreadMessage>> {
+        let mut received = Vec::new();
+        loop {
+            let from = self.inner.lock().await.thread(consult)?.next_sequence;
+            let page = self.fetch(consult, from).await?;
+            if !self.joined(consult).await? {
+                let Some(welcome) = page.welcomes.first() else {
+                    return Ok(received);
+                };
+                self.join(consult, welcome).await?;
+                continue;
+            }
+            let done = page.next_sequence > page.latest_sequence || page.entries.is_empty();
+            received.extend(self.apply(consult, page.entries).await?);
+            if done {
+                return Ok(received);
+            }
+        }
+    }
+
+    async fn joined(&self, consult: Uuid) -> Result<bool> {
+        Ok(self.inner.lock().await.load_group(consult)?.is_some())
+    }
+
+    async fn join(&self, consult: Uuid, welcome: &v1::WelcomeMessage) -> Result<()> {
+        let listed = self.listed_devices(consult).await?;
+        let mut inner = self.inner.lock().await;
+        let message = MlsMessageIn::tls_deserialize_exact_bytes(&welcome.welcome)
+            .map_err(|e| rejected(consult, welcome.commit_sequence, e))?;
+        let MlsMessageBodyIn::Welcome(body) = message.extract() else {
+            return Err(rejected(consult, welcome.commit_sequence, "not a Welcome"));
+        };
+        let config = MlsGroupJoinConfig::builder()
+            .use_ratchet_tree_extension(true)
+            .build();
+        let group = StagedWelcome::new_from_welcome(inner.state.provider(), &config, body, None)
+            .and_then(|staged| staged.into_group(inner.state.provider()))
+            .map_err(|e| rejected(consult, welcome.commit_sequence, e));
+        let group = match group {
+            Ok(group) => group,
+            Err(err) => {
+                inner.state.roll_back();
+                return Err(err);
+            }
+        };
+        if group.group_id() != &group_id(consult) {
+            inner.state.roll_back();
+            return Err(rejected(
+                consult,
+                welcome.commit_sequence,
+                "a Welcome for another group",
+            ));
+        }
+        if let Err(err) = Self::check_new_members(consult, &group, &BTreeSet::new(), &listed) {
+            inner.state.roll_back();
+            return Err(err);
+        }
+        let thread = ThreadRecord {
+            next_sequence: welcome.commit_sequence + 1,
+            ..ThreadRecord::default()
+        };
+        inner.persist(consult, &thread, Vec::new())?;
+        drop(inner);
+        // The Welcome used one of this device's key packages.
+        self.top_up_key_packages().await?;
+        Ok(())
+    }
+
+    /// Applies thread entries (from [`Messenger::catch_up`] or from
+    /// [`Event`]s) in order; entries already applied are skipped, and a gap
+    /// before them is fetched first. Returns the new messages of others.
+    ///
+    /// # Errors
+    /// [`ClientError::Rejected`] for a message that fails decryption or
+    /// verification, or that is out of its sender's order.
+    pub async fn apply(
+        &self,
+        consult: Uuid,
+        entries: Vec<v1::ThreadEntry>,
+    ) -> Result<Vec<ThreadMessage>> {
+        let mut received = Vec::new();
+        for entry in entries {
+            let next = self.inner.lock().await.thread(consult)?.next_sequence;
+            if entry.sequence < next {
+                continue;
+            }
+            if entry.sequence > next {
+                received.extend(Box::pin(self.catch_up(consult)).await?);
+                continue;
+            }
+            if entry.consult_id != consult.to_string() {
+                return Err(rejected(
+                    consult,
+                    entry.sequence,
+                    "an entry of another thread",
+                ));
+            }
+            let committed_by_other = entry.kind == v1::ThreadEntryKind::Commit as i32
+                && crate::types::uuid("sender_device_id", &entry.sender_device_id)? != self.device;
+            // Who may join is read before the commit is applied. A device
+            // no longer allowed to read the consult cannot read it; a commit
+            // that removes it still applies (and ends its membership).
+            let listed = if committed_by_other {
+                match self.listed_devices(consult).await {
+                    Ok(listed) => Some(listed),
+                    Err(ClientError::NotFound(_)) => None,
+                    Err(other) => return Err(other),
+                }
+            } else {
+                None
+            };
+            let mut inner = self.inner.lock().await;
+            let result = self.apply_one(&mut inner, consult, &entry, listed.as_ref());
+            match result {
+                Ok(message) => received.extend(message),
+                Err(err) => {
+                    inner.state.roll_back();
+                    return Err(err);
+                }
+            }
+        }
+        Ok(received)
+    }
+
+    fn apply_one(
+        &self,
+        inner: &mut Inner,
+        consult: Uuid,
+        entry: &v1::ThreadEntry,
+        listed: Option<&HashMap<Uuid, (Uuid, Vec<u8>)>>,
+    ) -> Result<Option<ThreadMessage>> {
+        let sequence = entry.sequence;
+        let mut thread = inner.thread(consult)?;
+        let mut group = inner
+            .load_group(consult)?
+            .ok_or_else(|| not_member(consult))?;
+        if thread.removed || !group.is_active() {
+            return Err(ClientError::FailedPrecondition(format!(
+                "this device was removed from consult {consult}'s group"
+            )));
+        }
+        let sender = crate::types::uuid("sender_device_id", &entry.sender_device_id)?;
+        let sender_professional =
+            crate::types::uuid("sender_professional_id", &entry.sender_professional_id)?;
+        if sender == self.device {
+            // Our own message or commit: a commit still pending (posted
+            // before a crash) is merged now.
+            if entry.kind == v1::ThreadEntryKind::Commit as i32 && group.pending_commit().is_some()
+            {
+                group
+                    .merge_pending_commit(inner.state.provider())
+                    .map_err(|e| rejected(consult, sequence, e))?;
+            }
+            thread.next_sequence += 1;
+            inner.persist(consult, &thread, Vec::new())?;
+            return Ok(None);
+        }
+        let message = MlsMessageIn::tls_deserialize_exact_bytes(&entry.mls_message)
+            .map_err(|e| rejected(consult, sequence, e))?;
+        let protocol = message
+            .try_into_protocol_message()
+            .map_err(|e| rejected(consult, sequence, e))?;
+        // Another member's commit won the epoch: ours, if pending, is void.
+        if entry.kind == v1::ThreadEntryKind::Commit as i32 && group.pending_commit().is_some() {
+            group
+                .clear_pending_commit(inner.state.provider().storage())
+                .map_err(|e| local("cannot drop a pending commit", e))?;
+        }
+        let processed = group
+            .process_message(inner.state.provider(), protocol)
+            .map_err(|e| rejected(consult, sequence, e))?;
+        if member_device(processed.credential()) != Some(sender) {
+            return Err(rejected(
+                consult,
+                sequence,
+                "it was signed by another device than the one it names",
+            ));
+        }
+        let mut out = None;
+        let mut extra = Vec::new();
+        match processed.into_content() {
+            ProcessedMessageContent::ApplicationMessage(application) => {
+                let content = v1::ThreadContent::decode(application.into_bytes().as_slice())
+                    .map_err(|e| rejected(consult, sequence, e))?;
+                if content.version != CONTENT_VERSION {
+                    return Err(rejected(
+                        consult,
+                        sequence,
+                        format!("content version {} is not known", content.version),
+                    ));
+                }
+                let last = thread.received.get(&sender).copied().unwrap_or(0);
+                if content.sender_counter != last + 1 {
+                    return Err(rejected(
+                        consult,
+                        sequence,
+                        format!(
+                            "it is out of its sender's order (count {} after {last}): replayed, \
+                             moved or a message before it was dropped",
+                            content.sender_counter
+                        ),
+                    ));
+                }
+                thread.received.insert(sender, content.sender_counter);
+                let message = ThreadMessage {
+                    consult,
+                    sequence,
+                    sender_device: sender,
+                    sender_professional,
+                    text: content.text,
+                    reply_to: (content.reply_to_sequence != 0).then_some(content.reply_to_sequence),
+                    own: false,
+                };
+                extra.push((message_key(consult, sequence), Some(json(&message)?)));
+                out = Some(message);
+            }
+            ProcessedMessageContent::StagedCommitMessage(staged) => {
+                let known: BTreeSet<Vec<u8>> = group.members().map(|m| m.signature_key).collect();
+                group
+                    .merge_staged_commit(inner.state.provider(), *staged)
+                    .map_err(|e| rejected(consult, sequence, e))?;
+                if group.is_active() {
+                    let listed = listed.ok_or_else(|| {
+                        ClientError::GroupMismatch(format!(
+                            "consult {consult}'s group changed, but the server no longer shows \
+                             this professional the consult's participants to check it"
+                        ))
+                    })?;
+                    Self::check_new_members(consult, &group, &known, listed)?;
+                } else {
+                    thread.removed = true;
+                }
+            }
+            ProcessedMessageContent::ProposalMessage(_)
+            | ProcessedMessageContent::ExternalJoinProposalMessage(_) => {
+                return Err(rejected(
+                    consult,
+                    sequence,
+                    "stand-alone proposals are not used",
+                ));
+            }
+            ProcessedMessageContent::OwnPendingCommit
+            | ProcessedMessageContent::OwnPrivateMessage => {
+                return Err(rejected(
+                    consult,
+                    sequence,
+                    "it is this device's own but names another sender",
+                ));
+            }
+        }
+        thread.next_sequence += 1;
+        inner.persist(consult, &thread, extra)?;
+        Ok(out)
+    }
+
+    /// Every message of a consult's thread this device has read or sent, in
+    /// order.
+    ///
+    /// # Errors
+    /// [`ClientError::LocalState`] when the state cannot be read.
+    pub async fn messages(&self, consult: Uuid) -> Result<Vec<ThreadMessage>> {
+        let inner = self.inner.lock().await;
+        inner
+            .state
+            .scan(&format!("message/{consult}/"))?
+            .into_iter()
+            .map(|(_, raw)| from_json(&raw))
+            .collect()
+    }
+
+    /// The group's current epoch, or `None` when this device is not in it.
+    ///
+    /// # Errors
+    /// [`ClientError::LocalState`] when the state cannot be read.
+    pub async fn epoch(&self, consult: Uuid) -> Result<Option<u64>> {
+        let inner = self.inner.lock().await;
+        Ok(inner.load_group(consult)?.map(|g| g.epoch().as_u64()))
+    }
+
+    /// Subscribes to this device's events after `cursor` (from the oldest
+    /// kept when `None`).
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidArgument`] for a cursor of another device.
+    pub async fn subscribe(&self, cursor: Option<&str>) -> Result<Events> {
+        let request = v1::SubscribeRequest {
+            device_id: self.device.to_string(),
+            cursor: cursor.unwrap_or_default().to_owned(),
+        };
+        let stream = self
+            .threads()
+            .subscribe(self.client.request(request)?)
+            .await?
+            .into_inner();
+        Ok(Events { stream })
+    }
+}
+
+/// Parses and validates a claimed key package.
+fn validate_key_package(inner: &Inner, raw: &[u8]) -> Result<KeyPackage> {
+    let message = MlsMessageIn::tls_deserialize_exact_bytes(raw)
+        .map_err(|e| ClientError::Protocol(format!("a claimed key package is malformed: {e}")))?;
+    let MlsMessageBodyIn::KeyPackage(package) = message.extract() else {
+        return Err(ClientError::Protocol(
+            "a claimed key package is not one".into(),
+        ));
+    };
+    let package: KeyPackageIn = package;
+    package
+        .validate(inner.state.provider().crypto(), ProtocolVersion::Mls10)
+        .map_err(|e| ClientError::GroupMismatch(format!("a claimed key package is invalid: {e}")))
+}
+
+/// Registers a device with `signer`'s public key; when an earlier attempt
+/// registered it already (and crashed before keeping the answer), finds it.
+async fn register(
+    client: &Client,
+    professional: Uuid,
+    signer: &SignatureKeyPair,
+    label: &str,
+) -> Result<Uuid> {
+    let public = signer.to_public_vec();
+    match client.register_device(professional, &public, label).await {
+        Ok(device) => Ok(device.id),
+        Err(ClientError::FailedPrecondition(text)) => {
+            let (_, devices) = client.professional_with_devices(professional).await?;
+            devices
+                .into_iter()
+                .find(|d| d.signature_public_key == public && d.revoked_at.is_none())
+                .map(|d| d.id)
+                .ok_or(ClientError::FailedPrecondition(text))
+        }
+        Err(other) => Err(other),
+    }
+}

@@ -1,0 +1,506 @@
+//! End-to-end encrypted threads: a three-party consult over real mTLS with
+//! each device's MLS state on disk; removal; a server that alters, replays
+//! or reorders stored ciphertexts; a client restarted mid-thread; two
+//! members committing at once; live delivery resumed from a cursor; and no
+//! plaintext anywhere under the server's data directory.
+
+use samenop_client::{
+    Client, ClientError, Expertise, Role, ViolenceType,
+    consult::{LegalBasis, NewConsult, Urgency},
+    mls::{EventKind, Messenger},
+};
+use samenop_proto::v1;
+use samenop_tests::{
+    ORG_A, ORG_B, TestServer, alter_thread_entry, family_with_consent, files_containing,
+};
+use tempfile::TempDir;
+use uuid::Uuid;
+
+const ABUSE: Expertise = Expertise::Violence(ViolenceType::ChildAbuse);
+const ORG_C: &str = "jeugdbescherming-demoregio";
+
+/// One professional's device: its client and its messenger, with the state
+/// directory it keeps on disk.
+struct Device {
+    client: Client,
+    messenger: Option<Messenger>,
+    dir: TempDir,
+}
+
+impl Device {
+    async fn new(client: Client, label: &str) -> Device {
+        let dir = tempfile::tempdir().expect("state dir");
+        let messenger = Messenger::open(&client, dir.path(), label)
+            .await
+            .expect("open the device");
+        Device {
+            client,
+            messenger: Some(messenger),
+            dir,
+        }
+    }
+
+    fn messenger(&self) -> &Messenger {
+        self.messenger.as_ref().expect("open")
+    }
+
+    /// Drops the messenger and opens it again from its state on disk, as
+    /// after a restart of the registration system.
+    async fn reopen(&mut self) {
+        drop(self.messenger.take());
+        let mut attempts = 0;
+        // sled releases the directory once its background I/O is done.
+        loop {
+            match Messenger::open(&self.client, self.dir.path(), "ignored").await {
+                Ok(messenger) => {
+                    self.messenger = Some(messenger);
+                    return;
+                }
+                Err(ClientError::LocalState(_)) if attempts < 250 => {
+                    attempts += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(err) => panic!("cannot reopen the device: {err}"),
+            }
+        }
+    }
+}
+
+/// A consult of Sanne (contact person, org A) with Eva (org B) and Ravi
+/// (org C) as accepted specialists, and a device for each.
+struct Consult {
+    server: TestServer,
+    id: Uuid,
+    sanne: Device,
+    eva: Device,
+    ravi: Device,
+}
+
+async fn three_party() -> Consult {
+    let server = TestServer::start().await;
+    let sanne = server
+        .professional(ORG_A, "Sanne", &[Role::ContactPerson], &[])
+        .await;
+    let eva = server
+        .professional(ORG_B, "Eva", &[Role::Specialist], &[ABUSE])
+        .await;
+    let ravi = server
+        .professional(ORG_C, "Ravi", &[Role::Specialist], &[ABUSE])
+        .await;
+    let (family, consent) = family_with_consent(&server, &sanne).await;
+    let consult = sanne
+        .open_consult(&NewConsult {
+            about: samenop_client::consult::About::Family {
+                family: family.id,
+                concerned: vec![family.members[1].id],
+                basis: LegalBasis::consent(consent),
+            },
+            question: "Hoe wegen wij deze signalen?".into(),
+            expertise: ABUSE,
+            urgency: Urgency::Normal,
+            respond_by: None,
+            specialist: Some(eva.professional().expect("eva")),
+        })
+        .await
+        .expect("open");
+    eva.accept_consult(consult.id).await.expect("eva accepts");
+    sanne
+        .invite_specialist(consult.id, ravi.professional().expect("ravi"), ABUSE)
+        .await
+        .expect("invite ravi");
+    ravi.accept_consult(consult.id).await.expect("ravi accepts");
+    let c = Consult {
+        id: consult.id,
+        sanne: Device::new(sanne, "werkplek sanne").await,
+        eva: Device::new(eva, "laptop eva").await,
+        ravi: Device::new(ravi, "laptop ravi").await,
+        server,
+    };
+    c.sanne
+        .messenger()
+        .create_thread(c.id)
+        .await
+        .expect("create");
+    let change = c.sanne.messenger().sync_members(c.id).await.expect("sync");
+    assert_eq!(change.added.len(), 2, "both specialists' devices are added");
+    for device in [&c.eva, &c.ravi] {
+        device.messenger().catch_up(c.id).await.expect("join");
+        assert_eq!(device.messenger().epoch(c.id).await.unwrap(), Some(1));
+    }
+    c
+}
+
+fn texts(messages: &[samenop_client::mls::ThreadMessage]) -> Vec<&str> {
+    messages.iter().map(|m| m.text.as_str()).collect()
+}
+
+/// The raw entries of a thread, as a participant's client fetches them.
+async fn raw_entries(client: &Client, device: Uuid, consult: Uuid) -> Vec<v1::ThreadEntry> {
+    let mut threads = v1::thread_service_client::ThreadServiceClient::new(client.channel());
+    let mut request = tonic::Request::new(v1::FetchThreadRequest {
+        consult_id: consult.to_string(),
+        device_id: device.to_string(),
+        from_sequence: 1,
+        page_size: 500,
+    });
+    request.metadata_mut().insert(
+        samenop_proto::PROFESSIONAL_METADATA_KEY,
+        client.professional().unwrap().to_string().parse().unwrap(),
+    );
+    threads
+        .fetch_thread(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+}
+
+#[tokio::test]
+async fn three_parties_exchange_messages_and_no_plaintext_reaches_the_server() {
+    let mut c = three_party().await;
+    for device in [&c.sanne, &c.eva, &c.ravi] {
+        device
+            .messenger()
+            .verify_members(c.id)
+            .await
+            .expect("members match the directory");
+    }
+    let canary = format!("canary-{}", Uuid::new_v4());
+    let first = c
+        .sanne
+        .messenger()
+        .send(c.id, &format!("Vraag aan jullie beiden ({canary})"), None)
+        .await
+        .unwrap();
+    let eva_got = c.eva.messenger().catch_up(c.id).await.unwrap();
+    assert_eq!(
+        texts(&eva_got),
+        [format!("Vraag aan jullie beiden ({canary})").as_str()]
+    );
+    assert_eq!(
+        eva_got[0].sender_professional,
+        c.sanne.client.professional().unwrap()
+    );
+    c.eva
+        .messenger()
+        .send(c.id, &format!("Mijn antwoord {canary}"), Some(first))
+        .await
+        .unwrap();
+    c.ravi
+        .messenger()
+        .send(c.id, "Eens met Eva", None)
+        .await
+        .unwrap();
+
+    let sanne_got = c.sanne.messenger().catch_up(c.id).await.unwrap();
+    assert_eq!(
+        texts(&sanne_got),
+        [format!("Mijn antwoord {canary}").as_str(), "Eens met Eva"]
+    );
+    assert_eq!(sanne_got[0].reply_to, Some(first));
+    let ravi_got = c.ravi.messenger().catch_up(c.id).await.unwrap();
+    assert_eq!(
+        texts(&ravi_got),
+        [
+            format!("Vraag aan jullie beiden ({canary})").as_str(),
+            format!("Mijn antwoord {canary}").as_str()
+        ]
+    );
+    // Everyone's history holds the same thread, own messages included.
+    let history = c.sanne.messenger().messages(c.id).await.unwrap();
+    assert_eq!(history.len(), 3);
+    assert!(history[0].own);
+
+    // The first specialist's answer is recorded for the network's figures.
+    let consult = c.sanne.client.consult(c.id).await.unwrap();
+    assert!(consult.first_answer_at.is_some(), "first answer recorded");
+
+    // Not a byte of the content under the server's data directory.
+    c.server.stop().await;
+    let leaks = files_containing(&c.server.data_dir, canary.as_bytes());
+    assert!(leaks.is_empty(), "plaintext found in {leaks:?}");
+    // The clients keep theirs, in files only their user can read.
+    for device in [&c.sanne, &c.eva] {
+        assert!(!files_containing(device.dir.path(), canary.as_bytes()).is_empty());
+        assert_private(device.dir.path());
+    }
+}
+
+#[cfg(unix)]
+fn assert_private(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+        if entry.path().is_dir() {
+            assert_eq!(mode, 0o700, "{:?}", entry.path());
+            assert_private(&entry.path());
+        } else {
+            assert_eq!(mode, 0o600, "{:?}", entry.path());
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn assert_private(_dir: &std::path::Path) {}
+
+#[tokio::test]
+async fn a_removed_specialist_cannot_read_what_follows() {
+    let c = three_party().await;
+    let ravi_id = c.ravi.client.professional().unwrap();
+    c.sanne
+        .client
+        .remove_participant(c.id, ravi_id)
+        .await
+        .expect("remove ravi");
+    let change = c.sanne.messenger().sync_members(c.id).await.unwrap();
+    assert_eq!(change.removed, vec![c.ravi.messenger().device()]);
+    c.sanne
+        .messenger()
+        .send(c.id, "Alleen voor Eva", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        texts(&c.eva.messenger().catch_up(c.id).await.unwrap()),
+        ["Alleen voor Eva"]
+    );
+
+    // The server no longer serves Ravi the thread...
+    let refused = c.ravi.messenger().catch_up(c.id).await.unwrap_err();
+    assert!(matches!(refused, ClientError::NotFound(_)), "{refused:?}");
+    // ...and given the ciphertexts anyway, his device cannot decrypt them.
+    let entries = raw_entries(&c.eva.client, c.eva.messenger().device(), c.id).await;
+    let err = c.ravi.messenger().apply(c.id, entries).await.unwrap_err();
+    assert!(matches!(err, ClientError::FailedPrecondition(_)), "{err:?}");
+    assert!(
+        c.ravi
+            .messenger()
+            .messages(c.id)
+            .await
+            .unwrap()
+            .iter()
+            .all(|m| m.text != "Alleen voor Eva")
+    );
+}
+
+#[tokio::test]
+async fn altered_replayed_and_reordered_ciphertexts_are_rejected() {
+    let mut c = three_party().await;
+    let first = c.sanne.messenger().send(c.id, "een", None).await.unwrap();
+    let second = c.sanne.messenger().send(c.id, "twee", None).await.unwrap();
+    let third = c.sanne.messenger().send(c.id, "drie", None).await.unwrap();
+
+    let entries = raw_entries(&c.sanne.client, c.sanne.messenger().device(), c.id).await;
+    let original = |seq: u64| entries.iter().find(|e| e.sequence == seq).unwrap().clone();
+    let (one, two, three) = (original(first), original(second), original(third));
+
+    // A flipped byte in a stored ciphertext.
+    c.server.stop().await;
+    alter_thread_entry(&c.server.data_dir, c.id, first, |entry| {
+        let last = entry.mls_message.len() - 1;
+        entry.mls_message[last] ^= 0x01;
+    })
+    .await;
+    c.server.launch().await;
+    let err = c.eva.messenger().catch_up(c.id).await.unwrap_err();
+    assert!(matches!(err, ClientError::Rejected(_)), "{err:?}");
+    assert!(
+        err.to_string().contains(&format!("message {first}")),
+        "{err}"
+    );
+    // The thread stays at the bad message: nothing after it is shown.
+    assert!(c.eva.messenger().messages(c.id).await.unwrap().is_empty());
+
+    // Two messages swapped: each decrypts, but out of its sender's order.
+    c.server.stop().await;
+    alter_thread_entry(&c.server.data_dir, c.id, first, |e| {
+        e.mls_message = one.mls_message.clone()
+    })
+    .await;
+    alter_thread_entry(&c.server.data_dir, c.id, second, |e| {
+        e.mls_message = three.mls_message.clone()
+    })
+    .await;
+    alter_thread_entry(&c.server.data_dir, c.id, third, |e| {
+        e.mls_message = two.mls_message.clone()
+    })
+    .await;
+    c.server.launch().await;
+    let err = c.ravi.messenger().catch_up(c.id).await.unwrap_err();
+    assert!(matches!(err, ClientError::Rejected(_)), "{err:?}");
+    assert!(err.to_string().contains("order"), "{err}");
+    assert_eq!(
+        texts(&c.ravi.messenger().messages(c.id).await.unwrap()),
+        ["een"]
+    );
+
+    // A message replayed in place of the next one.
+    c.server.stop().await;
+    alter_thread_entry(&c.server.data_dir, c.id, second, |e| {
+        e.mls_message = one.mls_message.clone()
+    })
+    .await;
+    c.server.launch().await;
+    c.eva.reopen().await;
+    let err = c.eva.messenger().catch_up(c.id).await.unwrap_err();
+    assert!(matches!(err, ClientError::Rejected(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_client_restarted_mid_thread_reads_and_sends_in_the_same_group() {
+    let mut c = three_party().await;
+    c.sanne
+        .messenger()
+        .send(c.id, "voor de herstart", None)
+        .await
+        .unwrap();
+    assert_eq!(c.eva.messenger().catch_up(c.id).await.unwrap().len(), 1);
+    let device = c.eva.messenger().device();
+    c.eva.reopen().await;
+    assert_eq!(
+        c.eva.messenger().device(),
+        device,
+        "the same registered device"
+    );
+    c.sanne
+        .messenger()
+        .send(c.id, "na de herstart", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        texts(&c.eva.messenger().catch_up(c.id).await.unwrap()),
+        ["na de herstart"]
+    );
+    c.eva
+        .messenger()
+        .send(c.id, "ik ben er nog", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        texts(&c.sanne.messenger().catch_up(c.id).await.unwrap()),
+        ["ik ben er nog"]
+    );
+    assert_eq!(
+        texts(&c.eva.messenger().messages(c.id).await.unwrap()),
+        ["voor de herstart", "na de herstart", "ik ben er nog"]
+    );
+}
+
+#[tokio::test]
+async fn two_members_committing_at_once_both_land_in_turn() {
+    let c = three_party().await;
+    let (eva, ravi) = tokio::join!(
+        c.eva.messenger().update_keys(c.id),
+        c.ravi.messenger().update_keys(c.id)
+    );
+    let (eva, ravi) = (
+        eva.expect("eva's commit lands"),
+        ravi.expect("ravi's commit lands"),
+    );
+    assert_eq!(eva.max(ravi), 3, "two commits on top of epoch 1");
+    c.sanne.messenger().catch_up(c.id).await.unwrap();
+    c.eva.messenger().catch_up(c.id).await.unwrap();
+    c.ravi.messenger().catch_up(c.id).await.unwrap();
+    for device in [&c.sanne, &c.eva, &c.ravi] {
+        assert_eq!(device.messenger().epoch(c.id).await.unwrap(), Some(3));
+    }
+    c.sanne
+        .messenger()
+        .send(c.id, "na beide updates", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        texts(&c.eva.messenger().catch_up(c.id).await.unwrap()),
+        ["na beide updates"]
+    );
+    assert_eq!(
+        texts(&c.ravi.messenger().catch_up(c.id).await.unwrap()),
+        ["na beide updates"]
+    );
+
+    // On the wire: a commit for a past epoch is ABORTED and stores nothing.
+    let entries = raw_entries(&c.sanne.client, c.sanne.messenger().device(), c.id).await;
+    let stale = entries
+        .iter()
+        .find(|e| e.kind == v1::ThreadEntryKind::Commit as i32)
+        .unwrap();
+    let mut threads = v1::thread_service_client::ThreadServiceClient::new(c.eva.client.channel());
+    let mut request = tonic::Request::new(v1::PostCommitRequest {
+        consult_id: c.id.to_string(),
+        device_id: c.eva.messenger().device().to_string(),
+        epoch: stale.epoch,
+        commit: stale.mls_message.clone(),
+        welcomes: Vec::new(),
+        request_id: Uuid::new_v4().to_string(),
+    });
+    request.metadata_mut().insert(
+        samenop_proto::PROFESSIONAL_METADATA_KEY,
+        c.eva
+            .client
+            .professional()
+            .unwrap()
+            .to_string()
+            .parse()
+            .unwrap(),
+    );
+    let status = threads.post_commit(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Aborted, "{status:?}");
+    let after = raw_entries(&c.sanne.client, c.sanne.messenger().device(), c.id).await;
+    assert_eq!(after.len(), entries.len());
+}
+
+#[tokio::test]
+async fn live_events_resume_from_a_cursor_across_a_server_restart() {
+    let mut c = three_party().await;
+    let mut events = c.eva.messenger().subscribe(None).await.unwrap();
+    // Eva's log so far: her Welcome and the commit that added her.
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let event = events.next().await.unwrap().expect("an event");
+        seen.push(event.kind);
+    }
+    assert!(
+        matches!(seen[0], EventKind::Welcome { consult, commit_sequence: 1 } if consult == c.id)
+    );
+    assert!(matches!(&seen[1], EventKind::ThreadEntry(e) if e.sequence == 1));
+
+    c.sanne.messenger().send(c.id, "live", None).await.unwrap();
+    let event = events.next().await.unwrap().expect("live event");
+    let EventKind::ThreadEntry(entry) = event.kind else {
+        panic!("a thread entry");
+    };
+    assert_eq!(entry.sequence, 2);
+    let got = c.eva.messenger().apply(c.id, vec![entry]).await.unwrap();
+    assert_eq!(texts(&got), ["live"]);
+    let cursor = event.cursor;
+
+    // While the server is down, nothing is lost: after the restart the
+    // subscription resumes after the cursor, without repeats.
+    c.server.stop().await;
+    assert!(
+        !matches!(events.next().await, Ok(Some(_))),
+        "the stream ends with the server"
+    );
+    c.server.launch().await;
+    c.sanne
+        .messenger()
+        .send(c.id, "na de herstart", None)
+        .await
+        .unwrap();
+    let mut resumed = c.eva.messenger().subscribe(Some(&cursor)).await.unwrap();
+    let event = resumed.next().await.unwrap().expect("the missed event");
+    let EventKind::ThreadEntry(entry) = event.kind else {
+        panic!("a thread entry");
+    };
+    assert_eq!(
+        entry.sequence, 3,
+        "the next one after the cursor, no repeat"
+    );
+    // A cursor of another device is refused.
+    let err = c.ravi.messenger().subscribe(Some(&cursor)).await;
+    let err = match err {
+        Err(err) => err,
+        Ok(mut stream) => stream.next().await.unwrap_err(),
+    };
+    assert!(matches!(err, ClientError::InvalidArgument(_)), "{err:?}");
+}
