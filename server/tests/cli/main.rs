@@ -424,3 +424,83 @@ async fn dev_mode_creates_the_pki_and_serves_the_demo_network() {
         0o600
     );
 }
+
+#[tokio::test]
+async fn a_subscription_resumes_after_sigkill_without_loss_or_repeat() {
+    use samenop_client::{
+        Expertise, ViolenceType,
+        consult::{About, NewConsult, Urgency},
+        mls::{EventKind, Messenger},
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (pki, text) = setup(dir.path(), port);
+    let path = write_config(dir.path(), &text);
+    let mut server = start(&path, port);
+    let client = connect(&pki, port).await;
+    let admin = client.acting_as(ADMIN.parse().unwrap());
+    let abuse = Expertise::Violence(ViolenceType::ChildAbuse);
+    let sanne = admin
+        .register_professional("Sanne", &[Role::ContactPerson], &[])
+        .await
+        .unwrap();
+    admin
+        .register_professional("Eva", &[Role::Specialist], &[abuse])
+        .await
+        .unwrap();
+    let sanne = client.acting_as(sanne.id);
+    let consult = sanne
+        .open_consult(&NewConsult {
+            about: About::Anonymous,
+            question: "Anonieme vraag".into(),
+            expertise: abuse,
+            urgency: Urgency::Normal,
+            respond_by: None,
+            specialist: None,
+        })
+        .await
+        .unwrap();
+    let state = dir.path().join("sanne-device");
+    let device = Messenger::open(&sanne, &state, "werkplek").await.unwrap();
+    device.create_thread(consult.id).await.unwrap();
+    for text in ["een", "twee"] {
+        device.send(consult.id, text, None).await.unwrap();
+    }
+    // Each of the device's own messages is an event for it, in order.
+    let mut events = device.subscribe(None).await.unwrap();
+    let mut cursor = String::new();
+    for expected in [1, 2] {
+        let event = events.next().await.unwrap().unwrap();
+        let EventKind::ThreadEntry(entry) = event.kind else {
+            panic!("a thread entry");
+        };
+        assert_eq!(entry.sequence, expected);
+        cursor = event.cursor;
+    }
+
+    server.child.kill().unwrap(); // SIGKILL: no shutdown, no flush
+    server.child.wait().unwrap();
+    assert!(
+        !matches!(events.next().await, Ok(Some(_))),
+        "the stream breaks with the server"
+    );
+    let mut server = start(&path, port);
+    connect(&pki, port).await;
+    // The same connection settings reconnect by themselves.
+    device.send(consult.id, "drie", None).await.unwrap();
+    let mut resumed = device.subscribe(Some(&cursor)).await.unwrap();
+    let event = resumed.next().await.unwrap().unwrap();
+    let EventKind::ThreadEntry(entry) = event.kind else {
+        panic!("a thread entry");
+    };
+    assert_eq!(
+        entry.sequence, 3,
+        "the first event after the cursor, no repeat"
+    );
+    // Live again: the next message arrives on the resumed stream.
+    device.send(consult.id, "vier", None).await.unwrap();
+    let event = resumed.next().await.unwrap().unwrap();
+    assert!(matches!(event.kind, EventKind::ThreadEntry(e) if e.sequence == 4));
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
