@@ -24,7 +24,7 @@ struct Mailbox {
     generation: watch::Sender<u64>,
 }
 
-/// The hub: one [`Mailbox`] per device that ever subscribed since start.
+/// The hub: one mailbox per device that ever subscribed since start.
 #[derive(Clone, Default)]
 pub struct Hub {
     /// Mailboxes by device.

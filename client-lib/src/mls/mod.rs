@@ -2,7 +2,7 @@
 //! one group per consult, the server only ordering and delivering.
 //!
 //! A [`Messenger`] is one device of one professional. It keeps its signature
-//! key, key packages and group state on local disk ([`state`]), registers
+//! key, key packages and group state on local disk (module `state`), registers
 //! itself in the directory, keeps key packages topped up, and applies the
 //! thread's messages strictly in the server's order:
 //!
