@@ -424,7 +424,12 @@ impl Messenger {
     pub async fn top_up_key_packages(&self) -> Result<u32> {
         let mut inner = self.inner.lock().await;
         let first = inner.state.get("key-packages")?.is_none();
-        let mut available = self.upload_key_packages(&mut inner, 1, first).await?;
+        let mut available = match self.upload_key_packages(&mut inner, 1, first).await {
+            Ok(available) => available,
+            // The server holds as many as it keeps: nothing to top up.
+            Err(ClientError::ResourceExhausted(_)) => return Ok(KEY_PACKAGES_TARGET),
+            Err(other) => return Err(other),
+        };
         if available < KEY_PACKAGES_LOW {
             available = self
                 .upload_key_packages(&mut inner, KEY_PACKAGES_TARGET - available, false)
@@ -950,8 +955,12 @@ impl Messenger {
         };
         inner.persist(consult, &thread, Vec::new())?;
         drop(inner);
-        // The Welcome used one of this device's key packages.
-        self.top_up_key_packages().await?;
+        // The Welcome used one of this device's key packages. The join
+        // stands whether or not the top-up gets through now; the next
+        // join tries again.
+        if let Err(err) = self.top_up_key_packages().await {
+            tracing::warn!(error = %err, "key packages not topped up after joining a group");
+        }
         Ok(())
     }
 
