@@ -504,3 +504,131 @@ async fn live_events_resume_from_a_cursor_across_a_server_restart() {
     };
     assert!(matches!(err, ClientError::InvalidArgument(_)), "{err:?}");
 }
+
+/// A request acting for `client`'s professional.
+fn acting<T>(client: &Client, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        samenop_proto::PROFESSIONAL_METADATA_KEY,
+        client.professional().unwrap().to_string().parse().unwrap(),
+    );
+    request
+}
+
+#[tokio::test]
+async fn only_participants_read_and_post_and_ended_consults_refuse_posts() {
+    let c = three_party().await;
+    let olga = c
+        .server
+        .professional(ORG_B, "Olga", &[Role::Specialist], &[ABUSE])
+        .await;
+    let olga = Device::new(olga, "laptop olga").await;
+
+    // Someone who is not a participant: the consult does not exist for her.
+    let err = olga.messenger().catch_up(c.id).await.unwrap_err();
+    assert!(matches!(err, ClientError::NotFound(_)), "{err:?}");
+    // Her key packages cannot be claimed for it, and no Welcome may go to
+    // her device.
+    let mut directory =
+        v1::directory_service_client::DirectoryServiceClient::new(c.sanne.client.channel());
+    let status = directory
+        .claim_key_packages(acting(
+            &c.sanne.client,
+            v1::ClaimKeyPackagesRequest {
+                consult_id: c.id.to_string(),
+                professional_id: olga.client.professional().unwrap().to_string(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    let entries = raw_entries(&c.sanne.client, c.sanne.messenger().device(), c.id).await;
+    let mut eva_threads =
+        v1::thread_service_client::ThreadServiceClient::new(c.eva.client.channel());
+    let welcome = eva_threads
+        .fetch_thread(acting(
+            &c.eva.client,
+            v1::FetchThreadRequest {
+                consult_id: c.id.to_string(),
+                device_id: c.eva.messenger().device().to_string(),
+                from_sequence: 1,
+                page_size: 1,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .welcomes
+        .remove(0)
+        .welcome;
+    let mut threads = v1::thread_service_client::ThreadServiceClient::new(c.sanne.client.channel());
+    let status = threads
+        .post_commit(acting(
+            &c.sanne.client,
+            v1::PostCommitRequest {
+                consult_id: c.id.to_string(),
+                device_id: c.sanne.messenger().device().to_string(),
+                epoch: 0,
+                commit: entries[0].mls_message.clone(),
+                welcomes: vec![v1::WelcomeDelivery {
+                    welcome,
+                    device_ids: vec![olga.messenger().device().to_string()],
+                }],
+                request_id: Uuid::new_v4().to_string(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+
+    // A participant posting from another professional's device is refused.
+    let status = eva_threads
+        .post_message(acting(
+            &c.eva.client,
+            v1::PostMessageRequest {
+                consult_id: c.id.to_string(),
+                device_id: c.sanne.messenger().device().to_string(),
+                mls_message: entries[0].mls_message.clone(),
+                request_id: Uuid::new_v4().to_string(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+    // A handshake message posted as an application message is refused.
+    let status = eva_threads
+        .post_message(acting(
+            &c.eva.client,
+            v1::PostMessageRequest {
+                consult_id: c.id.to_string(),
+                device_id: c.eva.messenger().device().to_string(),
+                mls_message: entries[0].mls_message.clone(),
+                request_id: Uuid::new_v4().to_string(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+
+    // Once closed, the thread refuses posts and says why; it stays readable.
+    c.sanne
+        .client
+        .close_consult(c.id, samenop_client::consult::Outcome::AdviceGiven)
+        .await
+        .unwrap();
+    let err = c
+        .eva
+        .messenger()
+        .send(c.id, "te laat", None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::FailedPrecondition(text) if text.contains("closed")),
+        "{err:?}"
+    );
+    c.eva
+        .messenger()
+        .catch_up(c.id)
+        .await
+        .expect("still readable");
+}
