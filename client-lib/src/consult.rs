@@ -154,6 +154,102 @@ pub enum ConsultState {
     Closed(Outcome),
 }
 
+/// What changed in a consult, as a live event tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConsultChange {
+    /// A new request for the recipient: named, pool or invitation.
+    Requested,
+    /// A specialist accepted the consult or an invitation.
+    Accepted,
+    /// A pool request was taken by another specialist: it left the inbox.
+    Taken,
+    /// A specialist declined.
+    Declined,
+    /// The request expired unaccepted.
+    Expired,
+    /// A further specialist was invited.
+    Invited,
+    /// A specialist left.
+    ParticipantLeft,
+    /// A specialist was removed (for the removed one: they lost access).
+    ParticipantRemoved,
+    /// Its legal basis ended.
+    Suspended,
+    /// It got another legal basis (and resumed when suspended).
+    LegalBasisChanged,
+    /// The family was handed over: the consult has a new owner.
+    OwnerChanged,
+    /// It was closed.
+    Closed,
+}
+
+impl ConsultChange {
+    pub(crate) fn from_proto(value: i32) -> Result<Self> {
+        use v1::ConsultChange as C;
+        Ok(match C::try_from(value) {
+            Ok(C::Requested) => Self::Requested,
+            Ok(C::Accepted) => Self::Accepted,
+            Ok(C::Taken) => Self::Taken,
+            Ok(C::Declined) => Self::Declined,
+            Ok(C::Expired) => Self::Expired,
+            Ok(C::Invited) => Self::Invited,
+            Ok(C::ParticipantLeft) => Self::ParticipantLeft,
+            Ok(C::ParticipantRemoved) => Self::ParticipantRemoved,
+            Ok(C::Suspended) => Self::Suspended,
+            Ok(C::LegalBasisChanged) => Self::LegalBasisChanged,
+            Ok(C::OwnerChanged) => Self::OwnerChanged,
+            Ok(C::Closed) => Self::Closed,
+            _ => return Err(protocol("consult change")),
+        })
+    }
+}
+
+/// A consult change delivered live.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsultEvent {
+    /// The consult.
+    pub consult: Uuid,
+    /// What changed.
+    pub change: ConsultChange,
+    /// Where the consult stands now.
+    pub state: ConsultState,
+    /// The consult as the recipient may see it now; `None` when they
+    /// cannot (any more): a request taken by someone else, a removal.
+    pub view: Option<Consult>,
+    /// Who caused it; `None` when the server did (expiry, consent ending).
+    pub actor: Option<Uuid>,
+}
+
+impl TryFrom<v1::ConsultEvent> for ConsultEvent {
+    type Error = ClientError;
+
+    fn try_from(raw: v1::ConsultEvent) -> Result<Self> {
+        let change = ConsultChange::from_proto(raw.change)?;
+        let shown = raw
+            .consult
+            .ok_or_else(|| protocol("consult event without a consult"))?;
+        let consult = uuid("consult_id", &shown.consult_id)?;
+        let state = state_from(&shown)?;
+        // A full view names its expertise; the bare one only id and state.
+        let view = match shown.expertise {
+            Some(_) => Some(Consult::try_from(shown)?),
+            None => None,
+        };
+        let actor = match raw.actor_professional_id.as_str() {
+            "" => None,
+            id => Some(uuid("actor_professional_id", id)?),
+        };
+        Ok(ConsultEvent {
+            consult,
+            change,
+            state,
+            view,
+            actor,
+        })
+    }
+}
+
 /// Why a specialist declines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeclineReason {

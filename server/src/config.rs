@@ -91,6 +91,9 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// How long in-flight calls get to finish at shutdown.
     pub shutdown_grace: Duration,
+    /// How often the sweep expires requests and suspends consults whose
+    /// consent ran out.
+    pub sweep_interval: Duration,
 }
 
 /// The file's shape.
@@ -105,6 +108,8 @@ pub struct FileConfig {
     pub shutdown_grace_seconds: Option<u64>,
     /// Seconds a TLS handshake may take.
     pub handshake_timeout_seconds: Option<u64>,
+    /// Seconds between sweeps (request expiry, consent ending).
+    pub sweep_interval_seconds: Option<u64>,
     /// TLS files.
     pub tls: FileTls,
     /// Limits.
@@ -234,6 +239,12 @@ impl FileConfig {
                 "handshake_timeout_seconds must be between 1 and 300".into(),
             ));
         }
+        let sweep_seconds = self.sweep_interval_seconds.unwrap_or(30);
+        if !(1..=3600).contains(&sweep_seconds) {
+            return Err(ConfigError::Invalid(
+                "sweep_interval_seconds must be between 1 and 3600".into(),
+            ));
+        }
         let organisations = check_organisations(self.organisations)?;
         Ok(Config {
             listen,
@@ -246,6 +257,7 @@ impl FileConfig {
             },
             handshake_timeout: Duration::from_secs(handshake_seconds),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds.unwrap_or(10)),
+            sweep_interval: Duration::from_secs(sweep_seconds),
         })
     }
 }

@@ -37,6 +37,7 @@ pub fn config(pki: &PkiPaths, data_dir: &Path, listen: SocketAddr) -> Result<Con
         data_dir: Some(data_dir.to_owned()),
         shutdown_grace_seconds: Some(5),
         handshake_timeout_seconds: None,
+        sweep_interval_seconds: None,
         tls: FileTls {
             certificate: pki.server_cert(),
             private_key: pki.server_key(),

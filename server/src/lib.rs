@@ -31,6 +31,7 @@ pub mod error;
 pub mod layers;
 pub mod services;
 pub mod store;
+mod sweep;
 pub mod tls;
 
 use std::{future::Future, sync::Arc};
@@ -70,6 +71,15 @@ pub enum RunError {
     /// The reflection service could not be built.
     #[error("reflection: {0}")]
     Reflection(String),
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Opens the embedded store in the configured data directory.
@@ -127,6 +137,8 @@ pub async fn run_with(
         clock,
     };
     let hub = ctx.hub.clone();
+    // Ends with this function, however it returns.
+    let sweeper = AbortOnDrop(tokio::spawn(sweep::run(ctx.clone(), config.sweep_interval)));
     let max = config.limits.max_message_bytes;
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -200,6 +212,7 @@ pub async fn run_with(
             }
         }
     }
+    drop(sweeper);
     store.flush().await?;
     tracing::info!("stopped; store flushed");
     Ok(())

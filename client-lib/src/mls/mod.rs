@@ -133,13 +133,8 @@ pub enum EventKind {
         /// The commit that added it.
         commit_sequence: u64,
     },
-    /// A consult changed.
-    Consult {
-        /// The consult.
-        consult: Uuid,
-        /// The change, as the protocol numbers it.
-        change: i32,
-    },
+    /// A consult changed (or a request arrived).
+    Consult(crate::consult::ConsultEvent),
 }
 
 /// A device's live event stream.
@@ -165,15 +160,9 @@ impl Events {
                 consult: crate::types::uuid("consult_id", &welcome.consult_id)?,
                 commit_sequence: welcome.commit_sequence,
             },
-            Some(v1::subscribe_response::Event::Consult(change)) => EventKind::Consult {
-                consult: change
-                    .consult
-                    .as_ref()
-                    .map(|c| crate::types::uuid("consult_id", &c.consult_id))
-                    .transpose()?
-                    .unwrap_or_default(),
-                change: change.change,
-            },
+            Some(v1::subscribe_response::Event::Consult(change)) => {
+                EventKind::Consult(change.try_into()?)
+            }
             None => return Err(ClientError::Protocol("an event without content".into())),
         };
         Ok(Some(Event {

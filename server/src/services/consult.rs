@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 use super::{
     Context,
     consult_view::{consult_to_proto, report},
+    notices::{self, Notice},
 };
 use crate::{
     auth::Caller,
@@ -70,6 +71,11 @@ impl ConsultApi {
         ConsultApi { ctx }
     }
 
+    /// The shared service state.
+    pub(super) fn context(&self) -> &Context {
+        &self.ctx
+    }
+
     /// Loads and settles a consult.
     pub(super) async fn load(&self, id: ConsultId) -> ServiceResult<Loaded> {
         let stored = self
@@ -93,7 +99,11 @@ impl ConsultApi {
     /// Whether `who` may take the consult's pool request: an active,
     /// available specialist with the expertise, who has not declined it,
     /// of an organisation its basis covers.
-    async fn pool_eligible(&self, c: &Consult, who: &Professional) -> ServiceResult<bool> {
+    pub(super) async fn pool_eligible(
+        &self,
+        c: &Consult,
+        who: &Professional,
+    ) -> ServiceResult<bool> {
         if c.addressed.is_some()
             || c.state != State::Requested
             || !who.has_role(Role::Specialist)
@@ -122,20 +132,20 @@ impl ConsultApi {
         }))
     }
 
-    /// Whether `caller` may see the consult.
-    async fn sees(&self, c: &Consult, caller: &Caller) -> ServiceResult<bool> {
-        let me = caller.professional.id;
+    /// Whether `who` may see the consult.
+    pub(super) async fn sees(&self, c: &Consult, who: &Professional) -> ServiceResult<bool> {
+        let me = who.id;
         Ok(c.is_active_participant(me)
             || c.is_invited(me)
             || (c.state == State::Requested && c.addressed == Some(me))
-            || self.pool_eligible(c, &caller.professional).await?)
+            || self.pool_eligible(c, who).await?)
     }
 
     /// Loads a consult the caller may see.
     async fn visible(&self, caller: &Caller, id: ConsultId) -> ServiceResult<Loaded> {
         caller.audit.object(Object::Consult, id);
         let loaded = self.load(id).await?;
-        if self.sees(&loaded.now, caller).await? {
+        if self.sees(&loaded.now, &caller.professional).await? {
             note_access(caller, &loaded.now);
             Ok(loaded)
         } else {
@@ -156,15 +166,64 @@ impl ConsultApi {
     }
 
     /// Stores `new` in place of `loaded.stored`, with the call's audit
-    /// event.
-    async fn save(&self, caller: &Caller, loaded: &Loaded, new: &Consult) -> ServiceResult<()> {
+    /// event, and tells everyone concerned of `change` (and of what time did
+    /// since the stored state, when the stored record was not settled).
+    async fn save(
+        &self,
+        caller: &Caller,
+        loaded: &Loaded,
+        new: &Consult,
+        change: v1::ConsultChange,
+    ) -> ServiceResult<()> {
         let mut batch = Batch::new();
         self.ctx
             .consults
             .stage(&mut batch, Some(&loaded.stored), new);
         batch.audit(caller.audit.allowed());
-        self.ctx.consults.commit(batch).await?;
-        Ok(())
+        let mut notices = settled_notice(loaded).into_iter().collect::<Vec<_>>();
+        notices.push(Notice {
+            old: Some(&loaded.now),
+            new,
+            change,
+            actor: Some(caller.professional.id),
+        });
+        notices::commit(self, batch, &notices).await
+    }
+
+    /// Stores what time did to consult `id` (expiry, consent ending), when
+    /// anything, and tells everyone concerned. A concurrent change wins: it
+    /// stores the settled state and tells of it itself.
+    pub(crate) async fn settle_stored(&self, id: ConsultId) -> ServiceResult<()> {
+        let loaded = self.load(id).await?;
+        let Some(notice) = settled_notice(&loaded) else {
+            return Ok(());
+        };
+        let mut batch = Batch::new();
+        self.ctx
+            .consults
+            .stage(&mut batch, Some(&loaded.stored), &loaded.now);
+        let action = match notice.change {
+            v1::ConsultChange::Expired => "server/consult-expired",
+            _ => "server/consult-suspended",
+        };
+        let mut event = crate::audit::server_event(action, self.ctx.now());
+        event.purpose = v1::Purpose::Consultation.into();
+        event.objects.push(v1::AuditObject {
+            object_type: Object::Consult.into(),
+            object_id: id.to_string(),
+        });
+        if let Subject::Family { family, basis, .. } = &loaded.now.subject {
+            event.objects.push(v1::AuditObject {
+                object_type: Object::Family.into(),
+                object_id: family.to_string(),
+            });
+            event.legal_basis = Some(basis.to_proto(false));
+        }
+        batch.audit(event);
+        match notices::commit(self, batch, &[notice]).await {
+            Err(ServiceError::Store(StoreError::Conflict)) | Ok(()) => Ok(()),
+            Err(other) => Err(other),
+        }
     }
 
     /// Checks that a family consult's basis covers `expertise` at
@@ -236,6 +295,23 @@ impl ConsultApi {
     fn answer(c: &Consult, caller: &Caller) -> Option<v1::Consult> {
         Some(consult_to_proto(c, caller.professional.id))
     }
+}
+
+/// The notice of what time did to a consult since it was stored, if
+/// anything: it expired unaccepted, or its consent ended.
+fn settled_notice(loaded: &Loaded) -> Option<Notice<'_>> {
+    let change = match loaded.now.state {
+        _ if loaded.now.state == loaded.stored.state => return None,
+        State::Expired => v1::ConsultChange::Expired,
+        State::Suspended { .. } => v1::ConsultChange::Suspended,
+        _ => return None,
+    };
+    Some(Notice {
+        old: Some(&loaded.stored),
+        new: &loaded.now,
+        change,
+        actor: None,
+    })
 }
 
 /// Records in the call's audit what access to `c` was granted on: its
@@ -401,11 +477,13 @@ impl ConsultService for ConsultApi {
         self.ctx.consults.stage(&mut batch, None, &consult);
         caller.audit.object(Object::Consult, consult.id);
         batch.audit(caller.audit.allowed());
-        self.ctx
-            .consults
-            .commit(batch)
-            .await
-            .map_err(ServiceError::from)?;
+        let notice = Notice {
+            old: None,
+            new: &consult,
+            change: v1::ConsultChange::Requested,
+            actor: Some(me.id),
+        };
+        notices::commit(self, batch, &[notice]).await?;
         tracing::info!(consult = %consult.id, "consult opened");
         Ok(Response::new(v1::OpenConsultResponse {
             consult: Self::answer(&consult, &caller),
@@ -590,7 +668,7 @@ impl ConsultService for ConsultApi {
         let mut new = loaded.now.clone();
         new.accept(me.id, &me.organisation, self.ctx.now())
             .map_err(refused)?;
-        self.save(&caller, &loaded, &new)
+        self.save(&caller, &loaded, &new, v1::ConsultChange::Accepted)
             .await
             .map_err(|e| conflict_or(e, pool))?;
         tracing::info!(consult = %id, "consult accepted");
@@ -628,8 +706,9 @@ impl ConsultService for ConsultApi {
         new.decline(me.id, &me.organisation, reason, note, self.ctx.now())
             .map_err(refused)?;
         // Decided before the change lands: nothing may fail after it.
-        let still = self.sees(&new, &caller).await?;
-        self.save(&caller, &loaded, &new).await?;
+        let still = self.sees(&new, &caller.professional).await?;
+        self.save(&caller, &loaded, &new, v1::ConsultChange::Declined)
+            .await?;
         Ok(Response::new(v1::DeclineConsultResponse {
             consult: if still {
                 Self::answer(&new, &caller)
@@ -676,7 +755,8 @@ impl ConsultService for ConsultApi {
             self.ctx.now(),
         )
         .map_err(refused)?;
-        self.save(&caller, &loaded, &new).await?;
+        self.save(&caller, &loaded, &new, v1::ConsultChange::Invited)
+            .await?;
         Ok(Response::new(v1::InviteSpecialistResponse {
             consult: Self::answer(&new, &caller),
         }))
@@ -695,7 +775,13 @@ impl ConsultService for ConsultApi {
         let loaded = self.owned(&caller, id).await?;
         let mut new = loaded.now.clone();
         new.remove(who, self.ctx.now()).map_err(refused)?;
-        self.save(&caller, &loaded, &new).await?;
+        self.save(
+            &caller,
+            &loaded,
+            &new,
+            v1::ConsultChange::ParticipantRemoved,
+        )
+        .await?;
         Ok(Response::new(v1::RemoveParticipantResponse {
             consult: Self::answer(&new, &caller),
         }))
@@ -711,7 +797,8 @@ impl ConsultService for ConsultApi {
         let mut new = loaded.now.clone();
         new.leave(caller.professional.id, self.ctx.now())
             .map_err(refused)?;
-        self.save(&caller, &loaded, &new).await?;
+        self.save(&caller, &loaded, &new, v1::ConsultChange::ParticipantLeft)
+            .await?;
         Ok(Response::new(v1::LeaveConsultResponse {}))
     }
 
@@ -743,7 +830,8 @@ impl ConsultService for ConsultApi {
         }
         let mut new = loaded.now.clone();
         new.change_basis(basis, self.ctx.now()).map_err(refused)?;
-        self.save(&caller, &loaded, &new).await?;
+        self.save(&caller, &loaded, &new, v1::ConsultChange::LegalBasisChanged)
+            .await?;
         Ok(Response::new(v1::ChangeLegalBasisResponse {
             consult: Self::answer(&new, &caller),
         }))
@@ -761,7 +849,8 @@ impl ConsultService for ConsultApi {
         let loaded = self.owned(&caller, id).await?;
         let mut new = loaded.now.clone();
         new.close(outcome, self.ctx.now()).map_err(refused)?;
-        self.save(&caller, &loaded, &new).await?;
+        self.save(&caller, &loaded, &new, v1::ConsultChange::Closed)
+            .await?;
         tracing::info!(consult = %id, "consult closed");
         Ok(Response::new(v1::CloseConsultResponse {
             consult: Self::answer(&new, &caller),

@@ -9,13 +9,13 @@ use std::time::SystemTime;
 use samenop_proto::v1::{self, AuditObjectType as Object, family_service_server::FamilyService};
 use tonic::{Request, Response, Status};
 
-use super::{Context, timestamp};
+use super::{Context, notices::Notice, timestamp};
 use crate::{
     auth::Caller,
     domain::{
         self, InvalidInput, ProfessionalId, Role,
         consent::{self, Consent, ConsentId, Revocation, RevocationReason},
-        consult::State,
+        consult::{Consult, State},
         family::{Age, ContactTerm, Family, FamilyId},
         parse_text,
     },
@@ -50,6 +50,27 @@ impl FamilyApi {
     /// The service over `ctx`.
     pub fn new(ctx: Context) -> Self {
         FamilyApi { ctx }
+    }
+
+    /// Commits `batch` with the consult changes it holds (old, new, what
+    /// changed), telling everyone concerned in the same batch.
+    async fn commit_noticed(
+        &self,
+        caller: &Caller,
+        batch: Batch,
+        changes: &[(Consult, Consult, v1::ConsultChange)],
+    ) -> ServiceResult<()> {
+        let notices: Vec<_> = changes
+            .iter()
+            .map(|(old, new, change)| Notice {
+                old: Some(old),
+                new,
+                change: *change,
+                actor: Some(caller.professional.id),
+            })
+            .collect();
+        let consults = super::ConsultApi::new(self.ctx.clone());
+        super::notices::commit(&consults, batch, &notices).await
     }
 
     /// Loads a family the caller may see, and how.
@@ -251,6 +272,7 @@ impl FamilyService for FamilyApi {
         self.ctx.families.stage_family(&mut batch, &family, &handed);
         // The family's consults that have not ended move with it.
         let mut transferred = Vec::new();
+        let mut changed = Vec::new();
         let consults = self
             .ctx
             .consults
@@ -269,9 +291,10 @@ impl FamilyService for FamilyApi {
             self.ctx.consults.stage(&mut batch, Some(&stored), &moved);
             transferred.push(moved.id.to_string());
             caller.audit.object(Object::Consult, moved.id);
+            changed.push((stored, moved, v1::ConsultChange::OwnerChanged));
         }
         batch.audit(caller.audit.allowed());
-        self.ctx.consults.commit(batch).await?;
+        self.commit_noticed(&caller, batch, &changed).await?;
         tracing::info!(family = %id, to = %successor.id, "family handed over");
         Ok(Response::new(v1::HandOverFamilyResponse {
             family: Some(family_to_proto(&handed, now)),
@@ -383,19 +406,24 @@ impl FamilyService for FamilyApi {
                 CONSULTS_PER_FAMILY_SCAN,
             )
             .await?;
+        let mut changes = Vec::new();
         for stored in resting {
             let mut changed = stored.clone();
             changed.settle(now, Some(&revoked));
             if changed != stored {
-                if matches!(changed.state, State::Suspended { .. }) {
+                let change = if matches!(changed.state, State::Suspended { .. }) {
                     suspended.push(changed.id.to_string());
                     caller.audit.object(Object::Consult, changed.id);
-                }
+                    v1::ConsultChange::Suspended
+                } else {
+                    v1::ConsultChange::Expired
+                };
                 self.ctx.consults.stage(&mut batch, Some(&stored), &changed);
+                changes.push((stored, changed, change));
             }
         }
         batch.audit(caller.audit.allowed());
-        self.ctx.consults.commit(batch).await?;
+        self.commit_noticed(&caller, batch, &changes).await?;
         tracing::info!(consent = %id, "consent revoked");
         Ok(Response::new(v1::RevokeConsentResponse {
             consent: Some(consent_to_proto(&revoked, now)),

@@ -8,6 +8,7 @@ mod consult_view;
 mod directory;
 mod family;
 mod key_packages;
+mod notices;
 mod thread;
 
 use std::sync::Arc;

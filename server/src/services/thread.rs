@@ -17,7 +17,7 @@ use openmls::prelude::{
 use samenop_proto::v1::{self, AuditObjectType as Object, thread_service_server::ThreadService};
 use tonic::{Request, Response, Status, codegen::BoxStream};
 
-use super::{Context, consult::ConsultApi, timestamp};
+use super::{Context, consult::ConsultApi, notices::Fanout, timestamp};
 use crate::{
     auth::Caller,
     delivery::Wake,
@@ -63,22 +63,6 @@ struct Post<'a> {
     device: Device,
     request_id: uuid::Uuid,
     mls: &'a [u8],
-}
-
-/// The events one append adds to device logs.
-#[derive(Default)]
-struct Fanout {
-    /// Per device, in order.
-    events: Vec<(DeviceId, Vec<StoredEvent>)>,
-}
-
-impl Fanout {
-    fn add(&mut self, device: DeviceId, event: StoredEvent) {
-        match self.events.iter_mut().find(|(d, _)| *d == device) {
-            Some((_, events)) => events.push(event),
-            None => self.events.push((device, vec![event])),
-        }
-    }
 }
 
 fn no_consult(id: ConsultId) -> ServiceError {
@@ -242,22 +226,6 @@ impl ThreadApi {
         Ok(devices)
     }
 
-    /// Stages `fanout` into `batch` on the device logs' current heads;
-    /// returns each device's new last event number, to notify after commit.
-    async fn stage_fanout(
-        &self,
-        batch: &mut Batch,
-        fanout: &Fanout,
-    ) -> ServiceResult<Vec<(DeviceId, u64)>> {
-        let mut notify = Vec::with_capacity(fanout.events.len());
-        for (device, events) in &fanout.events {
-            let head = self.ctx.threads.log_head(*device).await?;
-            let last = self.ctx.threads.stage_events(batch, &head, events);
-            notify.push((*device, last));
-        }
-        Ok(notify)
-    }
-
     /// Checks a post's common input.
     async fn post_input<'a>(
         &self,
@@ -386,7 +354,7 @@ impl ThreadApi {
                     },
                 );
             }
-            let notify = self.stage_fanout(&mut batch, &fanout).await?;
+            let notify = fanout.stage(&self.ctx, &mut batch).await?;
             batch.audit(caller.audit.allowed());
             match self.ctx.threads.commit(batch).await {
                 Ok(()) => {
@@ -462,12 +430,18 @@ impl ThreadApi {
     /// message read from the thread.
     async fn deliverable(
         &self,
+        viewer: ProfessionalId,
         device: DeviceId,
         number: u64,
         mut event: StoredEvent,
     ) -> ServiceResult<v1::SubscribeResponse> {
         event.cursor = cursor(device, number);
-        if let Some(v1::subscribe_response::Event::ThreadEntry(reference)) = &mut event.event {
+        if let Some(v1::subscribe_response::Event::Consult(change)) = &mut event.event {
+            if let Some(viewer) = self.ctx.directory.professional(viewer).await? {
+                super::notices::fill(&self.consults, &viewer, change).await?;
+            }
+        } else if let Some(v1::subscribe_response::Event::ThreadEntry(reference)) = &mut event.event
+        {
             let consult = ConsultId::parse("consult_id", &reference.consult_id).map_err(|_| {
                 StoreError::Corrupt {
                     space: crate::store::Keyspace::Events,
@@ -642,7 +616,7 @@ impl ThreadService for ThreadApi {
                 let caught_up = events.len() < EVENTS_PER_READ;
                 for (number, event) in events {
                     let item = api
-                        .deliverable(device.id, number, event)
+                        .deliverable(device.professional, device.id, number, event)
                         .await
                         .map_err(Status::from);
                     let failed = item.is_err();

@@ -449,6 +449,12 @@ fn index_keys(c: &Consult) -> Vec<(Keyspace, Vec<u8>)> {
             [specialist.as_bytes().as_slice(), id].concat(),
         ));
     }
+    if c.state == State::Requested {
+        keys.push((
+            Keyspace::ConsultDeadlines,
+            super::records::deadline_key(c.respond_by, id),
+        ));
+    }
     if c.addressed.is_none() && c.state == State::Requested {
         keys.push((
             Keyspace::PoolRequests,
@@ -552,6 +558,24 @@ impl Consults {
             }
         }
         Ok(consults)
+    }
+
+    /// Up to `limit` consults still REQUESTED whose respond-by time is at
+    /// or before `now`, earliest first: the expiry sweep's work.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails or an index key is corrupt.
+    pub async fn due(&self, now: SystemTime, limit: usize) -> Result<Vec<ConsultId>, StoreError> {
+        let entries = self
+            .store
+            .scan(Keyspace::ConsultDeadlines, &[], None, limit)
+            .await?;
+        Ok(
+            super::records::due_ids(Keyspace::ConsultDeadlines, entries, now)?
+                .into_iter()
+                .map(|(_, id)| ConsultId::from_bytes(id))
+                .collect(),
+        )
     }
 
     /// Consults requested in `[from, until)`, by request time, at most `limit`.

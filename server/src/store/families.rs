@@ -3,7 +3,7 @@
 //! based on a family as it was before a handover conflicts instead of
 //! landing.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::SystemTime};
 
 use prost::Message;
 
@@ -389,6 +389,11 @@ impl Families {
         batch.expect(Keyspace::Consents, key.clone(), None);
         batch.put(Keyspace::Consents, key, encode_consent(consent));
         batch.put(
+            Keyspace::ConsentDeadlines,
+            super::records::deadline_key(consent.valid_until, consent.id.as_bytes()),
+            Vec::new(),
+        );
+        batch.put(
             Keyspace::ConsentsByFamily,
             [family.id.as_bytes().as_slice(), consent.id.as_bytes()].concat(),
             Vec::new(),
@@ -416,7 +421,41 @@ impl Families {
         let key = old.id.as_bytes().to_vec();
         batch.expect(Keyspace::Consents, key.clone(), Some(encode_consent(old)));
         batch.put(Keyspace::Consents, key, encode_consent(&new));
+        // Revocation suspends its consults at once: nothing left to sweep.
+        batch.delete(
+            Keyspace::ConsentDeadlines,
+            super::records::deadline_key(old.valid_until, old.id.as_bytes()),
+        );
         new
+    }
+
+    /// Up to `limit` consents, not revoked, whose valid-until time is at or
+    /// before `now` and whose consults were not swept yet, with the index
+    /// key that [`Families::stage_swept`] removes.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails or an index key is corrupt.
+    pub async fn consents_due(
+        &self,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, ConsentId)>, StoreError> {
+        let entries = self
+            .store
+            .scan(Keyspace::ConsentDeadlines, &[], None, limit)
+            .await?;
+        Ok(
+            super::records::due_ids(Keyspace::ConsentDeadlines, entries, now)?
+                .into_iter()
+                .map(|(key, id)| (key, ConsentId::from_bytes(id)))
+                .collect(),
+        )
+    }
+
+    /// Adds to `batch` that the consults of the consent under deadline key
+    /// `key` were swept.
+    pub fn stage_swept(&self, batch: &mut Batch, key: Vec<u8>) {
+        batch.delete(Keyspace::ConsentDeadlines, key);
     }
 
     /// Adds to `batch` the change of family `old` (as read) to `new`.
@@ -456,8 +495,6 @@ impl Families {
 
 #[cfg(test)]
 mod tests {
-    use std::time::SystemTime;
-
     use super::*;
 
     /// The time `now` as stored.

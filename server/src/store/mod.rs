@@ -78,6 +78,13 @@ pub enum Keyspace {
     Events,
     /// Device event-log heads: device id → last number (8 bytes).
     EventHeads,
+    /// Index: respond-by time (ms, 8 bytes, big-endian) + consult id →
+    /// nothing, for consults still REQUESTED: what the expiry sweep reads.
+    ConsultDeadlines,
+    /// Index: valid-until time (ms, 8 bytes, big-endian) + consent id →
+    /// nothing, for consents not revoked and not yet swept: the sweep
+    /// suspends the consults resting on each once it has passed.
+    ConsentDeadlines,
     /// Store metadata (schema version).
     Meta,
 }
@@ -112,6 +119,8 @@ impl Keyspace {
             Keyspace::LastResortKeyPackages => 23,
             Keyspace::Events => 24,
             Keyspace::EventHeads => 25,
+            Keyspace::ConsultDeadlines => 26,
+            Keyspace::ConsentDeadlines => 27,
         }
     }
 }
@@ -187,6 +196,25 @@ impl Batch {
     /// Adds an audit event, appended to the chain with the batch.
     pub fn audit(&mut self, event: samenop_proto::v1::AuditEvent) {
         self.audit.push(event);
+    }
+
+    /// Whether every precondition outside `ignore` still holds in `store`:
+    /// after a [`StoreError::Conflict`], tells a moved record the caller
+    /// read apart from a moved head it can simply read again.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the backend fails.
+    pub async fn holds_apart_from(
+        &self,
+        store: &dyn Store,
+        ignore: Keyspace,
+    ) -> Result<bool, StoreError> {
+        for expect in self.expects.iter().filter(|e| e.space != ignore) {
+            if store.get(expect.space, &expect.key).await? != expect.value {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Adds a precondition.

@@ -95,6 +95,43 @@ pub fn from_millis(millis: i64) -> SystemTime {
     }
 }
 
+/// The key of a deadline index entry: the time (ms since the epoch, 8
+/// bytes big-endian, so keys sort by time; times before the epoch count as
+/// the epoch) and the id it is for.
+pub fn deadline_key(at: SystemTime, id: &[u8]) -> Vec<u8> {
+    let ms = u64::try_from(to_millis(at)).unwrap_or(0);
+    [ms.to_be_bytes().as_slice(), id].concat()
+}
+
+/// A deadline index entry that is due: its key and the id it is for.
+pub(crate) type Due = (Vec<u8>, [u8; 16]);
+
+/// The ids of deadline index entries `entries` due at `now`, with their keys.
+///
+/// # Errors
+/// [`StoreError::Corrupt`] when a key is not time + 16-byte id.
+pub(crate) fn due_ids(
+    space: Keyspace,
+    entries: Vec<super::Entry>,
+    now: SystemTime,
+) -> Result<Vec<Due>, StoreError> {
+    let now = u64::try_from(to_millis(now)).unwrap_or(0);
+    let mut due = Vec::new();
+    for (key, _) in entries {
+        let at = key
+            .get(..8)
+            .and_then(|raw| <[u8; 8]>::try_from(raw).ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| corrupt(space, "deadline key is not time + id"))?;
+        if at > now {
+            break;
+        }
+        let id = id_bytes(space, key.get(8..).unwrap_or_default())?;
+        due.push((key, id));
+    }
+    Ok(due)
+}
+
 /// A corruption error for `space`.
 pub(crate) fn corrupt(space: Keyspace, reason: impl Into<String>) -> StoreError {
     StoreError::Corrupt {

@@ -396,6 +396,19 @@ impl Threads {
             .collect()
     }
 
+    /// Whether every precondition of `batch` outside `ignore` still holds
+    /// (see [`Batch::holds_apart_from`]).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails.
+    pub async fn holds_apart_from(
+        &self,
+        batch: &Batch,
+        ignore: Keyspace,
+    ) -> Result<bool, StoreError> {
+        batch.holds_apart_from(self.store.as_ref(), ignore).await
+    }
+
     /// Commits a batch built with the `stage_*` calls.
     ///
     /// # Errors

@@ -6,6 +6,7 @@
 mod audit;
 mod consult;
 mod directory;
+mod events;
 mod family;
 mod handshake;
 mod identity;

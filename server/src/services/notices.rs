@@ -1,0 +1,265 @@
+//! Consult events in device event logs: who hears of a consult change, and
+//! committing a change together with its events.
+//!
+//! A change to a consult reaches every active device of everyone it
+//! concerns: the owner (old and new), specialists invited or taking part
+//! (before or after the change), the specialist a request is addressed to,
+//! the actor, and, when a pool request enters or leaves the inbox, every
+//! specialist it was or is in the inbox of. The log stores only the change,
+//! the consult id and the actor; the consult itself is filled in at delivery,
+//! as the recipient may see it then.
+
+use std::collections::BTreeMap;
+
+use samenop_proto::v1;
+
+use super::{Context, consult::ConsultApi, timestamp};
+use crate::{
+    domain::{DeviceId, ProfessionalId, consult::Consult, consult::Standing, consult::State},
+    error::{ServiceError, ServiceResult},
+    store::{Batch, Keyspace, StoreError, threads::StoredEvent},
+};
+
+/// How often a change is tried again when only a device log head moved.
+const ATTEMPTS: usize = 16;
+/// Specialists read per directory page when finding a pool's inboxes.
+const POOL_PAGE: usize = 500;
+
+/// One consult change to tell its concerned professionals.
+pub(super) struct Notice<'a> {
+    /// The consult before the change (settled; `None` for a new one).
+    pub old: Option<&'a Consult>,
+    /// The consult after it.
+    pub new: &'a Consult,
+    /// What changed.
+    pub change: v1::ConsultChange,
+    /// Who did it; `None` when the server did (expiry, consent ending).
+    pub actor: Option<ProfessionalId>,
+}
+
+/// The events one change adds to device logs, per device, in order.
+#[derive(Default)]
+pub(super) struct Fanout {
+    events: BTreeMap<DeviceId, Vec<StoredEvent>>,
+}
+
+impl Fanout {
+    /// Adds `event` to `device`'s log.
+    pub(super) fn add(&mut self, device: DeviceId, event: StoredEvent) {
+        self.events.entry(device).or_default().push(event);
+    }
+
+    /// Stages the events into `batch` on the device logs' current heads;
+    /// returns each device's new last event number, to notify after commit.
+    pub(super) async fn stage(
+        &self,
+        ctx: &Context,
+        batch: &mut Batch,
+    ) -> ServiceResult<Vec<(DeviceId, u64)>> {
+        let mut notify = Vec::with_capacity(self.events.len());
+        for (device, events) in &self.events {
+            let head = ctx.threads.log_head(*device).await?;
+            notify.push((*device, ctx.threads.stage_events(batch, &head, events)));
+        }
+        Ok(notify)
+    }
+
+    /// Adds `event` to every active device of `professional`.
+    async fn add_to_devices(
+        &mut self,
+        ctx: &Context,
+        professional: ProfessionalId,
+        event: &StoredEvent,
+    ) -> ServiceResult<()> {
+        for device in ctx.directory.devices_of(professional).await? {
+            if device.revoked_at.is_none() {
+                self.add(device.id, event.clone());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `c` is a pool request: in the inbox of its expertise's pool.
+fn in_pool(c: &Consult) -> bool {
+    c.addressed.is_none() && c.state == State::Requested
+}
+
+/// The professionals a change from `old` to `new` concerns (besides the
+/// pool), each with the change they hear of.
+fn concerned(notice: &Notice<'_>) -> BTreeMap<ProfessionalId, v1::ConsultChange> {
+    let mut who = BTreeMap::new();
+    for c in notice.old.into_iter().chain([notice.new]) {
+        who.insert(c.owner, notice.change);
+        for p in &c.participants {
+            if matches!(p.standing, Standing::Active | Standing::Invited { .. }) {
+                who.insert(p.professional, notice.change);
+            }
+        }
+        if c.state == State::Requested
+            && let Some(addressed) = c.addressed
+        {
+            who.insert(addressed, notice.change);
+        }
+    }
+    if let Some(actor) = notice.actor {
+        who.insert(actor, notice.change);
+    }
+    if notice.change == v1::ConsultChange::Invited {
+        for p in &notice.new.participants {
+            let newly = notice.new.is_invited(p.professional)
+                && !notice.old.is_some_and(|old| old.is_invited(p.professional));
+            if newly {
+                who.insert(p.professional, v1::ConsultChange::Requested);
+            }
+        }
+    }
+    who
+}
+
+/// The specialists in whose inbox the pool request `c` is (or was).
+async fn pool_inboxes(consults: &ConsultApi, c: &Consult) -> ServiceResult<Vec<ProfessionalId>> {
+    let ctx = consults.context();
+    let mut inboxes = Vec::new();
+    let mut after = None;
+    loop {
+        let page = ctx
+            .directory
+            .list_specialists(Some(c.expertise), true, after, POOL_PAGE)
+            .await?;
+        for p in &page.items {
+            if consults.pool_eligible(c, p).await? {
+                inboxes.push(p.id);
+            }
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok(inboxes),
+        }
+    }
+}
+
+/// The events of `notices`, per device.
+pub(super) async fn fanout(consults: &ConsultApi, notices: &[Notice<'_>]) -> ServiceResult<Fanout> {
+    let ctx = consults.context();
+    let occurred_at = Some(timestamp(ctx.now()));
+    let mut fanout = Fanout::default();
+    for notice in notices {
+        let mut who = concerned(notice);
+        let was = notice.old.is_some_and(in_pool);
+        if was != in_pool(notice.new) {
+            let pooled = if was { notice.old } else { Some(notice.new) };
+            let taken = notice.change == v1::ConsultChange::Accepted;
+            for p in pool_inboxes(consults, pooled.unwrap_or(notice.new)).await? {
+                who.entry(p).or_insert(if taken {
+                    v1::ConsultChange::Taken
+                } else {
+                    notice.change
+                });
+            }
+        }
+        for (professional, change) in who {
+            let event = StoredEvent {
+                occurred_at,
+                event: Some(v1::subscribe_response::Event::Consult(v1::ConsultEvent {
+                    change: change.into(),
+                    consult: Some(v1::Consult {
+                        consult_id: notice.new.id.to_string(),
+                        ..Default::default()
+                    }),
+                    actor_professional_id: notice.actor.map(|a| a.to_string()).unwrap_or_default(),
+                })),
+                ..Default::default()
+            };
+            fanout.add_to_devices(ctx, professional, &event).await?;
+        }
+    }
+    Ok(fanout)
+}
+
+/// Commits `batch` with the events of `notices` in the same batch, and
+/// wakes the devices' subscriptions. A conflict on a device log head alone
+/// (another event landed first) is retried with the heads read again; a
+/// conflict on anything else the caller read is returned as
+/// [`StoreError::Conflict`].
+pub(super) async fn commit(
+    consults: &ConsultApi,
+    batch: Batch,
+    notices: &[Notice<'_>],
+) -> ServiceResult<()> {
+    let ctx = consults.context();
+    let fanout = fanout(consults, notices).await?;
+    commit_fanout(ctx, batch, &fanout).await
+}
+
+/// Commits `batch` with `fanout` staged on the current log heads, retrying
+/// as [`commit`] does.
+pub(super) async fn commit_fanout(
+    ctx: &Context,
+    batch: Batch,
+    fanout: &Fanout,
+) -> ServiceResult<()> {
+    for _ in 0..ATTEMPTS {
+        let mut attempt = batch.clone();
+        let notify = fanout.stage(ctx, &mut attempt).await?;
+        match ctx.threads.commit(attempt).await {
+            Ok(()) => {
+                for (device, last) in notify {
+                    ctx.hub.notify(device, last);
+                }
+                return Ok(());
+            }
+            Err(StoreError::Conflict) => {
+                if !ctx
+                    .threads
+                    .holds_apart_from(&batch, Keyspace::EventHeads)
+                    .await?
+                {
+                    return Err(StoreError::Conflict.into());
+                }
+                tokio::task::yield_now().await;
+            }
+            Err(other) => return Err(other.into()),
+        }
+    }
+    Err(ServiceError::Aborted(
+        "too many concurrent changes for the devices concerned; try again".into(),
+    ))
+}
+
+/// Fills in a stored consult event for delivery to `viewer`: the consult as
+/// they may see it now, or only its id and state when they may not.
+pub(super) async fn fill(
+    consults: &ConsultApi,
+    viewer: &crate::domain::Professional,
+    event: &mut v1::ConsultEvent,
+) -> ServiceResult<()> {
+    let Some(shown) = &mut event.consult else {
+        return Ok(());
+    };
+    let id = crate::domain::consult::ConsultId::parse("consult_id", &shown.consult_id).map_err(
+        |_| StoreError::Corrupt {
+            space: Keyspace::Events,
+            reason: "consult event names no consult".into(),
+        },
+    )?;
+    let loaded = match consults.load(id).await {
+        Ok(loaded) => loaded,
+        // Gone (erased): the event says only that it changed.
+        Err(ServiceError::NotFound(_)) => return Ok(()),
+        Err(other) => return Err(other),
+    };
+    *shown = if consults.sees(&loaded.now, viewer).await? {
+        super::consult_view::consult_to_proto(&loaded.now, viewer.id)
+    } else {
+        let (state, suspension, outcome) = crate::store::consults::state_to_proto(loaded.now.state);
+        v1::Consult {
+            consult_id: id.to_string(),
+            state: state.into(),
+            suspension_reason: suspension.into(),
+            outcome: outcome.into(),
+            ..Default::default()
+        }
+    };
+    Ok(())
+}

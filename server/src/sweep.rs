@@ -1,0 +1,74 @@
+//! The sweep: what time does to consults, stored and told as it happens.
+//!
+//! Reads settle a consult at the clock's `now` anyway (decision 14); the
+//! sweep makes the change happen without a read, so that the contact person
+//! and the specialists hear of it: every interval it expires the requests
+//! past their respond-by time and suspends the consults whose consent ran
+//! out, each as one batch with a `server/...` audit event and the consult
+//! events of everyone concerned. Its work comes from two deadline indexes,
+//! so a sweep with nothing due reads two keys.
+
+use std::time::Duration;
+
+use crate::{
+    error::ServiceResult,
+    services::{ConsultApi, Context},
+    store::{Batch, Keyspace},
+};
+
+/// Deadlines handled per index and round; the rest wait for the next round.
+const PER_ROUND: usize = 256;
+/// The most consults of one consent suspended in one round.
+const CONSULTS_PER_CONSENT: usize = 5000;
+
+/// Sweeps every `interval` until the task is dropped.
+pub(crate) async fn run(ctx: Context, interval: Duration) {
+    let consults = ConsultApi::new(ctx.clone());
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(err) = round(&ctx, &consults).await {
+            tracing::warn!(error = %err, "sweep round failed; trying again next round");
+        }
+    }
+}
+
+/// One round; returns how many consults it looked at.
+///
+/// # Errors
+/// A store failure; what was done before it stays done.
+pub(crate) async fn round(ctx: &Context, consults: &ConsultApi) -> ServiceResult<usize> {
+    let now = ctx.now();
+    let mut seen = 0;
+    for id in ctx.consults.due(now, PER_ROUND).await? {
+        settle(consults, id).await;
+        seen += 1;
+    }
+    for (key, consent) in ctx.families.consents_due(now, PER_ROUND).await? {
+        let resting = ctx
+            .consults
+            .indexed(
+                Keyspace::ConsultsByConsent,
+                consent.as_bytes(),
+                CONSULTS_PER_CONSENT,
+            )
+            .await?;
+        for consult in resting {
+            settle(consults, consult.id).await;
+            seen += 1;
+        }
+        let mut batch = Batch::new();
+        ctx.families.stage_swept(&mut batch, key);
+        ctx.consults.commit(batch).await?;
+    }
+    Ok(seen)
+}
+
+/// Settles one consult; a failure is logged and left for the next round,
+/// so one bad record does not hold up the others.
+async fn settle(consults: &ConsultApi, id: crate::domain::consult::ConsultId) {
+    if let Err(err) = consults.settle_stored(id).await {
+        tracing::warn!(consult = %id, error = %err, "sweep could not settle a consult");
+    }
+}
