@@ -24,6 +24,8 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// The default largest MLS message (commit, application message, Welcome,
 /// key package) a thread stores.
 pub const DEFAULT_MAX_MLS_MESSAGE_BYTES: usize = 256 * 1024;
+/// The default largest attachment, in bytes (encrypted).
+pub const DEFAULT_MAX_ATTACHMENT_BYTES: usize = 16 * 1024 * 1024;
 
 /// Why a configuration is refused.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +74,8 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// The largest MLS message a thread stores, in bytes.
     pub max_mls_message_bytes: usize,
+    /// The largest attachment a thread stores (encrypted), in bytes.
+    pub max_attachment_bytes: usize,
 }
 
 /// The checked configuration the server runs with.
@@ -143,6 +147,8 @@ pub struct FileLimits {
     pub max_message_bytes: Option<usize>,
     /// Largest MLS message a thread stores, bytes.
     pub max_mls_message_bytes: Option<usize>,
+    /// Largest attachment a thread stores (encrypted), bytes.
+    pub max_attachment_bytes: Option<usize>,
 }
 
 /// One `[[organisations]]` entry.
@@ -233,6 +239,15 @@ impl FileConfig {
                     .into(),
             ));
         }
+        let max_attachment_bytes = self
+            .limits
+            .max_attachment_bytes
+            .unwrap_or(DEFAULT_MAX_ATTACHMENT_BYTES);
+        if !(1024..=1024 * 1024 * 1024).contains(&max_attachment_bytes) {
+            return Err(ConfigError::Invalid(
+                "limits.max_attachment_bytes must be between 1024 and 1073741824".into(),
+            ));
+        }
         let handshake_seconds = self.handshake_timeout_seconds.unwrap_or(10);
         if !(1..=300).contains(&handshake_seconds) {
             return Err(ConfigError::Invalid(
@@ -254,6 +269,7 @@ impl FileConfig {
             limits: Limits {
                 max_message_bytes,
                 max_mls_message_bytes,
+                max_attachment_bytes,
             },
             handshake_timeout: Duration::from_secs(handshake_seconds),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds.unwrap_or(10)),

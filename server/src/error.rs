@@ -41,6 +41,11 @@ pub enum ServiceError {
     /// A limit was reached (RESOURCE_EXHAUSTED).
     #[error("{0}")]
     ResourceExhausted(String),
+    /// A request stream broke or carried an undecodable or oversized
+    /// message: tonic's status, passed on (an oversized message becomes
+    /// RESOURCE_EXHAUSTED in `StatusFixLayer`).
+    #[error("request stream: {}", .0.message())]
+    Stream(Status),
     /// The storage layer failed; a conflict is retryable (ABORTED), anything
     /// else is internal.
     #[error(transparent)]
@@ -61,6 +66,10 @@ impl From<ServiceError> for Status {
             ServiceError::ResourceExhausted(msg) => Status::resource_exhausted(msg),
             ServiceError::AlreadyExists(msg) => Status::already_exists(msg),
             ServiceError::Aborted(msg) => Status::aborted(msg),
+            ServiceError::Stream(status) if status.code() == Code::OutOfRange => {
+                Status::resource_exhausted(status.message().to_owned())
+            }
+            ServiceError::Stream(status) => status,
             ServiceError::Store(StoreError::Conflict) => Status::new(
                 Code::Aborted,
                 "the record was changed by a concurrent call; read it again and retry",

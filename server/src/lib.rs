@@ -132,6 +132,7 @@ pub async fn run_with(
         families: Families::new(store.clone()),
         consults: Consults::new(store.clone()),
         threads: Threads::new(store.clone()),
+        attachments: store::attachments::Attachments::new(store.clone()),
         hub: Hub::new(),
         trail: Trail::new(store.clone()),
         clock,
@@ -172,11 +173,8 @@ pub async fn run_with(
             ConsultServiceServer::new(ConsultApi::new(ctx.clone())).max_decoding_message_size(max),
         )
         .add_service(
-            ThreadServiceServer::new(ThreadApi::new(
-                ctx.clone(),
-                config.limits.max_mls_message_bytes,
-            ))
-            .max_decoding_message_size(max),
+            ThreadServiceServer::new(ThreadApi::new(ctx.clone(), &config.limits))
+                .max_decoding_message_size(max),
         )
         .add_service(
             AuditServiceServer::new(AuditApi::new(ctx.clone())).max_decoding_message_size(max),

@@ -281,6 +281,28 @@ pub async fn alter_thread_entry(
     store.commit(batch).await.expect("write");
 }
 
+/// Changes stored chunk `index` of an attachment's encrypted bytes, as an
+/// attacker with the server's disk could (the server must be stopped).
+pub async fn alter_attachment_chunk(
+    data_dir: &std::path::Path,
+    attachment: Uuid,
+    index: u64,
+    change: impl FnOnce(&mut Vec<u8>),
+) {
+    use samenop_server::store::{Batch, Keyspace, Store, sled::SledStore};
+    let store = open_when_released(|| SledStore::open(data_dir)).await;
+    let key = [attachment.as_bytes().as_slice(), &index.to_be_bytes()].concat();
+    let mut raw = store
+        .get(Keyspace::AttachmentChunks, &key)
+        .await
+        .expect("read")
+        .expect("the chunk exists");
+    change(&mut raw);
+    let mut batch = Batch::new();
+    batch.put(Keyspace::AttachmentChunks, key, raw);
+    store.commit(batch).await.expect("write");
+}
+
 /// Every file under `dir` whose bytes contain `needle`.
 pub fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<PathBuf> {
     let mut found = Vec::new();

@@ -19,6 +19,7 @@
 //! - an ABORTED post (the thread moved to a newer epoch) is retried after
 //!   catching up, so no message is lost.
 
+mod attachment;
 mod state;
 
 use std::{
@@ -40,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::{Client, ClientError, Result, consult::ParticipantStatus};
+pub use attachment::{Attachment, NewAttachment};
 use state::DurableState;
 
 /// The ciphersuite of every consult group.
@@ -97,6 +99,9 @@ pub struct ThreadMessage {
     pub text: String,
     /// The sequence of the message it answers.
     pub reply_to: Option<u64>,
+    /// Its attachments; open each with [`Messenger::open_attachment`].
+    #[serde(default)]
+    pub attachments: Vec<Attachment>,
     /// Whether this device sent it.
     pub own: bool,
 }
@@ -808,6 +813,26 @@ impl Messenger {
     /// [`ClientError::FailedPrecondition`] when the consult refuses posts
     /// (suspended or closed: the message says why).
     pub async fn send(&self, consult: Uuid, text: &str, reply_to: Option<u64>) -> Result<u64> {
+        self.send_with(consult, text, reply_to, &[]).await
+    }
+
+    /// Like [`Messenger::send`], with attachments: each is encrypted with a
+    /// fresh key and uploaded first, and the message carries the keys.
+    ///
+    /// # Errors
+    /// As [`Messenger::send`]; ResourceExhausted for an attachment over the
+    /// server's limit.
+    pub async fn send_with(
+        &self,
+        consult: Uuid,
+        text: &str,
+        reply_to: Option<u64>,
+        attachments: &[NewAttachment<'_>],
+    ) -> Result<u64> {
+        if !self.joined(consult).await? {
+            return Err(not_member(consult));
+        }
+        let attachments = self.upload_attachments(consult, attachments).await?;
         let request_id = Uuid::new_v4();
         for attempt in 0..POST_ATTEMPTS {
             if attempt > 0 {
@@ -824,7 +849,7 @@ impl Messenger {
                 sender_counter: counter,
                 text: text.to_owned(),
                 reply_to_sequence: reply_to.unwrap_or(0),
-                attachments: Vec::new(),
+                attachments: attachments.iter().map(Attachment::to_reference).collect(),
             };
             let encrypted = group
                 .create_message(
@@ -859,6 +884,7 @@ impl Messenger {
                         sender_professional: inner.device.professional,
                         text: text.to_owned(),
                         reply_to,
+                        attachments,
                         own: true,
                     };
                     let extra = vec![(message_key(consult, sequence), Some(json(&message)?))];
@@ -1089,6 +1115,12 @@ impl Messenger {
                     ));
                 }
                 thread.received.insert(sender, content.sender_counter);
+                let attachments = content
+                    .attachments
+                    .into_iter()
+                    .map(Attachment::from_reference)
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|why| rejected(consult, sequence, why))?;
                 let message = ThreadMessage {
                     consult,
                     sequence,
@@ -1096,6 +1128,7 @@ impl Messenger {
                     sender_professional,
                     text: content.text,
                     reply_to: (content.reply_to_sequence != 0).then_some(content.reply_to_sequence),
+                    attachments,
                     own: false,
                 };
                 extra.push((message_key(consult, sequence), Some(json(&message)?)));

@@ -2,6 +2,7 @@
 //! request, identifies and authorises the caller, calls the domain and the
 //! store, and encodes the answer — nothing else.
 
+mod attachments;
 mod audit;
 mod consult;
 mod consult_view;
@@ -18,8 +19,8 @@ use crate::{
     clock::Clock,
     delivery::Hub,
     store::{
-        audit::Trail, consults::Consults, directory::Directory, families::Families,
-        threads::Threads,
+        attachments::Attachments, audit::Trail, consults::Consults, directory::Directory,
+        families::Families, threads::Threads,
     },
 };
 
@@ -42,6 +43,8 @@ pub struct Context {
     pub consults: Consults,
     /// Threads, key packages and device event logs.
     pub threads: Threads,
+    /// Encrypted thread attachments.
+    pub attachments: Attachments,
     /// Wakes device subscriptions.
     pub hub: Hub,
     /// The audit trail, for reading (every change writes its own events).

@@ -55,6 +55,8 @@ pub struct ThreadApi {
     consults: ConsultApi,
     /// The largest MLS message stored.
     max_mls_bytes: usize,
+    /// The largest attachment stored.
+    max_attachment_bytes: usize,
 }
 
 /// A post's checked input.
@@ -78,7 +80,7 @@ fn bad_field(field: &'static str, problem: &'static str) -> ServiceError {
 }
 
 /// Why a consult in `state` refuses posts, or `None` when it accepts them.
-fn refuses_posts(id: ConsultId, state: State) -> Option<String> {
+pub(super) fn refuses_posts(id: ConsultId, state: State) -> Option<String> {
     match state {
         State::Requested | State::Accepted => None,
         State::Suspended { reason, .. } => Some(format!(
@@ -188,11 +190,12 @@ pub(super) async fn participating(
 
 impl ThreadApi {
     /// The service over `ctx`.
-    pub fn new(ctx: Context, max_mls_bytes: usize) -> Self {
+    pub fn new(ctx: Context, limits: &crate::config::Limits) -> Self {
         ThreadApi {
             consults: ConsultApi::new(ctx.clone()),
             ctx,
-            max_mls_bytes,
+            max_mls_bytes: limits.max_mls_message_bytes,
+            max_attachment_bytes: limits.max_attachment_bytes,
         }
     }
 
@@ -657,5 +660,22 @@ impl ThreadService for ThreadApi {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+
+    async fn upload_attachment(
+        &self,
+        request: Request<tonic::Streaming<v1::UploadAttachmentRequest>>,
+    ) -> Result<Response<v1::UploadAttachmentResponse>, Status> {
+        let answer =
+            super::attachments::upload(&self.consults, self.max_attachment_bytes, request).await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn download_attachment(
+        &self,
+        request: Request<v1::DownloadAttachmentRequest>,
+    ) -> Result<Response<BoxStream<v1::DownloadAttachmentResponse>>, Status> {
+        let stream = super::attachments::download(&self.consults, request).await?;
+        Ok(Response::new(stream))
     }
 }

@@ -8,6 +8,7 @@
 //! typed operations that keep records and their indexes together live in
 //! [`directory`]. The contract tests in `contract` run against every backend.
 
+pub mod attachments;
 pub mod audit;
 pub mod consults;
 pub mod directory;
@@ -85,6 +86,11 @@ pub enum Keyspace {
     /// nothing, for consents not revoked and not yet swept: the sweep
     /// suspends the consults resting on each once it has passed.
     ConsentDeadlines,
+    /// Thread attachments: consult id + attachment id → record.
+    Attachments,
+    /// Encrypted attachment bytes: attachment id + chunk index (8 bytes,
+    /// big-endian) → bytes.
+    AttachmentChunks,
     /// Store metadata (schema version).
     Meta,
 }
@@ -121,6 +127,8 @@ impl Keyspace {
             Keyspace::EventHeads => 25,
             Keyspace::ConsultDeadlines => 26,
             Keyspace::ConsentDeadlines => 27,
+            Keyspace::Attachments => 28,
+            Keyspace::AttachmentChunks => 29,
         }
     }
 }

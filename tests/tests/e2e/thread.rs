@@ -7,11 +7,12 @@
 use samenop_client::{
     Client, ClientError, Expertise, Role, ViolenceType,
     consult::{LegalBasis, NewConsult, Urgency},
-    mls::{EventKind, Messenger},
+    mls::{EventKind, Messenger, NewAttachment},
 };
 use samenop_proto::v1;
 use samenop_tests::{
-    ORG_A, ORG_B, TestServer, alter_thread_entry, family_with_consent, files_containing,
+    ORG_A, ORG_B, TestServer, alter_attachment_chunk, alter_thread_entry, family_with_consent,
+    files_containing,
 };
 use tempfile::TempDir;
 use uuid::Uuid;
@@ -631,4 +632,163 @@ async fn only_participants_read_and_post_and_ended_consults_refuse_posts() {
         .catch_up(c.id)
         .await
         .expect("still readable");
+}
+
+/// A canary-marked content of `size` bytes.
+fn document(canary: &str, size: usize) -> Vec<u8> {
+    let mut bytes: Vec<u8> = canary.bytes().cycle().take(size).collect();
+    bytes[size / 2] = b'!';
+    bytes
+}
+
+#[tokio::test]
+async fn attachments_travel_encrypted_in_chunks_and_are_checked_on_arrival() {
+    let mut c = three_party().await;
+    let canary = format!("attachment-canary-{}", Uuid::new_v4());
+    // Larger than one chunk each way (256 KiB), so chunking is exercised.
+    let report = document(&canary, 700 * 1024);
+    let sent = c
+        .sanne
+        .messenger()
+        .send_with(
+            c.id,
+            "Het verslag, zie bijlage",
+            None,
+            &[NewAttachment {
+                name: "verslag.pdf",
+                media_type: "application/pdf",
+                bytes: &report,
+            }],
+        )
+        .await
+        .unwrap();
+
+    for device in [&c.eva, &c.ravi] {
+        let got = device.messenger().catch_up(c.id).await.unwrap();
+        let message = got
+            .iter()
+            .find(|m| m.sequence == sent)
+            .expect("the message");
+        let [attachment] = message.attachments.as_slice() else {
+            panic!("one attachment");
+        };
+        assert_eq!(
+            (attachment.name.as_str(), attachment.size),
+            ("verslag.pdf", report.len() as u64)
+        );
+        let opened = device
+            .messenger()
+            .open_attachment(c.id, attachment)
+            .await
+            .unwrap();
+        assert!(opened == report, "the content arrives whole");
+    }
+    // Only ciphertext reached the server.
+    assert!(
+        files_containing(&c.server.data_dir, canary.as_bytes()).is_empty(),
+        "the attachment's plaintext reached the server's disk"
+    );
+
+    // An outsider's device learns nothing of it.
+    let attachment = c.eva.messenger().messages(c.id).await.unwrap()[0].attachments[0].clone();
+    let olga = Device::new(
+        c.server
+            .professional(ORG_B, "Olga", &[Role::Specialist], &[ABUSE])
+            .await,
+        "laptop olga",
+    )
+    .await;
+    let err = olga
+        .messenger()
+        .open_attachment(c.id, &attachment)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::NotFound(_)), "{err:?}");
+
+    // Bytes changed on the server's disk are refused, not shown.
+    c.server.stop().await;
+    alter_attachment_chunk(&c.server.data_dir, attachment.id, 1, |chunk| {
+        chunk[10] ^= 0x01;
+    })
+    .await;
+    c.server.launch().await;
+    let err = c
+        .ravi
+        .messenger()
+        .open_attachment(c.id, &attachment)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Rejected(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn uploads_over_the_limit_or_not_as_announced_are_refused() {
+    use v1::upload_attachment_request::Part;
+    let c = three_party().await;
+    let device = c.sanne.messenger().device();
+    let upload = |header: v1::AttachmentHeader, chunks: Vec<Vec<u8>>| {
+        let parts: Vec<_> = std::iter::once(Part::Header(header))
+            .chain(chunks.into_iter().map(Part::Chunk))
+            .map(|part| v1::UploadAttachmentRequest { part: Some(part) })
+            .collect();
+        let client = c.sanne.client.clone();
+        async move {
+            let mut threads = v1::thread_service_client::ThreadServiceClient::new(client.channel());
+            threads
+                .upload_attachment(acting(&client, tokio_stream::iter(parts)))
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let header = |size: u64, bytes: &[u8]| v1::AttachmentHeader {
+        consult_id: c.id.to_string(),
+        device_id: device.to_string(),
+        size_bytes: size,
+        sha256: ring::digest::digest(&ring::digest::SHA256, bytes)
+            .as_ref()
+            .to_vec(),
+    };
+    let bytes = vec![7u8; 5000];
+
+    // Declared over the configured limit (16 MiB): refused at the header.
+    let err = upload(header(16 * 1024 * 1024 + 1, &bytes), Vec::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("limit"), "{}", err.message());
+    // A chunk over 1 MiB.
+    let big = vec![1u8; 1024 * 1024 + 1];
+    let err = upload(header(big.len() as u64, &big), vec![big.clone()])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    // Fewer bytes than announced, more, or other bytes.
+    for (size, chunks, field) in [
+        (5001, vec![bytes.clone()], "size_bytes"),
+        (4000, vec![bytes.clone()], "size_bytes"),
+        (5000, vec![vec![8u8; 5000]], "sha256"),
+    ] {
+        let err = upload(header(size, &bytes), chunks).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains(field), "{}", err.message());
+    }
+    // As announced: stored.
+    let stored = upload(
+        header(5000, &bytes),
+        vec![bytes[..3000].to_vec(), bytes[3000..].to_vec()],
+    )
+    .await
+    .unwrap();
+    assert_eq!(stored.size_bytes, 5000);
+
+    // A closed consult takes no more attachments.
+    c.sanne
+        .client
+        .close_consult(c.id, samenop_client::consult::Outcome::AdviceGiven)
+        .await
+        .unwrap();
+    let err = upload(header(5000, &bytes), vec![bytes.clone()])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
 }

@@ -1,0 +1,150 @@
+//! Typed storage of thread attachments: encrypted bytes the server cannot
+//! read, in fixed-size chunks, and one record per attachment.
+//!
+//! An upload writes its chunks first, each in its own batch, and the record
+//! last, in the batch that carries the upload's audit event: an attachment
+//! exists (can be downloaded, is referred to) only once its record does. A
+//! failed upload removes its chunks; chunks without a record, left by a
+//! crash mid-upload, are never read and go with the purge job.
+
+use std::sync::Arc;
+
+use prost::Message;
+
+use super::{
+    Batch, Keyspace, Store, StoreError,
+    records::{SCHEMA_VERSION, corrupt, decode_versioned},
+};
+use crate::domain::consult::ConsultId;
+
+/// A stored attachment.
+#[derive(Clone, PartialEq, Message)]
+pub struct AttachmentRecord {
+    /// Schema version of the record.
+    #[prost(uint32, tag = "1")]
+    pub version: u32,
+    /// The size of the encrypted bytes.
+    #[prost(uint64, tag = "2")]
+    pub size_bytes: u64,
+    /// Their SHA-256 (32 bytes), checked at upload.
+    #[prost(bytes = "vec", tag = "3")]
+    pub sha256: Vec<u8>,
+    /// The uploading device (16 bytes).
+    #[prost(bytes = "vec", tag = "4")]
+    pub device: Vec<u8>,
+    /// The uploading professional (16 bytes).
+    #[prost(bytes = "vec", tag = "5")]
+    pub professional: Vec<u8>,
+    /// Upload time, ms since the Unix epoch.
+    #[prost(int64, tag = "6")]
+    pub uploaded_at_ms: i64,
+    /// The size of every stored chunk but the last.
+    #[prost(uint32, tag = "7")]
+    pub chunk_bytes: u32,
+}
+
+/// Attachment storage over any [`Store`].
+#[derive(Clone)]
+pub struct Attachments {
+    /// The backend.
+    store: Arc<dyn Store>,
+}
+
+fn chunk_key(attachment: uuid::Uuid, index: u64) -> Vec<u8> {
+    [attachment.as_bytes().as_slice(), &index.to_be_bytes()].concat()
+}
+
+fn record_key(consult: ConsultId, attachment: uuid::Uuid) -> Vec<u8> {
+    [consult.as_bytes().as_slice(), attachment.as_bytes()].concat()
+}
+
+impl Attachments {
+    /// Attachment storage on `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Attachments { store }
+    }
+
+    /// Stores chunk `index` of an upload in progress, durably.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails.
+    pub async fn put_chunk(
+        &self,
+        attachment: uuid::Uuid,
+        index: u64,
+        bytes: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let mut batch = Batch::new();
+        batch.put(
+            Keyspace::AttachmentChunks,
+            chunk_key(attachment, index),
+            bytes,
+        );
+        self.store.commit(batch).await
+    }
+
+    /// Removes the first `count` chunks of a failed upload.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails.
+    pub async fn drop_chunks(&self, attachment: uuid::Uuid, count: u64) -> Result<(), StoreError> {
+        let mut batch = Batch::new();
+        for index in 0..count {
+            batch.delete(Keyspace::AttachmentChunks, chunk_key(attachment, index));
+        }
+        self.store.commit(batch).await
+    }
+
+    /// Adds to `batch` the record that makes an uploaded attachment exist.
+    pub fn stage_record(
+        &self,
+        batch: &mut Batch,
+        consult: ConsultId,
+        attachment: uuid::Uuid,
+        record: &AttachmentRecord,
+    ) {
+        let key = record_key(consult, attachment);
+        batch.expect(Keyspace::Attachments, key.clone(), None);
+        batch.put(
+            Keyspace::Attachments,
+            key,
+            AttachmentRecord {
+                version: SCHEMA_VERSION,
+                ..record.clone()
+            }
+            .encode_to_vec(),
+        );
+    }
+
+    /// Reads the record of an attachment of `consult`.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails or the record is corrupt.
+    pub async fn record(
+        &self,
+        consult: ConsultId,
+        attachment: uuid::Uuid,
+    ) -> Result<Option<AttachmentRecord>, StoreError> {
+        self.store
+            .get(Keyspace::Attachments, &record_key(consult, attachment))
+            .await?
+            .map(|raw| {
+                decode_versioned(Keyspace::Attachments, &raw, |r: &AttachmentRecord| {
+                    r.version
+                })
+            })
+            .transpose()
+    }
+
+    /// Reads chunk `index` of a stored attachment.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails, or [`StoreError::Corrupt`]
+    /// when a chunk its record promises is missing.
+    pub async fn chunk(&self, attachment: uuid::Uuid, index: u64) -> Result<Vec<u8>, StoreError> {
+        self.store
+            .get(Keyspace::AttachmentChunks, &chunk_key(attachment, index))
+            .await?
+            .ok_or_else(|| corrupt(Keyspace::AttachmentChunks, "a chunk is missing"))
+    }
+}
