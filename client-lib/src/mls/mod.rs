@@ -593,11 +593,56 @@ impl Messenger {
         Ok(())
     }
 
+    /// Keeps a consult's group in line with what a consult event says
+    /// changed, when this device is the one to do it; returns what it
+    /// changed, or `None` when it had nothing to do.
+    ///
+    /// The owner's devices add a specialist who accepted and remove one who
+    /// left or was removed. After a handover the new owner is not in the
+    /// group yet, so the specialists' devices remove the previous owner's
+    /// devices and add the new owner's (whoever commits first does it; the
+    /// others find nothing left to do). A consult that refuses posts
+    /// (suspended, closed) is left alone: nothing can be sent in it, and
+    /// the server refuses its commits too.
+    ///
+    /// # Errors
+    /// As [`Messenger::sync_members`].
+    pub async fn follow(
+        &self,
+        event: &crate::consult::ConsultEvent,
+    ) -> Result<Option<MembershipChange>> {
+        use crate::consult::{ConsultChange as C, ConsultState as S};
+        let Some(view) = &event.view else {
+            return Ok(None);
+        };
+        let relevant = matches!(
+            event.change,
+            C::Accepted
+                | C::ParticipantLeft
+                | C::ParticipantRemoved
+                | C::OwnerChanged
+                | C::LegalBasisChanged
+        );
+        if !relevant || !matches!(view.state, S::Requested | S::Accepted) {
+            return Ok(None);
+        }
+        let me = self
+            .client
+            .professional()
+            .ok_or(ClientError::NoProfessional)?;
+        let duty = view.owner == me || event.change == C::OwnerChanged;
+        if !duty || !self.joined(event.consult).await? {
+            return Ok(None);
+        }
+        self.sync_members(event.consult).await.map(Some)
+    }
+
     /// Brings the group's members in line with the consult's participants:
     /// removes devices of professionals who no longer take part (or revoked
     /// devices), then adds every active device of every active participant
     /// that is missing, with key packages claimed from the server. For the
-    /// consult's owner.
+    /// consult's owner, and for a specialist after a handover (see
+    /// [`Messenger::follow`]).
     ///
     /// # Errors
     /// [`ClientError`] when a step fails; what was committed stays.

@@ -72,6 +72,7 @@ impl Device {
 struct Consult {
     server: TestServer,
     id: Uuid,
+    family: Uuid,
     sanne: Device,
     eva: Device,
     ravi: Device,
@@ -112,6 +113,7 @@ async fn three_party() -> Consult {
     ravi.accept_consult(consult.id).await.expect("ravi accepts");
     let c = Consult {
         id: consult.id,
+        family: family.id,
         sanne: Device::new(sanne, "werkplek sanne").await,
         eva: Device::new(eva, "laptop eva").await,
         ravi: Device::new(ravi, "laptop ravi").await,
@@ -791,4 +793,97 @@ async fn uploads_over_the_limit_or_not_as_announced_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+}
+
+/// The next consult event of `events` with `change`, skipping the rest.
+async fn next_change(
+    events: &mut samenop_client::mls::Events,
+    change: samenop_client::consult::ConsultChange,
+) -> samenop_client::consult::ConsultEvent {
+    loop {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(20), events.next())
+            .await
+            .expect("an event in time")
+            .unwrap()
+            .expect("the stream goes on");
+        if let EventKind::Consult(event) = event.kind
+            && event.change == change
+        {
+            return event;
+        }
+    }
+}
+
+#[tokio::test]
+async fn after_a_handover_the_group_follows_the_new_contact_person() {
+    use samenop_client::consult::ConsultChange;
+    let c = three_party().await;
+    let mila = Device::new(
+        c.server
+            .professional(ORG_A, "Mila", &[Role::ContactPerson], &[])
+            .await,
+        "werkplek mila",
+    )
+    .await;
+    let mut eva_events = c.eva.messenger().subscribe(None).await.unwrap();
+    let mut ravi_events = c.ravi.messenger().subscribe(None).await.unwrap();
+    c.sanne
+        .client
+        .hand_over_family(c.family, mila.client.professional().unwrap())
+        .await
+        .unwrap();
+
+    // The specialists' devices act on the event: the first one to commit
+    // moves the group, the other finds nothing left to do.
+    let event = next_change(&mut eva_events, ConsultChange::OwnerChanged).await;
+    let change = c
+        .eva
+        .messenger()
+        .follow(&event)
+        .await
+        .unwrap()
+        .expect("eva acts");
+    assert_eq!(change.removed, vec![c.sanne.messenger().device()]);
+    assert_eq!(change.added, vec![mila.messenger().device()]);
+    let event = next_change(&mut ravi_events, ConsultChange::OwnerChanged).await;
+    c.ravi.messenger().catch_up(c.id).await.unwrap();
+    let nothing = c
+        .ravi
+        .messenger()
+        .follow(&event)
+        .await
+        .unwrap()
+        .expect("ravi checks");
+    assert_eq!(nothing, Default::default());
+
+    // Mila joins, finds exactly the participants' devices, and is read.
+    mila.messenger().catch_up(c.id).await.unwrap();
+    mila.messenger().verify_members(c.id).await.unwrap();
+    mila.messenger()
+        .send(c.id, "Ik neem het over", None)
+        .await
+        .unwrap();
+    for device in [&c.eva, &c.ravi] {
+        assert_eq!(
+            texts(&device.messenger().catch_up(c.id).await.unwrap()),
+            ["Ik neem het over"]
+        );
+    }
+
+    // Sanne lost the thread: the server refuses her, and the ciphertexts
+    // she could get anyway do not decrypt for her device.
+    let refused = c.sanne.messenger().catch_up(c.id).await.unwrap_err();
+    assert!(matches!(refused, ClientError::NotFound(_)), "{refused:?}");
+    let entries = raw_entries(&c.eva.client, c.eva.messenger().device(), c.id).await;
+    let err = c.sanne.messenger().apply(c.id, entries).await.unwrap_err();
+    assert!(matches!(err, ClientError::FailedPrecondition(_)), "{err:?}");
+    assert!(
+        c.sanne
+            .messenger()
+            .messages(c.id)
+            .await
+            .unwrap()
+            .iter()
+            .all(|m| m.text != "Ik neem het over")
+    );
 }
