@@ -54,21 +54,32 @@ pub(crate) async fn round(ctx: &Context, consults: &ConsultApi) -> ServiceResult
                 CONSULTS_PER_CONSENT,
             )
             .await?;
+        let complete = resting.len() < CONSULTS_PER_CONSENT;
+        let mut settled = true;
         for consult in resting {
-            settle(consults, consult.id).await;
+            settled &= settle(consults, consult.id).await;
             seen += 1;
         }
-        let mut batch = Batch::new();
-        ctx.families.stage_swept(&mut batch, key);
-        ctx.consults.commit(batch).await?;
+        // Only once every consult on it is settled: otherwise next round.
+        if complete && settled {
+            let mut batch = Batch::new();
+            ctx.families.stage_swept(&mut batch, key);
+            ctx.consults.commit(batch).await?;
+        }
     }
     Ok(seen)
 }
 
-/// Settles one consult; a failure is logged and left for the next round,
-/// so one bad record does not hold up the others.
-async fn settle(consults: &ConsultApi, id: crate::domain::consult::ConsultId) {
-    if let Err(err) = consults.settle_stored(id).await {
-        tracing::warn!(consult = %id, error = %err, "sweep could not settle a consult");
+/// Settles one consult; returns whether it is settled. A failure is left
+/// for the next round (logged unless a concurrent change won), so one bad
+/// record does not hold up the others.
+async fn settle(consults: &ConsultApi, id: crate::domain::consult::ConsultId) -> bool {
+    match consults.settle_stored(id).await {
+        Ok(()) => true,
+        Err(crate::error::ServiceError::Store(crate::store::StoreError::Conflict)) => false,
+        Err(err) => {
+            tracing::warn!(consult = %id, error = %err, "sweep could not settle a consult");
+            false
+        }
     }
 }

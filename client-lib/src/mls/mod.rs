@@ -82,6 +82,63 @@ struct ThreadRecord {
     received: BTreeMap<Uuid, u64>,
     /// Whether this device was removed from the group.
     removed: bool,
+    /// Whether this device has been in the group since before anyone sent
+    /// a message (it created it, or joined by the thread's first commit):
+    /// then every sender's count must start at 1. A device that joined
+    /// later takes the first count it sees of each sender as the start.
+    #[serde(default)]
+    from_start: bool,
+    /// The message being sent: kept with its request id until the server
+    /// answers, so one whose answer was lost is posted again under the same
+    /// id (and stored once) before anything else is sent.
+    #[serde(default)]
+    outbox: Option<Outbox>,
+}
+
+/// Devices by id: owner professional and listed signature key.
+type Listed = HashMap<Uuid, (Uuid, Vec<u8>)>;
+
+/// What the directory says of a consult's group, read from the server.
+struct Roster {
+    /// The consult's owner now.
+    owner: Uuid,
+    /// The active devices of its active participants: exactly who must be
+    /// in the group.
+    current: Listed,
+    /// Every listed device (revoked ones too) of everyone who takes or took
+    /// part, past owners included: who an earlier commit may have added.
+    /// A commit is checked against these, not against `current`, because
+    /// it is read later than it was made: a device revoked (or a specialist
+    /// gone) since was rightly added then, and the owner's next commit
+    /// removes it. The server sent that device its Welcome only while it
+    /// was current.
+    known: Listed,
+}
+
+/// A message on its way to the server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Outbox {
+    /// The request id every attempt carries.
+    request_id: Uuid,
+    /// The encoded `ThreadContent`, with its sender count.
+    content: Vec<u8>,
+}
+
+/// Whether a post refused with `code` was certainly not stored (a post that
+/// was stored always gets its answer again, whatever changed since).
+fn not_stored(code: tonic::Code) -> bool {
+    use tonic::Code as C;
+    matches!(
+        code,
+        C::InvalidArgument
+            | C::FailedPrecondition
+            | C::NotFound
+            | C::PermissionDenied
+            | C::ResourceExhausted
+            | C::Unauthenticated
+            | C::OutOfRange
+            | C::Unimplemented
+    )
 }
 
 /// A message of a thread, decrypted.
@@ -494,7 +551,10 @@ impl Messenger {
             credential,
         )
         .map_err(|e| local("cannot create the group", e))?;
-        let thread = inner.thread(consult)?;
+        let thread = ThreadRecord {
+            from_start: true,
+            ..inner.thread(consult)?
+        };
         inner.persist(consult, &thread, Vec::new())
     }
 
@@ -513,33 +573,48 @@ impl Messenger {
     }
 
     /// The active devices of the consult's active participants, with their
-    /// listed signature keys.
-    async fn listed_devices(&self, consult: Uuid) -> Result<HashMap<Uuid, (Uuid, Vec<u8>)>> {
+    /// listed signature keys, and every device that may have been added by
+    /// an earlier commit (see [`Roster`]).
+    async fn roster(&self, consult: Uuid) -> Result<Roster> {
         let c = self.client.consult(consult).await?;
-        let mut devices = HashMap::new();
-        let mut who: BTreeSet<Uuid> = c
+        let mut roster = Roster {
+            owner: c.owner,
+            current: HashMap::new(),
+            known: HashMap::new(),
+        };
+        let active: BTreeSet<Uuid> = c
             .participants
             .iter()
             .filter(|p| p.status == ParticipantStatus::Active)
             .map(|p| p.professional)
+            .chain([c.owner])
             .collect();
-        who.insert(c.owner);
-        for professional in who {
+        let everyone: BTreeSet<Uuid> = c
+            .participants
+            .iter()
+            .map(|p| p.professional)
+            .chain([c.owner])
+            .collect();
+        for professional in everyone {
             let (_, listed) = self.client.professional_with_devices(professional).await?;
-            for device in listed.into_iter().filter(|d| d.revoked_at.is_none()) {
-                devices.insert(device.id, (professional, device.signature_public_key));
+            for device in listed {
+                let entry = (professional, device.signature_public_key);
+                if device.revoked_at.is_none() && active.contains(&professional) {
+                    roster.current.insert(device.id, entry.clone());
+                }
+                roster.known.insert(device.id, entry);
             }
         }
-        Ok(devices)
+        Ok(roster)
     }
 
-    /// Checks that every member of `group` not in `known` is a listed
-    /// device of an active participant, with the listed key.
+    /// Checks that every member of `group` not in `known` is one of
+    /// `listed`, with the listed key.
     fn check_new_members(
         consult: Uuid,
         group: &MlsGroup,
         known: &BTreeSet<Vec<u8>>,
-        listed: &HashMap<Uuid, (Uuid, Vec<u8>)>,
+        listed: &Listed,
     ) -> Result<()> {
         for member in group.members() {
             if known.contains(&member.signature_key) {
@@ -560,10 +635,44 @@ impl Messenger {
                 }
                 None => {
                     return Err(ClientError::GroupMismatch(format!(
-                        "device {device} in consult {consult}'s group is not an active device of \
-                         a participant of the consult"
+                        "device {device} in consult {consult}'s group is not a device of a \
+                         participant of the consult"
                     )));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks who a commit by `sender` removed (members `before` it and
+    /// not in `group` now): only the owner's devices remove a device that
+    /// must stay (an active device of an active participant); anyone may
+    /// remove one that no longer belongs, as the specialists do after a
+    /// handover.
+    fn check_removals(
+        consult: Uuid,
+        group: &MlsGroup,
+        before: &BTreeMap<Vec<u8>, Option<Uuid>>,
+        sender: Uuid,
+        roster: &Roster,
+    ) -> Result<()> {
+        let by_owner = roster
+            .known
+            .get(&sender)
+            .is_some_and(|(professional, _)| *professional == roster.owner);
+        if by_owner {
+            return Ok(());
+        }
+        let after: BTreeSet<Vec<u8>> = group.members().map(|m| m.signature_key).collect();
+        for (key, device) in before {
+            if !after.contains(key)
+                && let Some(device) = device
+                && roster.current.contains_key(device)
+            {
+                return Err(ClientError::GroupMismatch(format!(
+                    "device {sender}, not the owner's, removed device {device} of a participant \
+                     from consult {consult}'s group"
+                )));
             }
         }
         Ok(())
@@ -575,7 +684,7 @@ impl Messenger {
     /// # Errors
     /// [`ClientError::GroupMismatch`] naming the first difference.
     pub async fn verify_members(&self, consult: Uuid) -> Result<()> {
-        let listed = self.listed_devices(consult).await?;
+        let listed = self.roster(consult).await?.current;
         let inner = self.inner.lock().await;
         let group = inner
             .load_group(consult)?
@@ -650,7 +759,7 @@ impl Messenger {
         let mut change = MembershipChange::default();
         for _ in 0..POST_ATTEMPTS {
             self.catch_up(consult).await?;
-            let listed = self.listed_devices(consult).await?;
+            let listed = self.roster(consult).await?.current;
             let mut inner = self.inner.lock().await;
             let mut group = inner.group_to_commit(consult)?;
             let members: Vec<(openmls::prelude::LeafNodeIndex, Option<Uuid>)> = group
@@ -877,31 +986,49 @@ impl Messenger {
         if !self.joined(consult).await? {
             return Err(not_member(consult));
         }
+        // A message whose answer was lost goes first, under its own id.
+        self.deliver_outbox(consult).await?;
         let attachments = self.upload_attachments(consult, attachments).await?;
-        let request_id = Uuid::new_v4();
+        {
+            let mut inner = self.inner.lock().await;
+            let mut thread = inner.thread(consult)?;
+            let content = v1::ThreadContent {
+                version: CONTENT_VERSION,
+                sender_counter: thread.sent + 1,
+                text: text.to_owned(),
+                reply_to_sequence: reply_to.unwrap_or(0),
+                attachments: attachments.iter().map(Attachment::to_reference).collect(),
+            };
+            thread.outbox = Some(Outbox {
+                request_id: Uuid::new_v4(),
+                content: content.encode_to_vec(),
+            });
+            inner.persist(consult, &thread, Vec::new())?;
+        }
+        self.deliver_outbox(consult)
+            .await?
+            .ok_or_else(|| local("the message to send", "it left the outbox unsent"))
+    }
+
+    /// Posts the message waiting in a thread's outbox, if any, catching up
+    /// and encrypting it again when the thread moved to a newer epoch;
+    /// returns its sequence. A refusal that certainly stored nothing empties
+    /// the outbox; any other failure leaves it for the next send.
+    async fn deliver_outbox(&self, consult: Uuid) -> Result<Option<u64>> {
         for attempt in 0..POST_ATTEMPTS {
             if attempt > 0 {
                 self.catch_up(consult).await?;
             }
             let mut inner = self.inner.lock().await;
+            let mut thread = inner.thread(consult)?;
+            let Some(outbox) = thread.outbox.clone() else {
+                return Ok(None);
+            };
             let mut group = inner
                 .load_group(consult)?
                 .ok_or_else(|| not_member(consult))?;
-            let mut thread = inner.thread(consult)?;
-            let counter = thread.sent + 1;
-            let content = v1::ThreadContent {
-                version: CONTENT_VERSION,
-                sender_counter: counter,
-                text: text.to_owned(),
-                reply_to_sequence: reply_to.unwrap_or(0),
-                attachments: attachments.iter().map(Attachment::to_reference).collect(),
-            };
             let encrypted = group
-                .create_message(
-                    inner.state.provider(),
-                    &inner.signer,
-                    &content.encode_to_vec(),
-                )
+                .create_message(inner.state.provider(), &inner.signer, &outbox.content)
                 .map_err(|e| local("cannot encrypt the message", e))?;
             // The ratchet's step is on disk before the ciphertext leaves.
             inner.persist(consult, &thread, Vec::new())?;
@@ -909,7 +1036,7 @@ impl Messenger {
                 consult_id: consult.to_string(),
                 device_id: self.device.to_string(),
                 mls_message: serialize(&encrypted)?,
-                request_id: request_id.to_string(),
+                request_id: outbox.request_id.to_string(),
             };
             match self
                 .threads()
@@ -918,25 +1045,40 @@ impl Messenger {
             {
                 Ok(answer) => {
                     let sequence = answer.into_inner().sequence;
-                    thread.sent = counter;
+                    let content = v1::ThreadContent::decode(outbox.content.as_slice())
+                        .map_err(|e| local("the outbox", e))?;
+                    thread.sent = content.sender_counter;
+                    thread.outbox = None;
                     if sequence == thread.next_sequence {
                         thread.next_sequence += 1;
                     }
+                    let attachments = content
+                        .attachments
+                        .into_iter()
+                        .map(Attachment::from_reference)
+                        .collect::<std::result::Result<Vec<_>, _>>()
+                        .map_err(|e| local("the outbox", e))?;
                     let message = ThreadMessage {
                         consult,
                         sequence,
                         sender_device: self.device,
                         sender_professional: inner.device.professional,
-                        text: text.to_owned(),
-                        reply_to,
+                        text: content.text,
+                        reply_to: (content.reply_to_sequence != 0)
+                            .then_some(content.reply_to_sequence),
                         attachments,
                         own: true,
                     };
                     let extra = vec![(message_key(consult, sequence), Some(json(&message)?))];
                     inner.persist(consult, &thread, extra)?;
-                    return Ok(sequence);
+                    return Ok(Some(sequence));
                 }
                 Err(status) if status.code() == tonic::Code::Aborted => {}
+                Err(status) if not_stored(status.code()) => {
+                    thread.outbox = None;
+                    inner.persist(consult, &thread, Vec::new())?;
+                    return Err(status.into());
+                }
                 Err(status) => return Err(status.into()),
             }
         }
@@ -955,14 +1097,37 @@ impl Messenger {
     pub async fn catch_up(&self, consult: Uuid) -> Result<Vec<ThreadMessage>> {
         let mut received = Vec::new();
         loop {
-            let from = self.inner.lock().await.thread(consult)?.next_sequence;
+            let (from, standing) = {
+                let inner = self.inner.lock().await;
+                let thread = inner.thread(consult)?;
+                let standing = inner
+                    .load_group(consult)?
+                    .map(|group| group.is_active() && !thread.removed);
+                (thread.next_sequence, standing)
+            };
             let page = self.fetch(consult, from).await?;
-            if !self.joined(consult).await? {
-                let Some(welcome) = page.welcomes.first() else {
-                    return Ok(received);
-                };
+            // Not in the group, or added again after a removal (seen or
+            // not): the Welcome that added this device (again) is where it
+            // starts. The Welcome of the current membership lies behind.
+            let welcome = match standing {
+                None => page.welcomes.first(),
+                Some(_) => page.welcomes.first().filter(|w| w.commit_sequence >= from),
+            };
+            if let Some(welcome) = welcome {
                 self.join(consult, welcome).await?;
                 continue;
+            }
+            if standing.is_none() {
+                return Ok(received);
+            }
+            if standing == Some(true)
+                && let Some(first) = page.entries.first()
+                && first.sequence > from
+            {
+                return Err(ClientError::FailedPrecondition(format!(
+                    "consult {consult}'s thread is not available to this device from sequence \
+                     {from}; the consult's owner must add it again"
+                )));
             }
             let done = page.next_sequence > page.latest_sequence || page.entries.is_empty();
             received.extend(self.apply(consult, page.entries).await?);
@@ -977,7 +1142,7 @@ impl Messenger {
     }
 
     async fn join(&self, consult: Uuid, welcome: &v1::WelcomeMessage) -> Result<()> {
-        let listed = self.listed_devices(consult).await?;
+        let listed = self.roster(consult).await?.known;
         let mut inner = self.inner.lock().await;
         let message = MlsMessageIn::tls_deserialize_exact_bytes(&welcome.welcome)
             .map_err(|e| rejected(consult, welcome.commit_sequence, e))?;
@@ -987,6 +1152,13 @@ impl Messenger {
         let config = MlsGroupJoinConfig::builder()
             .use_ratchet_tree_extension(true)
             .build();
+        // A group this device was removed from gives way to the new one;
+        // its own sender count goes on, so others see no repeat.
+        let before = inner.thread(consult)?;
+        if let Some(mut old) = inner.load_group(consult)? {
+            old.delete(inner.state.provider().storage())
+                .map_err(|e| local("cannot drop the group it was removed from", e))?;
+        }
         let group = StagedWelcome::new_from_welcome(inner.state.provider(), &config, body, None)
             .and_then(|staged| staged.into_group(inner.state.provider()))
             .map_err(|e| rejected(consult, welcome.commit_sequence, e));
@@ -1011,6 +1183,8 @@ impl Messenger {
         }
         let thread = ThreadRecord {
             next_sequence: welcome.commit_sequence + 1,
+            from_start: welcome.commit_sequence == 1,
+            sent: before.sent,
             ..ThreadRecord::default()
         };
         inner.persist(consult, &thread, Vec::new())?;
@@ -1059,7 +1233,7 @@ impl Messenger {
             // no longer allowed to read the consult cannot read it; a commit
             // that removes it still applies (and ends its membership).
             let listed = if committed_by_other {
-                match self.listed_devices(consult).await {
+                match self.roster(consult).await {
                     Ok(listed) => Some(listed),
                     Err(ClientError::NotFound(_)) => None,
                     Err(other) => return Err(other),
@@ -1085,7 +1259,7 @@ impl Messenger {
         inner: &mut Inner,
         consult: Uuid,
         entry: &v1::ThreadEntry,
-        listed: Option<&HashMap<Uuid, (Uuid, Vec<u8>)>>,
+        listed: Option<&Roster>,
     ) -> Result<Option<ThreadMessage>> {
         let sequence = entry.sequence;
         let mut thread = inner.thread(consult)?;
@@ -1103,8 +1277,17 @@ impl Messenger {
         if sender == self.device {
             // Our own message or commit: a commit still pending (posted
             // before a crash) is merged now.
-            if entry.kind == v1::ThreadEntryKind::Commit as i32 && group.pending_commit().is_some()
-            {
+            if entry.kind == v1::ThreadEntryKind::Commit as i32 {
+                if group.pending_commit().is_none() {
+                    // Posted, given up on, and stored after all: this device
+                    // no longer holds what the commit moved the group to.
+                    return Err(rejected(
+                        consult,
+                        sequence,
+                        "it is this device's own commit, which it had given up on; the \
+                         consult's owner must remove this device and add it again",
+                    ));
+                }
                 group
                     .merge_pending_commit(inner.state.provider())
                     .map_err(|e| rejected(consult, sequence, e))?;
@@ -1147,8 +1330,16 @@ impl Messenger {
                         format!("content version {} is not known", content.version),
                     ));
                 }
-                let last = thread.received.get(&sender).copied().unwrap_or(0);
-                if content.sender_counter != last + 1 {
+                let seen = thread.received.get(&sender).copied();
+                let last = seen.unwrap_or(0);
+                let in_order = match seen {
+                    Some(last) => content.sender_counter == last + 1,
+                    None if thread.from_start => content.sender_counter == 1,
+                    // Joined mid-thread: what the sender sent before is
+                    // not this device's to read.
+                    None => content.sender_counter >= 1,
+                };
+                if !in_order {
                     return Err(rejected(
                         consult,
                         sequence,
@@ -1180,18 +1371,23 @@ impl Messenger {
                 out = Some(message);
             }
             ProcessedMessageContent::StagedCommitMessage(staged) => {
-                let known: BTreeSet<Vec<u8>> = group.members().map(|m| m.signature_key).collect();
+                let before: BTreeMap<Vec<u8>, Option<Uuid>> = group
+                    .members()
+                    .map(|m| (m.signature_key, member_device(&m.credential)))
+                    .collect();
                 group
                     .merge_staged_commit(inner.state.provider(), *staged)
                     .map_err(|e| rejected(consult, sequence, e))?;
                 if group.is_active() {
-                    let listed = listed.ok_or_else(|| {
+                    let roster = listed.ok_or_else(|| {
                         ClientError::GroupMismatch(format!(
                             "consult {consult}'s group changed, but the server no longer shows \
                              this professional the consult's participants to check it"
                         ))
                     })?;
-                    Self::check_new_members(consult, &group, &known, listed)?;
+                    let known: BTreeSet<Vec<u8>> = before.keys().cloned().collect();
+                    Self::check_new_members(consult, &group, &known, &roster.known)?;
+                    Self::check_removals(consult, &group, &before, sender, roster)?;
                 } else {
                     thread.removed = true;
                 }

@@ -132,10 +132,12 @@ impl DurableState {
         self.db
             .apply_batch(batch)
             .map_err(|e| local("cannot write the state", e))?;
+        // sled holds these values now, flushed or not: a roll-back after a
+        // failed flush must come back to them, not to older ones.
+        self.persisted = current;
         self.db
             .flush()
             .map_err(|e| local("cannot flush the state", e))?;
-        self.persisted = current;
         self.restrict_files()
     }
 

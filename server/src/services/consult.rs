@@ -191,8 +191,12 @@ impl ConsultApi {
     }
 
     /// Stores what time did to consult `id` (expiry, consent ending), when
-    /// anything, and tells everyone concerned. A concurrent change wins: it
-    /// stores the settled state and tells of it itself.
+    /// anything, and tells everyone concerned.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when a concurrent change won; the sweep
+    /// tries again next round (the change may have stored the settled
+    /// state and told of it, or not: a handover moves the record as stored).
     pub(crate) async fn settle_stored(&self, id: ConsultId) -> ServiceResult<()> {
         let loaded = self.load(id).await?;
         let Some(notice) = settled_notice(&loaded) else {
@@ -220,10 +224,7 @@ impl ConsultApi {
             event.legal_basis = Some(basis.to_proto(false));
         }
         batch.audit(event);
-        match notices::commit(self, batch, &[notice]).await {
-            Err(ServiceError::Store(StoreError::Conflict)) | Ok(()) => Ok(()),
-            Err(other) => Err(other),
-        }
+        notices::commit(self, batch, &[notice]).await
     }
 
     /// Checks that a family consult's basis covers `expertise` at

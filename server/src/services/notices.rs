@@ -188,8 +188,34 @@ pub(super) async fn commit(
     notices: &[Notice<'_>],
 ) -> ServiceResult<()> {
     let ctx = consults.context();
+    let mut batch = batch;
+    for notice in notices {
+        forget_welcomes(ctx, &mut batch, notice).await?;
+    }
     let fanout = fanout(consults, notices).await?;
     commit_fanout(ctx, batch, &fanout).await
+}
+
+/// Adds to `batch` the removal of the thread Welcomes of everyone who stops
+/// taking part by the change: were they to return, the thread would be
+/// theirs again only from the Welcome that adds them then, not from the old
+/// one (which would show what was said while they were away).
+async fn forget_welcomes(
+    ctx: &Context,
+    batch: &mut Batch,
+    notice: &Notice<'_>,
+) -> ServiceResult<()> {
+    let Some(old) = notice.old else {
+        return Ok(());
+    };
+    let still = super::thread::active_participants(notice.new);
+    for gone in super::thread::active_participants(old).difference(&still) {
+        for device in ctx.directory.devices_of(*gone).await? {
+            ctx.threads
+                .stage_forget_welcome(batch, notice.new.id, device.id);
+        }
+    }
+    Ok(())
 }
 
 /// Commits `batch` with `fanout` staged on the current log heads, retrying
@@ -234,7 +260,7 @@ pub(super) async fn fill(
     viewer: &crate::domain::Professional,
     event: &mut v1::ConsultEvent,
 ) -> ServiceResult<()> {
-    let Some(shown) = &mut event.consult else {
+    let Some(shown) = &event.consult else {
         return Ok(());
     };
     let id = crate::domain::consult::ConsultId::parse("consult_id", &shown.consult_id).map_err(
@@ -249,9 +275,11 @@ pub(super) async fn fill(
         Err(ServiceError::NotFound(_)) => return Ok(()),
         Err(other) => return Err(other),
     };
-    *shown = if consults.sees(&loaded.now, viewer).await? {
+    let shown = if consults.sees(&loaded.now, viewer).await? {
         super::consult_view::consult_to_proto(&loaded.now, viewer.id)
     } else {
+        // Not even who did it.
+        event.actor_professional_id.clear();
         let (state, suspension, outcome) = crate::store::consults::state_to_proto(loaded.now.state);
         v1::Consult {
             consult_id: id.to_string(),
@@ -261,5 +289,6 @@ pub(super) async fn fill(
             ..Default::default()
         }
     };
+    event.consult = Some(shown);
     Ok(())
 }

@@ -261,13 +261,12 @@ impl ThreadApi {
         post: &Post<'_>,
         kind: v1::ThreadEntryKind,
         message_epoch: u64,
-        welcomes: &[(Vec<u8>, Vec<Device>)],
+        welcomes: &[v1::WelcomeDelivery],
     ) -> ServiceResult<(u64, u64)> {
         for _ in 0..APPEND_ATTEMPTS {
             let loaded = participating(&self.consults, caller, post.consult).await?;
-            if let Some(reason) = refuses_posts(post.consult, loaded.now.state) {
-                return Err(ServiceError::FailedPrecondition(reason));
-            }
+            // A post stored before gets its answer again, whatever changed
+            // since: the sender must learn that it landed.
             if let Some(earlier) = self
                 .ctx
                 .threads
@@ -276,6 +275,12 @@ impl ThreadApi {
             {
                 return Ok((earlier.sequence, earlier.epoch));
             }
+            if let Some(reason) = refuses_posts(post.consult, loaded.now.state) {
+                return Err(ServiceError::FailedPrecondition(reason));
+            }
+            // Checked against the consult as this attempt read it, so no
+            // Welcome reaches a device that stopped taking part meanwhile.
+            let welcomes = self.welcome_targets(&loaded.now, welcomes).await?;
             let read = self.ctx.threads.head(post.consult).await?;
             if message_epoch != read.head.epoch {
                 return Err(ServiceError::Aborted(format!(
@@ -319,7 +324,7 @@ impl ThreadApi {
                     .stage_unchanged(&mut batch, &loaded.stored);
             }
             let mut fanout = Fanout::default();
-            for (welcome, devices) in welcomes {
+            for (welcome, devices) in &welcomes {
                 for device in devices {
                     let message = v1::WelcomeMessage {
                         consult_id: post.consult.to_string(),
@@ -380,12 +385,11 @@ impl ThreadApi {
     /// consult's active participants, each once.
     async fn welcome_targets(
         &self,
-        caller: &Caller,
-        consult: ConsultId,
+        c: &Consult,
         deliveries: &[v1::WelcomeDelivery],
     ) -> ServiceResult<Vec<(Vec<u8>, Vec<Device>)>> {
-        let loaded = participating(&self.consults, caller, consult).await?;
-        let members = active_participants(&loaded.now);
+        let consult = c.id;
+        let members = active_participants(c);
         let mut seen = BTreeSet::new();
         let mut targets = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
@@ -481,16 +485,13 @@ impl ThreadService for ThreadApi {
         if message.epoch().as_u64() != req.epoch {
             return Err(bad_field("epoch", "differs from the commit's own epoch").into());
         }
-        let welcomes = self
-            .welcome_targets(&caller, post.consult, &req.welcomes)
-            .await?;
         let (sequence, epoch) = self
             .append(
                 &caller,
                 &post,
                 v1::ThreadEntryKind::Commit,
                 req.epoch,
-                &welcomes,
+                &req.welcomes,
             )
             .await?;
         Ok(Response::new(v1::PostCommitResponse { sequence, epoch }))
@@ -604,6 +605,24 @@ impl ThreadService for ThreadApi {
         let api = self.clone();
         tokio::spawn(async move {
             loop {
+                // A device revoked (or whose professional was deactivated)
+                // while subscribed hears nothing more.
+                match api.ctx.directory.device(device.id).await {
+                    Ok(Some(now)) if now.revoked_at.is_none() => {}
+                    Ok(_) => {
+                        let _ = tx
+                            .send(Err(Status::not_found(format!(
+                                "no active device {} of yours",
+                                device.id
+                            ))))
+                            .await;
+                        return;
+                    }
+                    Err(err) => {
+                        let _ = tx.send(Err(ServiceError::from(err).into())).await;
+                        return;
+                    }
+                }
                 let events = match api
                     .ctx
                     .threads

@@ -240,6 +240,16 @@ impl Threads {
         );
     }
 
+    /// Adds to `batch` that `device` no longer has a Welcome to a thread:
+    /// its professional stopped taking part, and a later return starts
+    /// from the Welcome that adds it again.
+    pub fn stage_forget_welcome(&self, batch: &mut Batch, consult: ConsultId, device: DeviceId) {
+        batch.delete(
+            Keyspace::Welcomes,
+            pair_key(consult.as_bytes(), device.as_bytes()),
+        );
+    }
+
     /// The Welcome that added `device` to a thread's group, if any.
     ///
     /// # Errors

@@ -887,3 +887,108 @@ async fn after_a_handover_the_group_follows_the_new_contact_person() {
             .all(|m| m.text != "Ik neem het over")
     );
 }
+
+#[tokio::test]
+async fn a_specialist_who_returns_reads_from_their_return_and_late_joiners_read_on() {
+    let c = three_party().await;
+    let eva_id = c.eva.client.professional().unwrap();
+    for text in ["een", "twee"] {
+        c.eva.messenger().send(c.id, text, None).await.unwrap();
+    }
+    c.sanne.messenger().catch_up(c.id).await.unwrap();
+    c.ravi.messenger().catch_up(c.id).await.unwrap();
+
+    // Eva leaves; the owner's device removes hers; the thread goes on.
+    c.eva.client.leave_consult(c.id).await.unwrap();
+    let change = c.sanne.messenger().sync_members(c.id).await.unwrap();
+    assert_eq!(change.removed, vec![c.eva.messenger().device()]);
+    c.sanne
+        .messenger()
+        .send(c.id, "terwijl Eva weg is", None)
+        .await
+        .unwrap();
+
+    // She is invited again and accepts: until her device is added again,
+    // there is nothing for it to read, and nothing of the time away.
+    c.sanne
+        .client
+        .invite_specialist(c.id, eva_id, ABUSE)
+        .await
+        .unwrap();
+    c.eva.client.accept_consult(c.id).await.unwrap();
+    assert!(c.eva.messenger().catch_up(c.id).await.unwrap().is_empty());
+
+    let change = c.sanne.messenger().sync_members(c.id).await.unwrap();
+    assert_eq!(change.added, vec![c.eva.messenger().device()]);
+    // Her device joins again, and her own count goes on where it was.
+    assert!(c.eva.messenger().catch_up(c.id).await.unwrap().is_empty());
+    c.sanne
+        .messenger()
+        .send(c.id, "welkom terug", None)
+        .await
+        .unwrap();
+    c.eva.messenger().send(c.id, "drie", None).await.unwrap();
+    assert_eq!(
+        texts(&c.eva.messenger().catch_up(c.id).await.unwrap()),
+        ["welkom terug"]
+    );
+    assert!(
+        texts(&c.eva.messenger().messages(c.id).await.unwrap())
+            .iter()
+            .all(|t| *t != "terwijl Eva weg is"),
+        "what was said while she was away stays unread"
+    );
+    assert_eq!(
+        texts(&c.ravi.messenger().catch_up(c.id).await.unwrap()),
+        ["terwijl Eva weg is", "welkom terug", "drie"]
+    );
+
+    // A specialist who joins now reads on from there, although everyone
+    // sent before.
+    let olga = Device::new(
+        c.server
+            .professional(ORG_B, "Olga", &[Role::Specialist], &[ABUSE])
+            .await,
+        "laptop olga",
+    )
+    .await;
+    let olga_id = olga.client.professional().unwrap();
+    c.sanne
+        .client
+        .invite_specialist(c.id, olga_id, ABUSE)
+        .await
+        .unwrap();
+    olga.client.accept_consult(c.id).await.unwrap();
+    c.sanne.messenger().sync_members(c.id).await.unwrap();
+    olga.messenger().catch_up(c.id).await.unwrap();
+    c.eva.messenger().send(c.id, "vier", None).await.unwrap();
+    c.ravi.messenger().send(c.id, "vijf", None).await.unwrap();
+    assert_eq!(
+        texts(&olga.messenger().catch_up(c.id).await.unwrap()),
+        ["vier", "vijf"]
+    );
+}
+
+#[tokio::test]
+async fn a_message_whose_post_failed_goes_first_once_the_server_is_back() {
+    let mut c = three_party().await;
+    c.server.stop().await;
+    let err = c
+        .eva
+        .messenger()
+        .send(c.id, "eerst", None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Unavailable(_)), "{err:?}");
+    c.server.launch().await;
+    c.eva.messenger().send(c.id, "daarna", None).await.unwrap();
+    // Both arrive, once each, in the order written.
+    assert_eq!(
+        texts(&c.sanne.messenger().catch_up(c.id).await.unwrap()),
+        ["eerst", "daarna"]
+    );
+    assert_eq!(
+        texts(&c.eva.messenger().messages(c.id).await.unwrap()),
+        ["eerst", "daarna"]
+    );
+}
