@@ -3,7 +3,9 @@
 //! one-time key package is handed out once; the last-resort one when the
 //! one-time ones are used up.
 
-use openmls::prelude::{MlsMessageBodyIn, MlsMessageIn, tls_codec::DeserializeBytes};
+use openmls::prelude::{
+    BasicCredential, MlsMessageBodyIn, MlsMessageIn, tls_codec::DeserializeBytes,
+};
 use samenop_proto::v1::{self, AuditObjectType as Object};
 
 use super::{Context, consult::ConsultApi, thread};
@@ -36,12 +38,20 @@ fn check_key_package(field: &'static str, raw: &[u8], device: &Device) -> Servic
     let MlsMessageBodyIn::KeyPackage(package) = message.extract() else {
         return Err(malformed(field, "is not an MLS KeyPackage"));
     };
-    if package.unverified_credential().signature_key.as_slice()
-        != device.signature_key.as_bytes().as_slice()
-    {
+    let credential = package.unverified_credential();
+    if credential.signature_key.as_slice() != device.signature_key.as_bytes().as_slice() {
         return Err(malformed(
             field,
             "is signed for another key than the device's registered signature key",
+        ));
+    }
+    let names_device = BasicCredential::try_from(credential.credential)
+        .is_ok_and(|basic| basic.identity() == device.id.as_bytes().as_slice());
+    if !names_device {
+        return Err(malformed(
+            field,
+            "has a credential that does not name the device (a basic credential whose \
+             identity is the device id's 16 bytes)",
         ));
     }
     Ok(())

@@ -39,6 +39,8 @@ const PAGE_MAX: usize = 500;
 /// The most bytes of MLS messages one FetchThread page returns (the first
 /// message always fits: it is at most the MLS limit).
 const PAGE_BYTES: usize = 2 * 1024 * 1024;
+/// Thread entries read from the store at a time by FetchThread.
+const FETCH_READ: usize = 8;
 /// Events read from a device's log at a time, and held in a subscription's
 /// outgoing channel at most.
 const EVENTS_PER_READ: usize = 32;
@@ -563,15 +565,27 @@ impl ThreadService for ThreadApi {
                 .map_or(head.last_sequence + 1, |w| w.commit_sequence)
         };
         let from = req.from_sequence.max(first).max(1);
-        let mut entries = Vec::new();
-        if from <= head.last_sequence {
-            let mut bytes = 0;
-            for entry in self.ctx.threads.entries(consult, from, size).await? {
+        let mut entries: Vec<v1::ThreadEntry> = Vec::new();
+        let mut bytes = 0;
+        // Read a few at a time, so a page never holds much more than its
+        // byte limit in memory, however large the messages.
+        'page: while entries.len() < size {
+            let next = entries.last().map_or(from, |e| e.sequence + 1);
+            if next > head.last_sequence {
+                break;
+            }
+            let want = (size - entries.len()).min(FETCH_READ);
+            let read = self.ctx.threads.entries(consult, next, want).await?;
+            let exhausted = read.len() < want;
+            for entry in read {
                 bytes += entry.mls_message.len();
                 if bytes > PAGE_BYTES && !entries.is_empty() {
-                    break;
+                    break 'page;
                 }
                 entries.push(entry);
+            }
+            if exhausted {
+                break;
             }
         }
         let next_sequence = entries.last().map_or(from, |e| e.sequence + 1);
