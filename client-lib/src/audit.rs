@@ -144,6 +144,12 @@ pub struct Verification {
     pub fault: String,
     /// When broken: what is wrong, in words.
     pub detail: String,
+    /// How many signed checkpoints were checked.
+    pub checkpoints_checked: u64,
+    /// The newest checkpoint that verified: the sequence it covers and the
+    /// audit public key (32 bytes) it was signed with, to compare with the
+    /// key the operator published.
+    pub latest_checkpoint: Option<(u64, Vec<u8>)>,
 }
 
 fn outcome_from(value: i32) -> Result<Outcome> {
@@ -294,6 +300,8 @@ impl Client {
             first_broken: (!answer.ok).then_some(answer.first_broken_sequence),
             fault: answer.fault().as_str_name().to_owned(),
             detail: answer.detail,
+            checkpoints_checked: answer.checkpoints_checked,
+            latest_checkpoint: answer.latest_checkpoint.map(|c| (c.sequence, c.public_key)),
         })
     }
 }

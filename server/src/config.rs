@@ -98,6 +98,10 @@ pub struct Config {
     /// How often the sweep expires requests and suspends consults whose
     /// consent ran out.
     pub sweep_interval: Duration,
+    /// The audit key file (Ed25519, PKCS#8; made when missing).
+    pub audit_key: PathBuf,
+    /// How often the audit chain is checkpointed (when it grew).
+    pub audit_checkpoint_interval: Duration,
 }
 
 /// The file's shape.
@@ -114,6 +118,11 @@ pub struct FileConfig {
     pub handshake_timeout_seconds: Option<u64>,
     /// Seconds between sweeps (request expiry, consent ending).
     pub sweep_interval_seconds: Option<u64>,
+    /// The audit key file; default `audit-ed25519.pk8` in the data
+    /// directory.
+    pub audit_key: Option<PathBuf>,
+    /// Seconds between audit checkpoints.
+    pub audit_checkpoint_interval_seconds: Option<u64>,
     /// TLS files.
     pub tls: FileTls,
     /// Limits.
@@ -260,6 +269,12 @@ impl FileConfig {
                 "sweep_interval_seconds must be between 1 and 3600".into(),
             ));
         }
+        let checkpoint_seconds = self.audit_checkpoint_interval_seconds.unwrap_or(300);
+        if !(1..=86_400).contains(&checkpoint_seconds) {
+            return Err(ConfigError::Invalid(
+                "audit_checkpoint_interval_seconds must be between 1 and 86400".into(),
+            ));
+        }
         let organisations = check_organisations(self.organisations)?;
         Ok(Config {
             listen,
@@ -274,6 +289,11 @@ impl FileConfig {
             handshake_timeout: Duration::from_secs(handshake_seconds),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds.unwrap_or(10)),
             sweep_interval: Duration::from_secs(sweep_seconds),
+            audit_key: self.audit_key.as_deref().map_or_else(
+                || resolve(&data_dir).join(crate::audit_key::DEFAULT_FILE),
+                resolve,
+            ),
+            audit_checkpoint_interval: Duration::from_secs(checkpoint_seconds),
         })
     }
 }

@@ -38,6 +38,8 @@ pub fn config(pki: &PkiPaths, data_dir: &Path, listen: SocketAddr) -> Result<Con
         shutdown_grace_seconds: Some(5),
         handshake_timeout_seconds: None,
         sweep_interval_seconds: None,
+        audit_key: None,
+        audit_checkpoint_interval_seconds: None,
         tls: FileTls {
             certificate: pki.server_cert(),
             private_key: pki.server_key(),

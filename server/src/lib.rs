@@ -20,6 +20,7 @@
 //! completes, so tests bind `127.0.0.1:0` and inject both.
 
 pub mod audit;
+pub mod audit_key;
 pub mod auth;
 pub mod bootstrap;
 pub mod clock;
@@ -71,6 +72,9 @@ pub enum RunError {
     /// The reflection service could not be built.
     #[error("reflection: {0}")]
     Reflection(String),
+    /// The audit key could not be read or made.
+    #[error(transparent)]
+    AuditKey(#[from] audit_key::AuditKeyError),
 }
 
 /// Aborts a background task when dropped.
@@ -126,6 +130,7 @@ pub async fn run_with(
         clock::now_ms(clock.as_ref()),
     )
     .await?;
+    let audit_key = Arc::new(audit_key::AuditKey::load_or_create(&config.audit_key)?);
     let ctx = Context {
         auth: Authenticator::new(&config.organisations, directory.clone()),
         directory,
@@ -135,11 +140,16 @@ pub async fn run_with(
         attachments: store::attachments::Attachments::new(store.clone()),
         hub: Hub::new(),
         trail: Trail::new(store.clone()),
+        audit_key,
         clock,
     };
     let hub = ctx.hub.clone();
     // Ends with this function, however it returns.
     let sweeper = AbortOnDrop(tokio::spawn(sweep::run(ctx.clone(), config.sweep_interval)));
+    let checkpointer = AbortOnDrop(tokio::spawn(sweep::checkpoints(
+        ctx.clone(),
+        config.audit_checkpoint_interval,
+    )));
     let max = config.limits.max_message_bytes;
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -211,6 +221,15 @@ pub async fn run_with(
         }
     }
     drop(sweeper);
+    drop(checkpointer);
+    // A last checkpoint, so a restart finds the trail's end signed.
+    if let Err(err) = ctx
+        .trail
+        .checkpoint(&ctx.audit_key, clock::now_ms(ctx.clock.as_ref()))
+        .await
+    {
+        tracing::warn!(error = %err, "no audit checkpoint at shutdown");
+    }
     store.flush().await?;
     tracing::info!("stopped; store flushed");
     Ok(())

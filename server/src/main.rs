@@ -63,12 +63,18 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Verify the hash chain, reporting the first broken event exactly.
-    /// Exits 0 when the trail is intact, 2 when it is broken.
+    /// Verify the hash chain and its signed checkpoints, reporting the
+    /// first broken event exactly. Exits 0 when the trail is intact, 2 when
+    /// it is broken.
     Verify {
         /// The data directory of a stopped server.
         #[arg(long)]
         data: PathBuf,
+        /// The server's audit key, whose public half every checkpoint must
+        /// verify with (default: `audit-ed25519.pk8` in the data directory;
+        /// without one, all checkpoints must share one key).
+        #[arg(long)]
+        audit_key: Option<PathBuf>,
     },
 }
 
@@ -115,8 +121,8 @@ fn main() -> ExitCode {
                 listen,
             } => run_dev(pki, data_dir, listen).await,
             Command::Audit {
-                command: AuditCommand::Verify { data },
-            } => verify_audit(&data).await,
+                command: AuditCommand::Verify { data, audit_key },
+            } => verify_audit(&data, audit_key).await,
         }
     })
 }
@@ -188,7 +194,7 @@ async fn run_dev(pki_dir: PathBuf, data_dir: PathBuf, listen: SocketAddr) -> Exi
 }
 
 /// `audit verify`: checks the chain of a stopped server's store.
-async fn verify_audit(data: &std::path::Path) -> ExitCode {
+async fn verify_audit(data: &std::path::Path, audit_key: Option<PathBuf>) -> ExitCode {
     // sled keeps its data in a file named `db`: without one this is not a
     // store, and opening it would make an empty one.
     if !data.join("db").is_file() {
@@ -205,13 +211,29 @@ async fn verify_audit(data: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match Trail::new(store).verify().await {
+    let key_path = audit_key.unwrap_or_else(|| data.join(samenop_server::audit_key::DEFAULT_FILE));
+    let public_key = if key_path.is_file() {
+        match samenop_server::audit_key::AuditKey::load_or_create(&key_path) {
+            Ok(key) => Some(key.public_key().to_vec()),
+            Err(err) => {
+                eprintln!("samenop-server: {err}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        eprintln!(
+            "samenop-server: no audit key at {}: checking that every checkpoint has one key",
+            key_path.display()
+        );
+        None
+    };
+    match Trail::new(store).verify(public_key.as_deref()).await {
         Ok(result) => {
             let answer = samenop_server::services::verification_to_proto(&result);
             if answer.ok {
                 println!(
-                    "audit trail intact: {} events verified, last sequence {}",
-                    answer.events_checked, answer.last_sequence
+                    "audit trail intact: {} events verified, last sequence {}, {} checkpoints",
+                    answer.events_checked, answer.last_sequence, answer.checkpoints_checked
                 );
                 ExitCode::SUCCESS
             } else {

@@ -83,3 +83,17 @@ async fn settle(consults: &ConsultApi, id: crate::domain::consult::ConsultId) ->
         }
     }
 }
+
+/// Signs a checkpoint of the audit chain every `interval` when it grew,
+/// until the task is dropped.
+pub(crate) async fn checkpoints(ctx: Context, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match ctx.trail.checkpoint(&ctx.audit_key, ctx.now()).await {
+            Ok(_) | Err(crate::store::StoreError::Conflict) => {}
+            Err(err) => tracing::warn!(error = %err, "audit checkpoint failed; next round"),
+        }
+    }
+}

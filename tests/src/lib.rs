@@ -97,6 +97,8 @@ impl TestServer {
             shutdown_grace_seconds: Some(5),
             handshake_timeout_seconds: Some(5),
             sweep_interval_seconds: None,
+            audit_key: None,
+            audit_checkpoint_interval_seconds: None,
             tls: FileTls {
                 certificate: self.pki.server_cert(),
                 private_key: self.pki.server_key(),
@@ -120,6 +122,7 @@ impl TestServer {
         // Sweeps often, so what the manual clock makes due is swept (and
         // told) at once; what is due is still decided by the clock alone.
         config.sweep_interval = std::time::Duration::from_millis(50);
+        config.audit_checkpoint_interval = std::time::Duration::from_millis(50);
         config
     }
 
@@ -211,6 +214,17 @@ impl TestServer {
         admin.acting_as(registered.id)
     }
 
+    /// The last audit sequence the stopped server recorded.
+    pub async fn audit_head(&self) -> u64 {
+        use samenop_server::store::{audit::Trail, sled::SledStore};
+        let store = open_when_released(|| SledStore::open(&self.data_dir)).await;
+        Trail::new(Arc::new(store))
+            .head()
+            .await
+            .expect("the audit head")
+            .sequence
+    }
+
     /// The server's current (controllable) time.
     pub fn clock_now(&self) -> SystemTime {
         samenop_server::clock::Clock::now(&self.clock)
@@ -253,6 +267,38 @@ pub async fn tamper_with_audit_event(data_dir: &std::path::Path, sequence: u64) 
     entry.body[middle] ^= 0x20;
     let mut batch = Batch::new();
     batch.put(Keyspace::Audit, key.to_vec(), entry.encode_to_vec());
+    store.commit(batch).await.expect("write");
+}
+
+/// Removes the audit events after `keep` from the data directory of a
+/// stopped server, and rewrites the recorded head to match, as an attacker
+/// with the disk who covers their tracks would.
+pub async fn truncate_audit(data_dir: &std::path::Path, keep: u64) {
+    use samenop_server::store::{
+        Batch, Keyspace, Store,
+        audit::{AuditEntry, HEAD_KEY, Head},
+        sled::SledStore,
+    };
+    let store = open_when_released(|| SledStore::open(data_dir)).await;
+    let raw = store
+        .get(Keyspace::Audit, &keep.to_be_bytes())
+        .await
+        .expect("read")
+        .expect("the event kept last exists");
+    let entry: AuditEntry = prost::Message::decode(raw.as_slice()).expect("an entry");
+    let mut batch = Batch::new();
+    for (key, _) in store
+        .scan(Keyspace::Audit, b"", Some(&keep.to_be_bytes()), usize::MAX)
+        .await
+        .expect("scan")
+    {
+        batch.delete(Keyspace::Audit, key);
+    }
+    let head = Head {
+        sequence: keep,
+        hash: entry.hash.as_slice().try_into().expect("32 bytes"),
+    };
+    batch.put(Keyspace::Meta, HEAD_KEY.to_vec(), head.encode());
     store.commit(batch).await.expect("write");
 }
 

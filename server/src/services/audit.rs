@@ -344,7 +344,12 @@ impl AuditService for AuditApi {
     ) -> Result<Response<v1::VerifyAuditResponse>, Status> {
         let caller = self.ctx.auth.caller(&request).await?;
         caller.require(Role::PrivacyOfficer)?;
-        let result = self.ctx.trail.verify().await.map_err(ServiceError::from)?;
+        let result = self
+            .ctx
+            .trail
+            .verify(Some(self.ctx.audit_key.public_key()))
+            .await
+            .map_err(ServiceError::from)?;
         Ok(Response::new(verification_to_proto(&result)))
     }
 }
@@ -354,8 +359,9 @@ pub fn verification_to_proto(result: &Verification) -> v1::VerifyAuditResponse {
     let mut answer = v1::VerifyAuditResponse {
         ok: result.broken.is_none(),
         events_checked: result.checked.sequence,
-        checkpoints_checked: 0,
+        checkpoints_checked: result.checkpoints_checked,
         last_sequence: result.recorded.sequence.max(result.checked.sequence),
+        latest_checkpoint: result.latest_checkpoint.clone(),
         ..Default::default()
     };
     if let Some(broken) = result.broken {

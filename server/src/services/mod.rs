@@ -49,6 +49,8 @@ pub struct Context {
     pub hub: Hub,
     /// The audit trail, for reading (every change writes its own events).
     pub trail: Trail,
+    /// The key that signs the trail's checkpoints.
+    pub audit_key: Arc<crate::audit_key::AuditKey>,
     /// The current time.
     pub clock: Arc<dyn Clock>,
 }

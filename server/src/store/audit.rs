@@ -20,6 +20,14 @@ pub const HEAD_KEY: &[u8] = b"audit-head";
 /// The hash before the first entry.
 pub const GENESIS: [u8; 32] = [0u8; 32];
 
+/// The key of the newest checkpoint (encoded) in the Meta keyspace.
+pub const LATEST_CHECKPOINT_KEY: &[u8] = b"audit-latest-checkpoint";
+
+/// The key of the chain's base in the Meta keyspace: the sequence and hash
+/// of the last event removed by retention (absent: nothing removed). The
+/// chain is verified from there, and a signed checkpoint must name it.
+pub const BASE_KEY: &[u8] = b"audit-base";
+
 /// One stored entry of the chain, under its sequence number (8 bytes,
 /// big-endian) in the Audit keyspace.
 #[derive(Clone, PartialEq, Message)]
@@ -148,6 +156,11 @@ pub enum Fault {
     /// The chain ends before the last sequence the store recorded (or a
     /// checkpoint covers): entries were removed from its end.
     Truncated,
+    /// A checkpoint's signature does not verify with the audit key.
+    CheckpointSignature,
+    /// A checkpoint names another hash than the event at its sequence has
+    /// (or the chain's base is not a signed checkpoint).
+    CheckpointMismatch,
 }
 
 impl Fault {
@@ -159,6 +172,8 @@ impl Fault {
             Fault::SequenceGap => v1::AuditChainFault::SequenceGap,
             Fault::Unreadable => v1::AuditChainFault::Unreadable,
             Fault::Truncated => v1::AuditChainFault::Truncated,
+            Fault::CheckpointSignature => v1::AuditChainFault::CheckpointSignature,
+            Fault::CheckpointMismatch => v1::AuditChainFault::CheckpointMismatch,
         }
     }
 
@@ -170,6 +185,12 @@ impl Fault {
             Fault::SequenceGap => "a sequence number is missing or repeated",
             Fault::Unreadable => "the stored event cannot be decoded",
             Fault::Truncated => "events at the end of the chain are missing",
+            Fault::CheckpointSignature => {
+                "a checkpoint's signature does not verify with the audit key"
+            }
+            Fault::CheckpointMismatch => {
+                "a signed checkpoint names another hash for this event than the chain has"
+            }
         }
     }
 }
@@ -198,6 +219,12 @@ impl Default for Verifier {
 }
 
 impl Verifier {
+    /// A verifier that starts after `base` (the last event removed by
+    /// retention, or [`Head::EMPTY`]).
+    pub fn from_base(base: Head) -> Self {
+        Verifier { head: base }
+    }
+
     /// The head of what has been checked: sequence and hash of the last
     /// good entry.
     pub fn head(&self) -> Head {
@@ -312,40 +339,191 @@ impl Trail {
             .await
     }
 
-    /// Checks the whole chain against the recorded head.
+    /// The chain's base: after the last event removed by retention.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails or the base is corrupt.
+    pub async fn base(&self) -> Result<Head, StoreError> {
+        let raw = self.store.get(super::Keyspace::Meta, BASE_KEY).await?;
+        Head::decode(raw.as_deref())
+    }
+
+    /// The newest checkpoint, if any.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails or the record is corrupt.
+    pub async fn latest_checkpoint(&self) -> Result<Option<v1::AuditCheckpoint>, StoreError> {
+        self.store
+            .get(super::Keyspace::Meta, LATEST_CHECKPOINT_KEY)
+            .await?
+            .map(|raw| {
+                v1::AuditCheckpoint::decode(raw.as_slice()).map_err(|e| StoreError::Corrupt {
+                    space: super::Keyspace::Meta,
+                    reason: format!("latest audit checkpoint: {e}"),
+                })
+            })
+            .transpose()
+    }
+
+    /// Signs and stores a checkpoint of the chain's head, unless the newest
+    /// checkpoint already covers it; returns the new one.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails; a conflict means another
+    /// checkpoint landed first.
+    pub async fn checkpoint(
+        &self,
+        key: &crate::audit_key::AuditKey,
+        at: std::time::SystemTime,
+    ) -> Result<Option<v1::AuditCheckpoint>, StoreError> {
+        let head = self.head().await?;
+        let latest_raw = self
+            .store
+            .get(super::Keyspace::Meta, LATEST_CHECKPOINT_KEY)
+            .await?;
+        let latest = latest_raw
+            .as_deref()
+            .and_then(|raw| v1::AuditCheckpoint::decode(raw).ok());
+        if head.sequence == 0 || latest.is_some_and(|l| l.sequence >= head.sequence) {
+            return Ok(None);
+        }
+        let checkpoint = key.sign(head, at);
+        let encoded = checkpoint.encode_to_vec();
+        let mut batch = super::Batch::new();
+        batch.expect(super::Keyspace::Meta, LATEST_CHECKPOINT_KEY, latest_raw);
+        batch.put(
+            super::Keyspace::AuditCheckpoints,
+            head.sequence.to_be_bytes().to_vec(),
+            encoded.clone(),
+        );
+        batch.put(super::Keyspace::Meta, LATEST_CHECKPOINT_KEY, encoded);
+        self.store.commit(batch).await?;
+        Ok(Some(checkpoint))
+    }
+
+    /// Every stored checkpoint, in order: its sequence, and the checkpoint
+    /// when it decodes.
+    async fn checkpoints(&self) -> Result<Vec<(u64, Option<v1::AuditCheckpoint>)>, StoreError> {
+        const STEP: usize = 1024;
+        let mut all = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let entries = self
+                .store
+                .scan(
+                    super::Keyspace::AuditCheckpoints,
+                    b"",
+                    after.as_deref(),
+                    STEP,
+                )
+                .await?;
+            let done = entries.len() < STEP;
+            for (key, raw) in entries {
+                let sequence = <[u8; 8]>::try_from(key.as_slice())
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(0);
+                let checkpoint = v1::AuditCheckpoint::decode(raw.as_slice())
+                    .ok()
+                    .filter(|c| c.sequence == sequence);
+                all.push((sequence, checkpoint));
+                after = Some(key);
+            }
+            if done {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// Checks the whole chain, from its base, against the recorded head and
+    /// the signed checkpoints. Every checkpoint must verify with
+    /// `public_key` (when `None`: with the key of the first checkpoint, so
+    /// all were signed by one key).
     ///
     /// # Errors
     /// [`StoreError`] when the backend fails.
-    pub async fn verify(&self) -> Result<Verification, StoreError> {
+    pub async fn verify(&self, public_key: Option<&[u8]>) -> Result<Verification, StoreError> {
         const STEP: usize = 1024;
         let recorded = self.head().await?;
-        let mut verifier = Verifier::default();
-        loop {
+        let base = self.base().await?;
+        let mut faults: Vec<Broken> = Vec::new();
+        let mut signed: std::collections::BTreeMap<u64, Vec<u8>> = Default::default();
+        let stored = self.checkpoints().await?;
+        let key = public_key.map(<[u8]>::to_vec).or_else(|| {
+            stored
+                .iter()
+                .find_map(|(_, c)| c.as_ref().map(|c| c.public_key.clone()))
+        });
+        let mut latest = None;
+        for (sequence, checkpoint) in &stored {
+            match checkpoint {
+                Some(c)
+                    if Some(&c.public_key) == key.as_ref()
+                        && crate::audit_key::signature_holds(c) =>
+                {
+                    signed.insert(*sequence, c.hash.clone());
+                    latest = Some(c.clone());
+                }
+                _ => faults.push(Broken {
+                    sequence: *sequence,
+                    fault: Fault::CheckpointSignature,
+                }),
+            }
+        }
+        if base.sequence > 0 && signed.get(&base.sequence) != Some(&base.hash.to_vec()) {
+            faults.push(Broken {
+                sequence: base.sequence,
+                fault: Fault::CheckpointMismatch,
+            });
+        }
+        let mut verifier = Verifier::from_base(base);
+        'chain: loop {
             let entries = self.entries(verifier.head().sequence, STEP).await?;
             let done = entries.len() < STEP;
             for (key, raw) in &entries {
                 if let Err(broken) = verifier.check(key, raw) {
-                    return Ok(Verification {
-                        checked: verifier.head(),
-                        recorded,
-                        broken: Some(broken),
+                    faults.push(broken);
+                    break 'chain;
+                }
+                let head = verifier.head();
+                if signed
+                    .get(&head.sequence)
+                    .is_some_and(|hash| hash.as_slice() != head.hash)
+                {
+                    faults.push(Broken {
+                        sequence: head.sequence,
+                        fault: Fault::CheckpointMismatch,
                     });
+                    break 'chain;
                 }
             }
             if done {
                 break;
             }
         }
+        let checked = verifier.head();
+        if let Some((&covered, _)) = signed.last_key_value()
+            && covered > checked.sequence
+        {
+            faults.push(Broken {
+                sequence: checked.sequence + 1,
+                fault: Fault::Truncated,
+            });
+        }
+        if let Err(broken) = verifier.finish(recorded) {
+            faults.push(broken);
+        }
         Ok(Verification {
-            checked: verifier.head(),
+            checked,
             recorded,
-            broken: verifier.finish(recorded).err(),
+            broken: faults.into_iter().min_by_key(|b| b.sequence),
+            checkpoints_checked: stored.len() as u64,
+            latest_checkpoint: latest,
         })
     }
 }
 
 /// The result of checking a whole chain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Verification {
     /// The head of the entries that verified.
     pub checked: Head,
@@ -353,4 +531,8 @@ pub struct Verification {
     pub recorded: Head,
     /// The first broken entry, if any.
     pub broken: Option<Broken>,
+    /// How many checkpoints were checked.
+    pub checkpoints_checked: u64,
+    /// The newest checkpoint that verified.
+    pub latest_checkpoint: Option<v1::AuditCheckpoint>,
 }

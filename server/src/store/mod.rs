@@ -91,6 +91,9 @@ pub enum Keyspace {
     /// Encrypted attachment bytes: attachment id + chunk index (8 bytes,
     /// big-endian) → bytes.
     AttachmentChunks,
+    /// Signed audit checkpoints: sequence (8 bytes, big-endian) → encoded
+    /// `v1::AuditCheckpoint`.
+    AuditCheckpoints,
     /// Store metadata (schema version).
     Meta,
 }
@@ -129,6 +132,7 @@ impl Keyspace {
             Keyspace::ConsentDeadlines => 27,
             Keyspace::Attachments => 28,
             Keyspace::AttachmentChunks => 29,
+            Keyspace::AuditCheckpoints => 30,
         }
     }
 }

@@ -504,3 +504,74 @@ async fn a_subscription_resumes_after_sigkill_without_loss_or_repeat() {
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }
+
+#[tokio::test]
+async fn offline_audit_verify_catches_removed_last_events_by_the_signed_checkpoint() {
+    use prost::Message;
+    use samenop_server::store::{
+        Batch, Keyspace, Store,
+        audit::{AuditEntry, HEAD_KEY, Head},
+        sled::SledStore,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (pki, text) = setup(dir.path(), port);
+    let path = write_config(dir.path(), &text);
+    let server = start(&path, port);
+    let admin = connect(&pki, port).await.acting_as(ADMIN.parse().unwrap());
+    for name in ["Sanne", "Eva", "Pim", "Noor"] {
+        admin
+            .register_professional(name, &[Role::ContactPerson], &[])
+            .await
+            .unwrap();
+    }
+    drop(admin);
+    // A graceful stop signs a checkpoint of the chain's end (event 5).
+    Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    let child = server.child;
+    let stopped = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stopped.status.success());
+    let data = dir.path().join("data");
+    let key = std::fs::metadata(data.join("audit-ed25519.pk8")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&key.permissions()) & 0o777,
+        0o600
+    );
+
+    // Someone with the disk removes the last two events and rewrites the
+    // head so that the chain itself looks whole.
+    {
+        let store = SledStore::open(&data).unwrap();
+        let raw = store
+            .get(Keyspace::Audit, &3u64.to_be_bytes())
+            .await
+            .unwrap()
+            .unwrap();
+        let third = AuditEntry::decode(raw.as_slice()).unwrap();
+        let mut batch = Batch::new();
+        for sequence in [4u64, 5] {
+            batch.delete(Keyspace::Audit, sequence.to_be_bytes().to_vec());
+        }
+        let head = Head {
+            sequence: 3,
+            hash: third.hash.as_slice().try_into().unwrap(),
+        };
+        batch.put(Keyspace::Meta, HEAD_KEY.to_vec(), head.encode());
+        store.commit(batch).await.unwrap();
+    }
+
+    let verified = verify_offline(&data);
+    let stdout = String::from_utf8_lossy(&verified.stdout);
+    assert_eq!(verified.status.code(), Some(2), "{stdout}");
+    assert!(
+        stdout.contains("first broken event 4 (AUDIT_CHAIN_FAULT_TRUNCATED)"),
+        "{stdout}"
+    );
+}

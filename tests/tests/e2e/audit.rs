@@ -11,7 +11,9 @@ use samenop_client::{
     family::Family,
 };
 use samenop_proto::v1;
-use samenop_tests::{ORG_A, ORG_B, TestServer, family_with_consent, tamper_with_audit_event};
+use samenop_tests::{
+    ORG_A, ORG_B, TestServer, family_with_consent, tamper_with_audit_event, truncate_audit,
+};
 use tonic::{Code, Request};
 use uuid::Uuid;
 
@@ -444,6 +446,18 @@ async fn each_reader_sees_exactly_their_share() {
     );
 }
 
+/// The privacy officer's verification, on a new connection to the
+/// restarted server.
+async fn verify_after_restart(n: &Network) -> samenop_client::audit::Verification {
+    n.server
+        .connect(ORG_A)
+        .await
+        .acting_as(n.officer.professional().unwrap())
+        .verify_audit()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_flipped_byte_in_a_stored_event_is_reported_at_exactly_that_event() {
     let mut n = network().await;
@@ -456,12 +470,7 @@ async fn a_flipped_byte_in_a_stored_event_is_reported_at_exactly_that_event() {
     tamper_with_audit_event(&n.server.data_dir, target).await;
     n.server.launch().await;
 
-    let officer = n
-        .server
-        .connect(ORG_A)
-        .await
-        .acting_as(n.officer.professional().unwrap());
-    let after = officer.verify_audit().await.unwrap();
+    let after = verify_after_restart(&n).await;
     assert!(!after.ok);
     assert_eq!(after.first_broken, Some(target), "{after:?}");
     assert_eq!(after.fault, "AUDIT_CHAIN_FAULT_HASH_MISMATCH");
@@ -470,4 +479,23 @@ async fn a_flipped_byte_in_a_stored_event_is_reported_at_exactly_that_event() {
         after.detail.contains(&format!("event {target}")),
         "{after:?}"
     );
+}
+
+#[tokio::test]
+async fn removing_the_last_events_is_caught_by_the_signed_checkpoint() {
+    let mut n = network().await;
+    let before = n.officer.verify_audit().await.unwrap();
+    assert!(before.ok, "{before:?}");
+    // A graceful stop signs a checkpoint of the chain's end.
+    n.server.stop().await;
+    let last = n.server.audit_head().await;
+    assert!(last > 5);
+    truncate_audit(&n.server.data_dir, last - 3).await;
+    n.server.launch().await;
+
+    let after = verify_after_restart(&n).await;
+    assert!(!after.ok, "{after:?}");
+    assert_eq!(after.fault, "AUDIT_CHAIN_FAULT_TRUNCATED");
+    assert_eq!(after.first_broken, Some(last - 2), "{after:?}");
+    assert!(after.checkpoints_checked >= 1);
 }
