@@ -129,6 +129,30 @@ pub struct AuditFilter {
     pub outcome: Option<Outcome>,
 }
 
+impl AuditFilter {
+    fn to_proto(&self) -> v1::AuditFilter {
+        let text = |id: Option<Uuid>| id.map(|id| id.to_string()).unwrap_or_default();
+        v1::AuditFilter {
+            family_id: text(self.family),
+            consult_id: text(self.consult),
+            professional_id: text(self.professional),
+            start_time: self.start.map(prost_types::Timestamp::from),
+            end_time: self.end.map(prost_types::Timestamp::from),
+            outcome: self.outcome.map_or(0, |o| outcome_to(o) as i32),
+        }
+    }
+}
+
+/// An export of audit events as JSON lines.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditExport {
+    /// One JSON object per event, per line.
+    pub json_lines: String,
+    /// The newest signed checkpoint: the sequence it covers and the audit
+    /// public key.
+    pub checkpoint: Option<(u64, Vec<u8>)>,
+}
+
 /// The result of verifying the whole trail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verification {
@@ -254,15 +278,7 @@ impl Client {
     /// PermissionDenied for other roles; NotFound for a family, consult or
     /// professional outside the caller's share.
     pub async fn query_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>> {
-        let text = |id: Option<Uuid>| id.map(|id| id.to_string()).unwrap_or_default();
-        let filter = v1::AuditFilter {
-            family_id: text(filter.family),
-            consult_id: text(filter.consult),
-            professional_id: text(filter.professional),
-            start_time: filter.start.map(prost_types::Timestamp::from),
-            end_time: filter.end.map(prost_types::Timestamp::from),
-            outcome: filter.outcome.map_or(0, |o| outcome_to(o) as i32),
-        };
+        let filter = filter.to_proto();
         let mut events = Vec::new();
         let mut page_token = String::new();
         loop {
@@ -284,6 +300,38 @@ impl Client {
             }
             page_token = answer.next_page_token;
         }
+    }
+
+    /// Exports the caller's share of the trail matching `filter` as JSON
+    /// lines (one event per line, as the protocol documents), with the
+    /// newest signed checkpoint.
+    ///
+    /// # Errors
+    /// As [`Client::query_audit`].
+    pub async fn export_audit_json(&self, filter: &AuditFilter) -> Result<AuditExport> {
+        use v1::export_audit_response::Item;
+        let request = v1::ExportAuditRequest {
+            filter: Some(filter.to_proto()),
+            format: v1::AuditExportFormat::JsonLines as i32,
+        };
+        let mut stream = self
+            .audit()
+            .export_audit(self.request(request)?)
+            .await?
+            .into_inner();
+        let mut export = AuditExport::default();
+        while let Some(item) = stream.message().await? {
+            match item.item {
+                Some(Item::JsonLine(line)) => export.json_lines.push_str(&line),
+                Some(Item::Checkpoint(c)) => export.checkpoint = Some((c.sequence, c.public_key)),
+                Some(Item::Event(_)) | None => {
+                    return Err(ClientError::Protocol(
+                        "a JSON-lines export carried something else".into(),
+                    ));
+                }
+            }
+        }
+        Ok(export)
     }
 
     /// Verifies the whole trail (PRIVACY_OFFICER).

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use samenop_proto::v1::{self, AuditObjectType as Object, audit_service_server::AuditService};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, codegen::BoxStream};
 
 use super::Context;
 use crate::{
@@ -25,6 +25,8 @@ use crate::{
 const QUERY_SCAN_MAX: usize = 20_000;
 /// How many events one store read fetches while querying.
 const QUERY_SCAN_STEP: usize = 500;
+/// Export items held in the outgoing channel at most.
+const EXPORT_BUFFER: usize = 64;
 
 /// The AuditService implementation.
 #[derive(Clone)]
@@ -281,6 +283,54 @@ impl AuditApi {
     }
 }
 
+impl AuditApi {
+    /// Sends every event of the caller's share that matches, oldest first,
+    /// then the newest checkpoint; stops quietly when the receiver went.
+    async fn export(
+        &self,
+        share: Share,
+        filter: Filter,
+        json: bool,
+        tx: &tokio::sync::mpsc::Sender<Result<v1::ExportAuditResponse, Status>>,
+    ) -> ServiceResult<()> {
+        use v1::export_audit_response::Item;
+        let mut after = 0;
+        let mut leads = HashMap::new();
+        loop {
+            let entries = self.ctx.trail.entries(after, QUERY_SCAN_STEP).await?;
+            let last_step = entries.len() < QUERY_SCAN_STEP;
+            for (_, raw) in entries {
+                let event = stored_event(&raw)?;
+                after = event.sequence;
+                if filter.matches(&event) && self.in_share(&share, &event, &mut leads).await? {
+                    let item = if json {
+                        Item::JsonLine(super::audit_json::json_line(&event))
+                    } else {
+                        Item::Event(event)
+                    };
+                    let sent = tx
+                        .send(Ok(v1::ExportAuditResponse { item: Some(item) }))
+                        .await;
+                    if sent.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            if last_step {
+                break;
+            }
+        }
+        if let Some(checkpoint) = self.ctx.trail.latest_checkpoint().await? {
+            let _ = tx
+                .send(Ok(v1::ExportAuditResponse {
+                    item: Some(Item::Checkpoint(checkpoint)),
+                }))
+                .await;
+        }
+        Ok(())
+    }
+}
+
 fn after_token(raw: &str) -> ServiceResult<u64> {
     if raw.is_empty() {
         return Ok(0);
@@ -336,6 +386,37 @@ impl AuditService for AuditApi {
             events,
             next_page_token: next,
         }))
+    }
+
+    async fn export_audit(
+        &self,
+        request: Request<v1::ExportAuditRequest>,
+    ) -> Result<Response<BoxStream<v1::ExportAuditResponse>>, Status> {
+        let caller = self.ctx.auth.caller(&request).await?;
+        let share = Self::share(&caller)?;
+        let req = request.get_ref();
+        let json = match v1::AuditExportFormat::try_from(req.format) {
+            Ok(v1::AuditExportFormat::JsonLines) => true,
+            Ok(v1::AuditExportFormat::Events) => false,
+            _ => {
+                return Err(ServiceError::from(InvalidInput::BadEnum {
+                    field: "format",
+                    value: req.format,
+                })
+                .into());
+            }
+        };
+        let filter = self.filter(&caller, &share, req.filter.as_ref()).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(EXPORT_BUFFER);
+        let api = self.clone();
+        tokio::spawn(async move {
+            if let Err(err) = api.export(share, filter, json, &tx).await {
+                let _ = tx.send(Err(err.into())).await;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn verify_audit(

@@ -4,6 +4,7 @@
 
 mod attachments;
 mod audit;
+mod audit_json;
 mod consult;
 mod consult_view;
 mod directory;

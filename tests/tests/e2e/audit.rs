@@ -499,3 +499,58 @@ async fn removing_the_last_events_is_caught_by_the_signed_checkpoint() {
     assert_eq!(after.first_broken, Some(last - 2), "{after:?}");
     assert!(after.checkpoints_checked >= 1);
 }
+
+#[tokio::test]
+async fn the_export_is_the_query_as_json_lines_with_a_checkpoint() {
+    let n = network().await;
+    n.sanne
+        .open_consult(&consult_about(&n, ABUSE))
+        .await
+        .unwrap();
+    let filter = AuditFilter {
+        family: Some(n.family.id),
+        ..AuditFilter::default()
+    };
+    let events = n.sanne.query_audit(&filter).await.unwrap();
+    let export = n.sanne.export_audit_json(&filter).await.unwrap();
+    let lines: Vec<serde_json::Value> = export
+        .json_lines
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+        .collect();
+    // The same events as the query, then the query and the export
+    // themselves (each audited before its answer leaves).
+    assert_eq!(lines.len(), events.len() + 2);
+    assert_eq!(
+        [
+            &lines[events.len()]["action"],
+            &lines[events.len() + 1]["action"]
+        ],
+        [
+            "samenop.v1.AuditService/QueryAudit",
+            "samenop.v1.AuditService/ExportAudit"
+        ]
+    );
+    for (line, event) in lines.iter().zip(&events) {
+        assert_eq!(line["sequence"], event.sequence);
+        assert_eq!(line["action"], event.action.as_str());
+        let hex: String = event.hash.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(line["hash"], hex.as_str());
+        assert!(line["occurred_at"].as_str().unwrap().ends_with('Z'));
+    }
+    assert_eq!(
+        lines.last().unwrap()["outcome"],
+        "AUDIT_OUTCOME_ALLOWED",
+        "{:?}",
+        lines.last()
+    );
+    let (_, key) = export
+        .checkpoint
+        .expect("the newest checkpoint comes along");
+    let verified = n.officer.verify_audit().await.unwrap();
+    assert_eq!(verified.latest_checkpoint.map(|(_, k)| k), Some(key));
+
+    // Someone else's family is not in Bob's share.
+    let err = n.bob.export_audit_json(&filter).await.unwrap_err();
+    assert!(matches!(err, ClientError::NotFound(_)), "{err:?}");
+}
