@@ -14,7 +14,7 @@ use crate::{
     Client,
     consult::{LegalGround, ground_from},
     error::{ClientError, Result},
-    types::{Role, time, uuid},
+    types::{Expertise, Role, required, time, uuid},
 };
 
 /// Whether an audited action was performed.
@@ -96,6 +96,8 @@ pub struct AuditEvent {
     pub flagged_for_review: bool,
     /// The purpose, by its protocol name ("PURPOSE_CONSULTATION").
     pub purpose: String,
+    /// A short detail the server wrote (e.g. what was withheld or erased).
+    pub detail: String,
     /// The request id of the call.
     pub request_id: String,
     /// The previous event's hash.
@@ -141,6 +143,30 @@ impl AuditFilter {
             outcome: self.outcome.map_or(0, |o| outcome_to(o) as i32),
         }
     }
+}
+
+/// A family's transparency view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transparency {
+    /// The consultations that may be shown, oldest first.
+    pub entries: Vec<Consulted>,
+    /// How many consultations were withheld as safety-sensitive.
+    pub withheld: u32,
+}
+
+/// One organisation's part in a consultation about the family.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Consulted {
+    /// When it was consulted (its specialist accepted).
+    pub at: SystemTime,
+    /// The organisation's OIN.
+    pub organisation_oin: String,
+    /// The expertise consulted.
+    pub expertise: Expertise,
+    /// The basis it rested on.
+    pub ground: LegalGround,
+    /// When its part ended, if it did.
+    pub ended_at: Option<SystemTime>,
 }
 
 /// An export of audit events as JSON lines.
@@ -258,6 +284,7 @@ impl TryFrom<v1::AuditEvent> for AuditEvent {
             purpose: v1::Purpose::try_from(raw.purpose)
                 .map(|p| p.as_str_name().to_owned())
                 .unwrap_or_default(),
+            detail: raw.detail,
             request_id: raw.request_id,
             action: raw.action,
             previous_hash: raw.previous_hash,
@@ -332,6 +359,45 @@ impl Client {
             }
         }
         Ok(export)
+    }
+
+    /// The summary a contact person can hand to the family: which
+    /// organisations and expertise were consulted about it, when and on
+    /// which basis; safety-sensitive sharing only counted.
+    ///
+    /// # Errors
+    /// NotFound for anyone but the family's contact person.
+    pub async fn family_transparency(&self, family: Uuid) -> Result<Transparency> {
+        let request = v1::GetFamilyTransparencyRequest {
+            family_id: family.to_string(),
+        };
+        let answer = self
+            .audit()
+            .get_family_transparency(self.request(request)?)
+            .await?
+            .into_inner();
+        let entries = answer
+            .entries
+            .into_iter()
+            .map(|e| {
+                let basis = v1::LegalBasis {
+                    ground: e.ground,
+                    consent_id: e.consent_id.clone(),
+                    ..Default::default()
+                };
+                Ok(Consulted {
+                    at: required("consulted_at", time(e.consulted_at))?,
+                    organisation_oin: e.organisation_oin,
+                    expertise: Expertise::from_proto(&required("expertise", e.expertise)?)?,
+                    ground: ground_from(&basis)?,
+                    ended_at: time(e.ended_at),
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Transparency {
+            entries,
+            withheld: answer.withheld_count,
+        })
     }
 
     /// Verifies the whole trail (PRIVACY_OFFICER).

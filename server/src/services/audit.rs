@@ -15,9 +15,16 @@ use tonic::{Request, Response, Status, codegen::BoxStream};
 use super::Context;
 use crate::{
     auth::Caller,
-    domain::{self, InvalidInput, Oin, ProfessionalId, Role, consult::ConsultId, family::FamilyId},
+    domain::{
+        self, InvalidInput, Oin, ProfessionalId, Role,
+        consult::{ConsultId, Part, Subject},
+        family::FamilyId,
+    },
     error::{ServiceError, ServiceResult},
-    store::audit::{Verification, stored_event},
+    store::{
+        Keyspace,
+        audit::{Verification, stored_event},
+    },
 };
 
 /// The most events one query reads before it answers (with a token to go
@@ -25,6 +32,8 @@ use crate::{
 const QUERY_SCAN_MAX: usize = 20_000;
 /// How many events one store read fetches while querying.
 const QUERY_SCAN_STEP: usize = 500;
+/// The most consults of one family a transparency view or export reads.
+const FAMILY_CONSULTS_MAX: usize = 10_000;
 /// Export items held in the outgoing channel at most.
 const EXPORT_BUFFER: usize = 64;
 
@@ -284,6 +293,15 @@ impl AuditApi {
 }
 
 impl AuditApi {
+    /// Checks that the caller is the family's contact person now; NOT_FOUND
+    /// (the unknown-id text) for everyone else.
+    async fn led_by_caller(&self, caller: &Caller, id: FamilyId) -> ServiceResult<()> {
+        match self.ctx.families.family(id).await? {
+            Some(family) if family.contact.professional == caller.professional.id => Ok(()),
+            _ => Err(ServiceError::NotFound(format!("no family {id}"))),
+        }
+    }
+
     /// Sends every event of the caller's share that matches, oldest first,
     /// then the newest checkpoint; stops quietly when the receiver went.
     async fn export(
@@ -417,6 +435,72 @@ impl AuditService for AuditApi {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+
+    async fn get_family_transparency(
+        &self,
+        request: Request<v1::GetFamilyTransparencyRequest>,
+    ) -> Result<Response<v1::GetFamilyTransparencyResponse>, Status> {
+        let caller = self.ctx.auth.caller(&request).await?;
+        let id = FamilyId::parse("family_id", &request.get_ref().family_id)
+            .map_err(ServiceError::from)?;
+        caller.audit.object(Object::Family, id);
+        self.led_by_caller(&caller, id).await?;
+        caller.audit.role(Role::ContactPerson);
+        let consults = self
+            .ctx
+            .consults
+            .indexed(
+                Keyspace::ConsultsByFamily,
+                id.as_bytes(),
+                FAMILY_CONSULTS_MAX,
+            )
+            .await
+            .map_err(ServiceError::from)?;
+        let mut entries = Vec::new();
+        let mut withheld = 0u32;
+        for c in &consults {
+            let Subject::Family { basis, .. } = &c.subject else {
+                continue;
+            };
+            let consulted: Vec<_> = c
+                .participants
+                .iter()
+                .filter_map(|p| match (p.part, p.joined_at) {
+                    (Part::Specialist(expertise), Some(joined)) => Some((p, expertise, joined)),
+                    _ => None,
+                })
+                .collect();
+            if basis.safety_sensitive {
+                // Withheld from the family; the withholding is on record.
+                withheld += u32::try_from(consulted.len()).unwrap_or(u32::MAX);
+                caller.audit.object(Object::Consult, c.id);
+                continue;
+            }
+            let wire = basis.to_proto(false);
+            for (p, expertise, joined) in consulted {
+                entries.push(v1::TransparencyEntry {
+                    consulted_at: Some(super::timestamp(joined)),
+                    organisation_oin: p.organisation.to_string(),
+                    expertise: Some(expertise.to_proto()),
+                    ground: wire.ground,
+                    consent_id: wire.consent_id.clone(),
+                    ended_at: p.ended_at.map(super::timestamp),
+                });
+            }
+        }
+        entries.sort_by_key(|e| e.consulted_at.map(|t| (t.seconds, t.nanos)));
+        if withheld > 0 {
+            caller.audit.detail(format!(
+                "withheld {withheld} safety-sensitive consultations from the family's view"
+            ));
+        }
+        Ok(Response::new(v1::GetFamilyTransparencyResponse {
+            family_id: id.to_string(),
+            entries,
+            withheld_count: withheld,
+            generated_at: Some(super::timestamp(self.ctx.now())),
+        }))
     }
 
     async fn verify_audit(

@@ -554,3 +554,66 @@ async fn the_export_is_the_query_as_json_lines_with_a_checkpoint() {
     let err = n.bob.export_audit_json(&filter).await.unwrap_err();
     assert!(matches!(err, ClientError::NotFound(_)), "{err:?}");
 }
+
+#[tokio::test]
+async fn the_transparency_view_withholds_safety_sensitive_sharing_and_records_it() {
+    let n = network().await;
+    let eva_id = n.eva.professional().unwrap();
+    let on_consent = n
+        .sanne
+        .open_consult(&NewConsult {
+            specialist: Some(eva_id),
+            ..consult_about(&n, ABUSE)
+        })
+        .await
+        .unwrap();
+    n.eva.accept_consult(on_consent.id).await.unwrap();
+    let sensitive = n
+        .sanne
+        .open_consult(&NewConsult {
+            about: About::Family {
+                family: n.family.id,
+                concerned: vec![n.family.members[1].id],
+                basis: LegalBasis {
+                    ground: LegalGround::VeiligThuisReport,
+                    justification: JUSTIFICATION.into(),
+                    safety_sensitive: true,
+                },
+            },
+            specialist: Some(eva_id),
+            ..consult_about(&n, ABUSE)
+        })
+        .await
+        .unwrap();
+    n.eva.accept_consult(sensitive.id).await.unwrap();
+
+    let view = n.sanne.family_transparency(n.family.id).await.unwrap();
+    assert_eq!(view.withheld, 1);
+    let [entry] = view.entries.as_slice() else {
+        panic!("one consultation shown: {view:?}");
+    };
+    assert_eq!(entry.organisation_oin, TestServer::oin(ORG_B));
+    assert_eq!(entry.expertise, ABUSE);
+    assert_eq!(entry.ground, LegalGround::Consent(n.consent));
+    assert_eq!(entry.ended_at, None);
+
+    // Only the family's contact person gets the view.
+    for other in [&n.officer, &n.bob, &n.eva] {
+        let err = other.family_transparency(n.family.id).await.unwrap_err();
+        assert!(matches!(err, ClientError::NotFound(_)), "{err:?}");
+    }
+    // The withholding is on record, naming what was withheld.
+    let trail = n
+        .sanne
+        .query_audit(&AuditFilter {
+            consult: Some(sensitive.id),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    let recorded = trail
+        .iter()
+        .find(|e| e.action.ends_with("/GetFamilyTransparency") && e.outcome == Outcome::Allowed)
+        .expect("the view's event names the withheld consult");
+    assert!(recorded.detail.contains("withheld 1"), "{recorded:?}");
+}
