@@ -53,7 +53,7 @@ async fn calls_not_built_yet_answer_unimplemented() {
     let mut audit =
         samenop_proto::v1::audit_service_client::AuditServiceClient::new(client.channel());
     let status = audit
-        .get_family_transparency(samenop_proto::v1::GetFamilyTransparencyRequest::default())
+        .erase_family(samenop_proto::v1::EraseFamilyRequest::default())
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unimplemented);
