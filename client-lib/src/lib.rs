@@ -38,6 +38,7 @@ pub mod directory;
 pub mod error;
 pub mod family;
 pub mod mls;
+pub mod rights;
 pub mod types;
 
 use std::{path::Path, time::Duration};

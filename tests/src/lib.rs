@@ -442,3 +442,15 @@ pub async fn family_with_consent(server: &TestServer, contact: &Client) -> (Fami
         .expect("record consent");
     (family, consent.id)
 }
+
+/// How many entries the stopped server's data directory holds in `space`
+/// under `prefix`.
+pub async fn stored_under(
+    data_dir: &std::path::Path,
+    space: samenop_server::store::Keyspace,
+    prefix: &[u8],
+) -> usize {
+    use samenop_server::store::{scan_all, sled::SledStore};
+    let store = open_when_released(|| SledStore::open(data_dir)).await;
+    scan_all(&store, space, prefix).await.expect("scan").len()
+}

@@ -4,8 +4,8 @@
 //! their own organisation's professionals and those concerning the families
 //! their organisation leads; a CONTACT_PERSON those concerning the families
 //! they lead. Who leads a family is read now, so a handover moves the
-//! family's history to its new contact person. Transparency, family export
-//! and erasure answer UNIMPLEMENTED until they are built.
+//! family's history to its new contact person. The family's transparency
+//! view is here too; its export and erasure are in `family_rights`.
 
 use std::collections::HashMap;
 
@@ -501,6 +501,27 @@ impl AuditService for AuditApi {
             withheld_count: withheld,
             generated_at: Some(super::timestamp(self.ctx.now())),
         }))
+    }
+
+    async fn export_family_data(
+        &self,
+        request: Request<v1::ExportFamilyDataRequest>,
+    ) -> Result<Response<BoxStream<v1::ExportFamilyDataResponse>>, Status> {
+        let caller = self.ctx.auth.caller(&request).await?;
+        let consults = super::ConsultApi::new(self.ctx.clone());
+        let stream =
+            super::family_rights::export(&consults, &caller, &request.get_ref().family_id).await?;
+        Ok(Response::new(stream))
+    }
+
+    async fn erase_family(
+        &self,
+        request: Request<v1::EraseFamilyRequest>,
+    ) -> Result<Response<v1::EraseFamilyResponse>, Status> {
+        let caller = self.ctx.auth.caller(&request).await?;
+        let consults = super::ConsultApi::new(self.ctx.clone());
+        let answer = super::family_rights::erase(&consults, &caller, request.get_ref()).await?;
+        Ok(Response::new(answer))
     }
 
     async fn verify_audit(

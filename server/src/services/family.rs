@@ -119,7 +119,7 @@ fn term_to_proto(t: &ContactTerm) -> v1::ContactPersonTerm {
     }
 }
 
-fn family_to_proto(f: &Family, now: SystemTime) -> v1::Family {
+pub(super) fn family_to_proto(f: &Family, now: SystemTime) -> v1::Family {
     v1::Family {
         family_id: f.id.to_string(),
         members: f
@@ -144,7 +144,7 @@ fn family_to_proto(f: &Family, now: SystemTime) -> v1::Family {
     }
 }
 
-fn consent_to_proto(c: &Consent, now: SystemTime) -> v1::Consent {
+pub(super) fn consent_to_proto(c: &Consent, now: SystemTime) -> v1::Consent {
     v1::Consent {
         consent_id: c.id.to_string(),
         family_id: c.family.to_string(),

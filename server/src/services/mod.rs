@@ -9,6 +9,7 @@ mod consult;
 mod consult_view;
 mod directory;
 mod family;
+mod family_rights;
 mod key_packages;
 mod notices;
 mod thread;

@@ -136,6 +136,60 @@ impl Attachments {
             .transpose()
     }
 
+    /// Every attachment of a consult, with its record.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails or a record is corrupt.
+    pub async fn of_consult(
+        &self,
+        consult: ConsultId,
+    ) -> Result<Vec<(uuid::Uuid, AttachmentRecord)>, StoreError> {
+        super::scan_all(
+            self.store.as_ref(),
+            Keyspace::Attachments,
+            consult.as_bytes(),
+        )
+        .await?
+        .into_iter()
+        .map(|(key, raw)| {
+            let id = key
+                .get(16..)
+                .and_then(|id| uuid::Uuid::from_slice(id).ok())
+                .ok_or_else(|| corrupt(Keyspace::Attachments, "key is not consult + id"))?;
+            let record = decode_versioned(Keyspace::Attachments, &raw, |r: &AttachmentRecord| {
+                r.version
+            })?;
+            Ok((id, record))
+        })
+        .collect()
+    }
+
+    /// Adds to `batch` the removal of every attachment of a consult, record
+    /// and bytes; returns how many.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails or a record is corrupt.
+    pub async fn stage_erase(
+        &self,
+        batch: &mut Batch,
+        consult: ConsultId,
+    ) -> Result<u32, StoreError> {
+        let all = self.of_consult(consult).await?;
+        for (id, _) in &all {
+            batch.delete(Keyspace::Attachments, record_key(consult, *id));
+            for (key, _) in super::scan_all(
+                self.store.as_ref(),
+                Keyspace::AttachmentChunks,
+                id.as_bytes(),
+            )
+            .await?
+            {
+                batch.delete(Keyspace::AttachmentChunks, key);
+            }
+        }
+        Ok(u32::try_from(all.len()).unwrap_or(u32::MAX))
+    }
+
     /// Reads chunk `index` of a stored attachment.
     ///
     /// # Errors

@@ -520,6 +520,30 @@ impl Consults {
         }
     }
 
+    /// Adds to `batch` the removal of consult `read` (as read) and its
+    /// indexes.
+    pub fn stage_erase(&self, batch: &mut Batch, read: &Consult) {
+        let key = read.id.as_bytes().to_vec();
+        batch.expect(Keyspace::Consults, key.clone(), Some(encode_consult(read)));
+        batch.delete(Keyspace::Consults, key);
+        for (space, key) in index_keys(read) {
+            batch.delete(space, key);
+        }
+    }
+
+    /// Every stored consult, in id (request time) order: the retention
+    /// job's work list.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails or a record is corrupt.
+    pub async fn all(&self) -> Result<Vec<Consult>, StoreError> {
+        super::scan_all(self.store.as_ref(), Keyspace::Consults, &[])
+            .await?
+            .iter()
+            .map(|(_, raw)| decode_consult(raw))
+            .collect()
+    }
+
     /// Adds to `batch` the precondition that consult `read` is still as
     /// read, for a change that depends on it without changing it.
     pub fn stage_unchanged(&self, batch: &mut Batch, read: &Consult) {

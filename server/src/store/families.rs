@@ -458,6 +458,41 @@ impl Families {
         batch.delete(Keyspace::ConsentDeadlines, key);
     }
 
+    /// Adds to `batch` the removal of consent `read` (as read) and its
+    /// index entries.
+    pub fn stage_erase_consent(&self, batch: &mut Batch, read: &Consent) {
+        let key = read.id.as_bytes().to_vec();
+        batch.expect(Keyspace::Consents, key.clone(), Some(encode_consent(read)));
+        batch.delete(Keyspace::Consents, key);
+        batch.delete(
+            Keyspace::ConsentsByFamily,
+            [read.family.as_bytes().as_slice(), read.id.as_bytes()].concat(),
+        );
+        batch.delete(
+            Keyspace::ConsentDeadlines,
+            super::records::deadline_key(read.valid_until, read.id.as_bytes()),
+        );
+    }
+
+    /// Adds to `batch` the removal of family `read` (as read).
+    pub fn stage_erase_family(&self, batch: &mut Batch, read: &Family) {
+        let key = read.id.as_bytes().to_vec();
+        batch.expect(Keyspace::Families, key.clone(), Some(encode_family(read)));
+        batch.delete(Keyspace::Families, key);
+    }
+
+    /// Every stored family: the retention job's work list.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails or a record is corrupt.
+    pub async fn all(&self) -> Result<Vec<Family>, StoreError> {
+        super::scan_all(self.store.as_ref(), Keyspace::Families, &[])
+            .await?
+            .iter()
+            .map(|(_, raw)| decode_family(raw))
+            .collect()
+    }
+
     /// Adds to `batch` the change of family `old` (as read) to `new`.
     pub fn stage_family(&self, batch: &mut Batch, old: &Family, new: &Family) {
         let key = new.id.as_bytes().to_vec();

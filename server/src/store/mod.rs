@@ -239,6 +239,29 @@ impl Batch {
     }
 }
 
+/// Every entry under `prefix` in `space`, read in steps (for erasure and
+/// retention, which must see all of them).
+///
+/// # Errors
+/// [`StoreError::Backend`] when the backend fails.
+pub async fn scan_all(
+    store: &dyn Store,
+    space: Keyspace,
+    prefix: &[u8],
+) -> Result<Vec<Entry>, StoreError> {
+    const STEP: usize = 1024;
+    let mut all: Vec<Entry> = Vec::new();
+    loop {
+        let after = all.last().map(|(key, _)| key.clone());
+        let entries = store.scan(space, prefix, after.as_deref(), STEP).await?;
+        let done = entries.len() < STEP;
+        all.extend(entries);
+        if done {
+            return Ok(all);
+        }
+    }
+}
+
 /// A key and its value, as a scan returns them.
 pub type Entry = (Vec<u8>, Vec<u8>);
 

@@ -48,6 +48,19 @@ fn u64_be(raw: &[u8]) -> Option<u64> {
     <[u8; 8]>::try_from(raw).ok().map(u64::from_be_bytes)
 }
 
+/// What is held of one thread.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ThreadSummary {
+    /// Messages (commits and application messages).
+    pub messages: u64,
+    /// Their stored bytes.
+    pub bytes: u64,
+    /// When the first was posted.
+    pub first_posted_at: Option<prost_types::Timestamp>,
+    /// When the last was posted.
+    pub last_posted_at: Option<prost_types::Timestamp>,
+}
+
 /// A thread's head as read: the precondition of the next append.
 #[derive(Debug, Clone)]
 pub struct ReadHead {
@@ -417,6 +430,56 @@ impl Threads {
         ignore: Keyspace,
     ) -> Result<bool, StoreError> {
         batch.holds_apart_from(self.store.as_ref(), ignore).await
+    }
+
+    /// What is held of a consult's thread: how many messages, their bytes,
+    /// and when the first and last were posted.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails or an entry is corrupt.
+    pub async fn summary(&self, consult: ConsultId) -> Result<ThreadSummary, StoreError> {
+        let mut summary = ThreadSummary::default();
+        for (_, raw) in super::scan_all(
+            self.store.as_ref(),
+            Keyspace::ThreadEntries,
+            consult.as_bytes(),
+        )
+        .await?
+        {
+            let entry = v1::ThreadEntry::decode(raw.as_slice())
+                .map_err(|e| corrupt(Keyspace::ThreadEntries, e.to_string()))?;
+            summary.messages += 1;
+            summary.bytes += entry.mls_message.len() as u64;
+            summary.first_posted_at = summary.first_posted_at.or(entry.posted_at);
+            summary.last_posted_at = entry.posted_at;
+        }
+        Ok(summary)
+    }
+
+    /// Adds to `batch` the removal of everything a consult's thread holds:
+    /// its head, its messages, the answers kept for retried posts and its
+    /// Welcomes. Returns how many messages it removes (0: nothing was left).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails.
+    pub async fn stage_erase(
+        &self,
+        batch: &mut Batch,
+        consult: ConsultId,
+    ) -> Result<u64, StoreError> {
+        let store = self.store.as_ref();
+        let mut messages = 0;
+        for (key, _) in super::scan_all(store, Keyspace::ThreadEntries, consult.as_bytes()).await? {
+            batch.delete(Keyspace::ThreadEntries, key);
+            messages += 1;
+        }
+        for space in [Keyspace::ThreadRequests, Keyspace::Welcomes] {
+            for (key, _) in super::scan_all(store, space, consult.as_bytes()).await? {
+                batch.delete(space, key);
+            }
+        }
+        batch.delete(Keyspace::Threads, consult.as_bytes().to_vec());
+        Ok(messages)
     }
 
     /// Commits a batch built with the `stage_*` calls.

@@ -12,5 +12,6 @@ mod handshake;
 mod identity;
 mod input;
 mod restart;
+mod rights;
 mod service;
 mod thread;

@@ -45,16 +45,3 @@ async fn reflection_lists_every_samenop_service() {
         );
     }
 }
-
-#[tokio::test]
-async fn calls_not_built_yet_answer_unimplemented() {
-    let server = TestServer::start().await;
-    let client = server.admin(ORG_A).await;
-    let mut audit =
-        samenop_proto::v1::audit_service_client::AuditServiceClient::new(client.channel());
-    let status = audit
-        .erase_family(samenop_proto::v1::EraseFamilyRequest::default())
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::Unimplemented);
-}
