@@ -78,6 +78,22 @@ pub struct Limits {
     pub max_attachment_bytes: usize,
 }
 
+/// How long each class of data is kept, and how often the purge runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Thread content and attachments, after their consult ended.
+    pub thread: Duration,
+    /// Consult metadata, after the consult ended.
+    pub consult: Duration,
+    /// Consents, after the family's last consult (or the consent itself)
+    /// ended.
+    pub consent: Duration,
+    /// Audit events (at least as long as everything else).
+    pub audit: Duration,
+    /// How often the purge runs.
+    pub interval: Duration,
+}
+
 /// The checked configuration the server runs with.
 #[derive(Clone)]
 pub struct Config {
@@ -102,6 +118,8 @@ pub struct Config {
     pub audit_key: PathBuf,
     /// How often the audit chain is checkpointed (when it grew).
     pub audit_checkpoint_interval: Duration,
+    /// How long data is kept.
+    pub retention: Retention,
 }
 
 /// The file's shape.
@@ -128,9 +146,76 @@ pub struct FileConfig {
     /// Limits.
     #[serde(default)]
     pub limits: FileLimits,
+    /// Retention.
+    #[serde(default)]
+    pub retention: FileRetention,
     /// Allowed organisations.
     #[serde(default)]
     pub organisations: Vec<FileOrganisation>,
+}
+
+/// The `[retention]` table: days per data class.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRetention {
+    /// Days thread content and attachments are kept after their consult
+    /// ended.
+    pub thread_days_after_close: Option<u64>,
+    /// Days consult metadata is kept after the consult ended.
+    pub consult_days_after_close: Option<u64>,
+    /// Days consents are kept after the family's last consult ended.
+    pub consent_days_after_last_consult: Option<u64>,
+    /// Days audit events are kept.
+    pub audit_days: Option<u64>,
+    /// Seconds between purges.
+    pub purge_interval_seconds: Option<u64>,
+}
+
+impl FileRetention {
+    fn check(&self) -> Result<Retention, ConfigError> {
+        const DAY: u64 = 24 * 3600;
+        let days = |value: Option<u64>, default: u64, name: &str| match value.unwrap_or(default) {
+            d @ 1..=36_500 => Ok(Duration::from_secs(d * DAY)),
+            _ => Err(ConfigError::Invalid(format!(
+                "retention.{name} must be between 1 and 36500"
+            ))),
+        };
+        let retention = Retention {
+            thread: days(self.thread_days_after_close, 180, "thread_days_after_close")?,
+            consult: days(
+                self.consult_days_after_close,
+                730,
+                "consult_days_after_close",
+            )?,
+            consent: days(
+                self.consent_days_after_last_consult,
+                730,
+                "consent_days_after_last_consult",
+            )?,
+            audit: days(self.audit_days, 2555, "audit_days")?,
+            interval: match self.purge_interval_seconds.unwrap_or(3600) {
+                s @ 1..=86_400 => Duration::from_secs(s),
+                _ => {
+                    return Err(ConfigError::Invalid(
+                        "retention.purge_interval_seconds must be between 1 and 86400".into(),
+                    ));
+                }
+            },
+        };
+        if retention.thread > retention.consult {
+            return Err(ConfigError::Invalid(
+                "retention.thread_days_after_close may not exceed consult_days_after_close".into(),
+            ));
+        }
+        if retention.audit < retention.consult.max(retention.consent) {
+            return Err(ConfigError::Invalid(
+                "retention.audit_days must be at least as long as the consult and consent \
+                 retention: the trail must outlive what it accounts for"
+                    .into(),
+            ));
+        }
+        Ok(retention)
+    }
 }
 
 /// The `[tls]` table.
@@ -275,6 +360,7 @@ impl FileConfig {
                 "audit_checkpoint_interval_seconds must be between 1 and 86400".into(),
             ));
         }
+        let retention = self.retention.check()?;
         let organisations = check_organisations(self.organisations)?;
         Ok(Config {
             listen,
@@ -294,6 +380,7 @@ impl FileConfig {
                 resolve,
             ),
             audit_checkpoint_interval: Duration::from_secs(checkpoint_seconds),
+            retention,
         })
     }
 }

@@ -40,6 +40,7 @@ pub fn config(pki: &PkiPaths, data_dir: &Path, listen: SocketAddr) -> Result<Con
         sweep_interval_seconds: None,
         audit_key: None,
         audit_checkpoint_interval_seconds: None,
+        retention: Default::default(),
         tls: FileTls {
             certificate: pki.server_cert(),
             private_key: pki.server_key(),

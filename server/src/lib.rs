@@ -30,6 +30,7 @@ pub mod dev;
 pub mod domain;
 pub mod error;
 pub mod layers;
+mod retention;
 pub mod services;
 pub mod store;
 mod sweep;
@@ -146,6 +147,7 @@ pub async fn run_with(
     let hub = ctx.hub.clone();
     // Ends with this function, however it returns.
     let sweeper = AbortOnDrop(tokio::spawn(sweep::run(ctx.clone(), config.sweep_interval)));
+    let purger = AbortOnDrop(tokio::spawn(retention::run(ctx.clone(), config.retention)));
     let checkpointer = AbortOnDrop(tokio::spawn(sweep::checkpoints(
         ctx.clone(),
         config.audit_checkpoint_interval,
@@ -221,6 +223,7 @@ pub async fn run_with(
         }
     }
     drop(sweeper);
+    drop(purger);
     drop(checkpointer);
     // A last checkpoint, so a restart finds the trail's end signed.
     if let Err(err) = ctx

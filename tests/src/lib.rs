@@ -99,6 +99,7 @@ impl TestServer {
             sweep_interval_seconds: None,
             audit_key: None,
             audit_checkpoint_interval_seconds: None,
+            retention: Default::default(),
             tls: FileTls {
                 certificate: self.pki.server_cert(),
                 private_key: self.pki.server_key(),
@@ -123,6 +124,7 @@ impl TestServer {
         // told) at once; what is due is still decided by the clock alone.
         config.sweep_interval = std::time::Duration::from_millis(50);
         config.audit_checkpoint_interval = std::time::Duration::from_millis(50);
+        config.retention.interval = std::time::Duration::from_millis(50);
         config
     }
 
@@ -453,4 +455,106 @@ pub async fn stored_under(
     use samenop_server::store::{scan_all, sled::SledStore};
     let store = open_when_released(|| SledStore::open(data_dir)).await;
     scan_all(&store, space, prefix).await.expect("scan").len()
+}
+
+/// A family consult of Sanne (contact person, org A) on consent, accepted
+/// by Eva (child-abuse specialist, org B), whose thread holds one message
+/// with a 4000-byte attachment; with org A's privacy officer Pim and a
+/// device (state on disk) for Sanne and Eva.
+pub struct ThreadedConsult {
+    /// The server.
+    pub server: TestServer,
+    /// The contact person.
+    pub sanne: Client,
+    /// Org A's privacy officer.
+    pub officer: Client,
+    /// The specialist.
+    pub eva: Client,
+    /// The family.
+    pub family: Family,
+    /// Its consent.
+    pub consent: Uuid,
+    /// The consult.
+    pub consult: Uuid,
+    /// Sanne's device.
+    pub sanne_device: samenop_client::mls::Messenger,
+    /// Eva's device.
+    pub eva_device: samenop_client::mls::Messenger,
+    /// The devices' state directories (keep them while using the devices).
+    pub state_dirs: (TempDir, TempDir),
+}
+
+/// Sets up a [`ThreadedConsult`].
+pub async fn threaded_consult() -> ThreadedConsult {
+    use samenop_client::{
+        Role,
+        consult::{About, LegalBasis, NewConsult, Urgency},
+        mls::{Messenger, NewAttachment},
+    };
+    let abuse = Expertise::Violence(ViolenceType::ChildAbuse);
+    let server = TestServer::start().await;
+    let sanne = server
+        .professional(ORG_A, "Sanne", &[Role::ContactPerson], &[])
+        .await;
+    let officer = server
+        .professional(ORG_A, "Pim", &[Role::PrivacyOfficer], &[])
+        .await;
+    let eva = server
+        .professional(ORG_B, "Eva", &[Role::Specialist], &[abuse])
+        .await;
+    let (family, consent) = family_with_consent(&server, &sanne).await;
+    let consult = sanne
+        .open_consult(&NewConsult {
+            about: About::Family {
+                family: family.id,
+                concerned: vec![family.members[1].id],
+                basis: LegalBasis::consent(consent),
+            },
+            question: "Hoe wegen wij deze signalen?".into(),
+            expertise: abuse,
+            urgency: Urgency::Normal,
+            respond_by: None,
+            specialist: Some(eva.professional().expect("eva")),
+        })
+        .await
+        .expect("open")
+        .id;
+    eva.accept_consult(consult).await.expect("accept");
+    let dirs = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let sanne_device = Messenger::open(&sanne, dirs.0.path(), "werkplek")
+        .await
+        .expect("device");
+    let eva_device = Messenger::open(&eva, dirs.1.path(), "laptop")
+        .await
+        .expect("device");
+    sanne_device.create_thread(consult).await.expect("create");
+    sanne_device.sync_members(consult).await.expect("sync");
+    sanne_device
+        .send_with(
+            consult,
+            "Het verslag",
+            None,
+            &[NewAttachment {
+                name: "verslag.pdf",
+                media_type: "application/pdf",
+                bytes: &[7u8; 4000],
+            }],
+        )
+        .await
+        .expect("send");
+    ThreadedConsult {
+        server,
+        sanne,
+        officer,
+        eva,
+        family,
+        consent,
+        consult,
+        sanne_device,
+        eva_device,
+        state_dirs: dirs,
+    }
 }

@@ -198,6 +198,14 @@ impl AuditApi {
         {
             return Ok(true);
         }
+        // The server's actions on the trail as a whole (a retention purge of
+        // old events) concern every privacy officer.
+        if share.officer_of.is_some()
+            && event.objects.is_empty()
+            && event.actor.as_ref().is_some_and(|a| a.by_server)
+        {
+            return Ok(true);
+        }
         for object in &event.objects {
             let ours = match Object::try_from(object.object_type) {
                 Ok(Object::Family) => {

@@ -401,6 +401,83 @@ impl Trail {
         Ok(Some(checkpoint))
     }
 
+    /// Removes the events older than `cutoff`, up to the newest signed
+    /// checkpoint among them, which becomes the chain's base (so the rest
+    /// still verifies, from a signed point); `purge_event` (the purge's own
+    /// account) is appended in the same transaction, its detail completed
+    /// with how far the purge went. Returns the new base's sequence, or
+    /// `None` when nothing was due.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails; a conflict means another
+    /// purge ran meanwhile.
+    pub async fn purge_before(
+        &self,
+        cutoff: std::time::SystemTime,
+        mut purge_event: v1::AuditEvent,
+    ) -> Result<Option<u64>, StoreError> {
+        let base_raw = self.store.get(super::Keyspace::Meta, BASE_KEY).await?;
+        let base = Head::decode(base_raw.as_deref())?;
+        let checkpoints = self.checkpoints().await?;
+        let mut chosen = None;
+        for (sequence, checkpoint) in checkpoints.iter().rev() {
+            if *sequence <= base.sequence {
+                break;
+            }
+            let Some(checkpoint) = checkpoint else {
+                continue;
+            };
+            let Some((_, raw)) = self.entries(sequence - 1, 1).await?.into_iter().next() else {
+                continue;
+            };
+            let at = stored_event(&raw)?
+                .occurred_at
+                .and_then(|t| std::time::SystemTime::try_from(t).ok());
+            if at.is_some_and(|at| at < cutoff) {
+                chosen = Some(checkpoint.clone());
+                break;
+            }
+        }
+        let Some(anchor) = chosen else {
+            return Ok(None);
+        };
+        let hash: [u8; 32] =
+            anchor
+                .hash
+                .as_slice()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt {
+                    space: super::Keyspace::AuditCheckpoints,
+                    reason: "checkpoint hash is not 32 bytes".into(),
+                })?;
+        let mut batch = super::Batch::new();
+        batch.expect(super::Keyspace::Meta, BASE_KEY, base_raw);
+        for sequence in base.sequence + 1..=anchor.sequence {
+            batch.delete(super::Keyspace::Audit, sequence.to_be_bytes().to_vec());
+        }
+        for (sequence, _) in &checkpoints {
+            if *sequence < anchor.sequence {
+                batch.delete(
+                    super::Keyspace::AuditCheckpoints,
+                    sequence.to_be_bytes().to_vec(),
+                );
+            }
+        }
+        let new_base = Head {
+            sequence: anchor.sequence,
+            hash,
+        };
+        batch.put(super::Keyspace::Meta, BASE_KEY, new_base.encode());
+        purge_event.detail = format!(
+            "audit events {} to {} removed after the retention period",
+            base.sequence + 1,
+            anchor.sequence
+        );
+        batch.audit(purge_event);
+        self.store.commit(batch).await?;
+        Ok(Some(anchor.sequence))
+    }
+
     /// Every stored checkpoint, in order: its sequence, and the checkpoint
     /// when it decodes.
     async fn checkpoints(&self) -> Result<Vec<(u64, Option<v1::AuditCheckpoint>)>, StoreError> {

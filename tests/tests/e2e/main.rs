@@ -12,6 +12,7 @@ mod handshake;
 mod identity;
 mod input;
 mod restart;
+mod retention;
 mod rights;
 mod service;
 mod thread;

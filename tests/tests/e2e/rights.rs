@@ -1,71 +1,23 @@
 //! A family's data rights: the export of everything the server holds about
 //! it, and its erasure, which leaves only the (still verifiable) audit trail.
 
-use samenop_client::{
-    ClientError, Expertise, Role, ViolenceType,
-    audit::AuditFilter,
-    consult::{About, LegalBasis, NewConsult, Outcome, Urgency},
-    mls::{Messenger, NewAttachment},
-    rights::ErasureReason,
-};
+use samenop_client::{ClientError, audit::AuditFilter, consult::Outcome, rights::ErasureReason};
 use samenop_proto::v1;
 use samenop_server::store::Keyspace;
-use samenop_tests::{ORG_A, ORG_B, TestServer, family_with_consent, stored_under};
-
-const ABUSE: Expertise = Expertise::Violence(ViolenceType::ChildAbuse);
+use samenop_tests::{ThreadedConsult, stored_under, threaded_consult};
 
 #[tokio::test]
 async fn a_family_is_exported_whole_and_erased_leaving_only_the_audit_trail() {
-    let mut server = TestServer::start().await;
-    let sanne = server
-        .professional(ORG_A, "Sanne", &[Role::ContactPerson], &[])
-        .await;
-    let officer = server
-        .professional(ORG_A, "Pim", &[Role::PrivacyOfficer], &[])
-        .await;
-    let eva = server
-        .professional(ORG_B, "Eva", &[Role::Specialist], &[ABUSE])
-        .await;
-    let (family, consent) = family_with_consent(&server, &sanne).await;
-    let consult = sanne
-        .open_consult(&NewConsult {
-            about: About::Family {
-                family: family.id,
-                concerned: vec![family.members[1].id],
-                basis: LegalBasis::consent(consent),
-            },
-            question: "Hoe wegen wij deze signalen?".into(),
-            expertise: ABUSE,
-            urgency: Urgency::Normal,
-            respond_by: None,
-            specialist: Some(eva.professional().unwrap()),
-        })
-        .await
-        .unwrap();
-    eva.accept_consult(consult.id).await.unwrap();
-    let sanne_dir = tempfile::tempdir().unwrap();
-    let eva_dir = tempfile::tempdir().unwrap();
-    let sanne_device = Messenger::open(&sanne, sanne_dir.path(), "werkplek")
-        .await
-        .unwrap();
-    let _eva_device = Messenger::open(&eva, eva_dir.path(), "laptop")
-        .await
-        .unwrap();
-    sanne_device.create_thread(consult.id).await.unwrap();
-    sanne_device.sync_members(consult.id).await.unwrap();
-    sanne_device
-        .send_with(
-            consult.id,
-            "Het verslag",
-            None,
-            &[NewAttachment {
-                name: "verslag.pdf",
-                media_type: "application/pdf",
-                bytes: &[7u8; 4000],
-            }],
-        )
-        .await
-        .unwrap();
+    let ThreadedConsult {
+        mut server,
+        sanne,
+        officer,
+        eva,
+        family,
+        consent,
+        consult,
+        ..
+    } = threaded_consult().await;
 
     // The export holds everything, for the contact person and the privacy
     // officer alike; no one else gets it.
@@ -83,7 +35,7 @@ async fn a_family_is_exported_whole_and_erased_leaving_only_the_audit_trail() {
     assert!(export.audit.iter().all(|e| {
         e.objects
             .iter()
-            .any(|(_, id)| *id == family.id.to_string() || *id == consult.id.to_string())
+            .any(|(_, id)| *id == family.id.to_string() || *id == consult.to_string())
     }));
     assert_eq!(
         officer
@@ -106,7 +58,7 @@ async fn a_family_is_exported_whole_and_erased_leaving_only_the_audit_trail() {
         .unwrap_err();
     assert!(matches!(err, ClientError::FailedPrecondition(_)), "{err:?}");
     sanne
-        .close_consult(consult.id, Outcome::AdviceGiven)
+        .close_consult(consult, Outcome::AdviceGiven)
         .await
         .unwrap();
     let err = officer
@@ -138,7 +90,7 @@ async fn a_family_is_exported_whole_and_erased_leaving_only_the_audit_trail() {
         Err(ClientError::NotFound(_))
     ));
     assert!(matches!(
-        eva.consult(consult.id).await,
+        eva.consult(consult).await,
         Err(ClientError::NotFound(_))
     ));
 
@@ -156,12 +108,12 @@ async fn a_family_is_exported_whole_and_erased_leaving_only_the_audit_trail() {
         (Keyspace::Families, family.id.as_bytes().to_vec()),
         (Keyspace::ConsentsByFamily, family.id.as_bytes().to_vec()),
         (Keyspace::Consents, consent.as_bytes().to_vec()),
-        (Keyspace::Consults, consult.id.as_bytes().to_vec()),
+        (Keyspace::Consults, consult.as_bytes().to_vec()),
         (Keyspace::ConsultsByFamily, family.id.as_bytes().to_vec()),
-        (Keyspace::ThreadEntries, consult.id.as_bytes().to_vec()),
-        (Keyspace::Threads, consult.id.as_bytes().to_vec()),
-        (Keyspace::Welcomes, consult.id.as_bytes().to_vec()),
-        (Keyspace::Attachments, consult.id.as_bytes().to_vec()),
+        (Keyspace::ThreadEntries, consult.as_bytes().to_vec()),
+        (Keyspace::Threads, consult.as_bytes().to_vec()),
+        (Keyspace::Welcomes, consult.as_bytes().to_vec()),
+        (Keyspace::Attachments, consult.as_bytes().to_vec()),
     ] {
         assert_eq!(
             stored_under(&server.data_dir, space, &prefix).await,
