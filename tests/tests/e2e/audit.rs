@@ -617,3 +617,84 @@ async fn the_transparency_view_withholds_safety_sensitive_sharing_and_records_it
         .expect("the view's event names the withheld consult");
     assert!(recorded.detail.contains("withheld 1"), "{recorded:?}");
 }
+
+#[tokio::test]
+async fn thread_calls_are_audited_allowed_and_denied() {
+    let t = samenop_tests::threaded_consult().await;
+    // Eva reads the thread and its attachment, and subscribes.
+    let read = t.eva_device.catch_up(t.consult).await.unwrap();
+    t.eva_device
+        .open_attachment(t.consult, &read[0].attachments[0])
+        .await
+        .unwrap();
+    let mut events = t.eva_device.subscribe(None).await.unwrap();
+    events.next().await.unwrap();
+    // An outsider's device is refused the thread.
+    let olga = t
+        .server
+        .professional(ORG_B, "Olga", &[Role::Specialist], &[ABUSE])
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let olga_device = samenop_client::mls::Messenger::open(&olga, dir.path(), "laptop")
+        .await
+        .unwrap();
+    let err = olga_device.catch_up(t.consult).await.unwrap_err();
+    assert!(matches!(err, ClientError::NotFound(_)), "{err:?}");
+
+    let trail = t
+        .sanne
+        .query_audit(&AuditFilter {
+            consult: Some(t.consult),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    let seen = |action: &str, outcome: Outcome| {
+        trail.iter().any(|e| {
+            e.action == format!("samenop.v1.{action}")
+                && e.outcome == outcome
+                && e.concerns(ObjectKind::Consult, t.consult)
+        })
+    };
+    for action in [
+        "DirectoryService/ClaimKeyPackages",
+        "ThreadService/PostCommit",
+        "ThreadService/PostMessage",
+        "ThreadService/UploadAttachment",
+        "ThreadService/FetchThread",
+        "ThreadService/DownloadAttachment",
+    ] {
+        assert!(
+            seen(action, Outcome::Allowed),
+            "{action} allowed is missing"
+        );
+    }
+    assert!(
+        seen("ThreadService/FetchThread", Outcome::Denied),
+        "the outsider's refused read is on record"
+    );
+    // Device registration, key packages and subscriptions concern a device.
+    let officer_b = t
+        .server
+        .professional(ORG_B, "Pia", &[Role::PrivacyOfficer], &[])
+        .await;
+    let b_trail = officer_b
+        .query_audit(&AuditFilter {
+            professional: t.eva.professional(),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    for action in [
+        "DirectoryService/RegisterDevice",
+        "DirectoryService/UploadKeyPackages",
+        "ThreadService/Subscribe",
+    ] {
+        assert!(
+            b_trail.iter().any(
+                |e| e.action == format!("samenop.v1.{action}") && e.outcome == Outcome::Allowed
+            ),
+            "{action} is missing"
+        );
+    }
+}
