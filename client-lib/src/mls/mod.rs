@@ -582,10 +582,16 @@ impl Messenger {
             current: HashMap::new(),
             known: HashMap::new(),
         };
+        // A consult whose basis ended (suspended) or that ended keeps only
+        // its owner in the group: nobody else may read what follows.
+        let open = matches!(
+            c.state,
+            crate::consult::ConsultState::Requested | crate::consult::ConsultState::Accepted
+        );
         let active: BTreeSet<Uuid> = c
             .participants
             .iter()
-            .filter(|p| p.status == ParticipantStatus::Active)
+            .filter(|p| open && p.status == ParticipantStatus::Active)
             .map(|p| p.professional)
             .chain([c.owner])
             .collect();
@@ -707,12 +713,13 @@ impl Messenger {
     /// changed, or `None` when it had nothing to do.
     ///
     /// The owner's devices add a specialist who accepted and remove one who
-    /// left or was removed. After a handover the new owner is not in the
-    /// group yet, so the specialists' devices remove the previous owner's
-    /// devices and add the new owner's (whoever commits first does it; the
-    /// others find nothing left to do). A consult that refuses posts
-    /// (suspended, closed) is left alone: nothing can be sent in it, and
-    /// the server refuses its commits too.
+    /// left or was removed. When the consult's basis ends (suspended) or the
+    /// consult is closed, they remove every device but the owner's, so no
+    /// one whose basis ended reads anything sent later (a new basis adds
+    /// the specialists again, with a new Welcome). After a handover the new
+    /// owner is not in the group yet, so the specialists' devices remove the
+    /// previous owner's devices and add the new owner's (whoever commits
+    /// first does it; the others find nothing left to do).
     ///
     /// # Errors
     /// As [`Messenger::sync_members`].
@@ -724,22 +731,21 @@ impl Messenger {
         let Some(view) = &event.view else {
             return Ok(None);
         };
-        let relevant = matches!(
-            event.change,
-            C::Accepted
-                | C::ParticipantLeft
-                | C::ParticipantRemoved
-                | C::OwnerChanged
-                | C::LegalBasisChanged
-        );
-        if !relevant || !matches!(view.state, S::Requested | S::Accepted) {
-            return Ok(None);
-        }
         let me = self
             .client
             .professional()
             .ok_or(ClientError::NoProfessional)?;
-        let duty = view.owner == me || event.change == C::OwnerChanged;
+        let open = matches!(view.state, S::Requested | S::Accepted);
+        let duty = match event.change {
+            C::Accepted | C::ParticipantLeft | C::ParticipantRemoved | C::LegalBasisChanged => {
+                view.owner == me && open
+            }
+            // The basis ended, or the consult did: the owner's devices take
+            // everyone else out.
+            C::Suspended | C::Closed => view.owner == me && !open,
+            C::OwnerChanged => open,
+            _ => false,
+        };
         if !duty || !self.joined(event.consult).await? {
             return Ok(None);
         }
@@ -986,6 +992,11 @@ impl Messenger {
         if !self.joined(consult).await? {
             return Err(not_member(consult));
         }
+        if !self.active(consult).await? {
+            return Err(ClientError::FailedPrecondition(format!(
+                "this device was removed from consult {consult}'s group"
+            )));
+        }
         // A message whose answer was lost goes first, under its own id.
         self.deliver_outbox(consult).await?;
         let attachments = self.upload_attachments(consult, attachments).await?;
@@ -1135,6 +1146,13 @@ impl Messenger {
                 return Ok(received);
             }
         }
+    }
+
+    /// Whether this device is an active member of the consult's group.
+    async fn active(&self, consult: Uuid) -> Result<bool> {
+        let inner = self.inner.lock().await;
+        let removed = inner.thread(consult)?.removed;
+        Ok(!removed && inner.load_group(consult)?.is_some_and(|g| g.is_active()))
     }
 
     async fn joined(&self, consult: Uuid) -> Result<bool> {

@@ -277,7 +277,16 @@ impl ThreadApi {
             {
                 return Ok((earlier.sequence, earlier.epoch));
             }
-            if let Some(reason) = refuses_posts(post.consult, loaded.now.state) {
+            // A consult whose basis ended, or that was closed, takes no
+            // content; only its owner's commits that add no one (they carry
+            // no Welcome), so the owner can take everyone else out.
+            let owner_pruning = kind == v1::ThreadEntryKind::Commit
+                && welcomes.is_empty()
+                && loaded.now.owner == caller.professional.id
+                && matches!(loaded.now.state, State::Suspended { .. } | State::Closed(_));
+            if let Some(reason) = refuses_posts(post.consult, loaded.now.state)
+                && !owner_pruning
+            {
                 return Err(ServiceError::FailedPrecondition(reason));
             }
             // Checked against the consult as this attempt read it, so no

@@ -72,7 +72,8 @@ impl Device {
 struct Consult {
     server: TestServer,
     id: Uuid,
-    family: Uuid,
+    family: samenop_client::family::Family,
+    consent: Uuid,
     sanne: Device,
     eva: Device,
     ravi: Device,
@@ -113,7 +114,8 @@ async fn three_party() -> Consult {
     ravi.accept_consult(consult.id).await.expect("ravi accepts");
     let c = Consult {
         id: consult.id,
-        family: family.id,
+        family: family.clone(),
+        consent,
         sanne: Device::new(sanne, "werkplek sanne").await,
         eva: Device::new(eva, "laptop eva").await,
         ravi: Device::new(ravi, "laptop ravi").await,
@@ -829,7 +831,7 @@ async fn after_a_handover_the_group_follows_the_new_contact_person() {
     let mut ravi_events = c.ravi.messenger().subscribe(None).await.unwrap();
     c.sanne
         .client
-        .hand_over_family(c.family, mila.client.professional().unwrap())
+        .hand_over_family(c.family.id, mila.client.professional().unwrap())
         .await
         .unwrap();
 
@@ -991,4 +993,117 @@ async fn a_message_whose_post_failed_goes_first_once_the_server_is_back() {
         texts(&c.eva.messenger().messages(c.id).await.unwrap()),
         ["eerst", "daarna"]
     );
+}
+
+#[tokio::test]
+async fn specialists_whose_basis_ends_are_taken_out_and_come_back_with_a_new_one() {
+    use samenop_client::{
+        consult::{ConsultChange, Outcome},
+        family::RevocationReason,
+    };
+    let c = three_party().await;
+    let mut events = c.sanne.messenger().subscribe(None).await.unwrap();
+
+    // The consent is revoked: the consult is suspended, and Sanne's device
+    // takes both specialists' devices out of the group.
+    c.sanne
+        .client
+        .revoke_consent(c.consent, RevocationReason::Withdrawn, None)
+        .await
+        .unwrap();
+    let suspended = next_change(&mut events, ConsultChange::Suspended).await;
+    let change = c
+        .sanne
+        .messenger()
+        .follow(&suspended)
+        .await
+        .unwrap()
+        .expect("acts");
+    let mut removed = change.removed.clone();
+    removed.sort();
+    let mut specialists = vec![c.eva.messenger().device(), c.ravi.messenger().device()];
+    specialists.sort();
+    assert_eq!(removed, specialists);
+    c.sanne.messenger().verify_members(c.id).await.unwrap();
+    // Eva's device applies its removal; nothing is readable for it now.
+    assert!(c.eva.messenger().catch_up(c.id).await.unwrap().is_empty());
+    let err = c
+        .eva
+        .messenger()
+        .send(c.id, "nog iets", None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::LocalState(_) | ClientError::FailedPrecondition(_)
+        ),
+        "{err:?}"
+    );
+
+    // A new consent resumes the consult; the specialists are added again
+    // and read what is said from then on.
+    let renewed = c
+        .sanne
+        .client
+        .record_consent(
+            c.family.id,
+            &samenop_tests::abuse_consent(
+                &c.family,
+                &c.server,
+                Vec::new(),
+                std::time::Duration::from_secs(30 * 24 * 3600),
+            ),
+        )
+        .await
+        .unwrap();
+    c.sanne
+        .client
+        .change_legal_basis(c.id, &LegalBasis::consent(renewed.id))
+        .await
+        .unwrap();
+    let resumed = next_change(&mut events, ConsultChange::LegalBasisChanged).await;
+    let change = c
+        .sanne
+        .messenger()
+        .follow(&resumed)
+        .await
+        .unwrap()
+        .expect("acts");
+    assert_eq!(change.added.len(), 2);
+    c.sanne
+        .messenger()
+        .send(c.id, "verder", None)
+        .await
+        .unwrap();
+    for device in [&c.eva, &c.ravi] {
+        assert_eq!(
+            texts(&device.messenger().catch_up(c.id).await.unwrap()),
+            ["verder"]
+        );
+    }
+
+    // Closed: the specialists are taken out for good.
+    c.sanne
+        .client
+        .close_consult(c.id, Outcome::AdviceGiven)
+        .await
+        .unwrap();
+    let closed = next_change(&mut events, ConsultChange::Closed).await;
+    let change = c
+        .sanne
+        .messenger()
+        .follow(&closed)
+        .await
+        .unwrap()
+        .expect("acts");
+    assert_eq!(change.removed.len(), 2);
+    // Content stays refused, for everyone.
+    let err = c
+        .sanne
+        .messenger()
+        .send(c.id, "na afloop", None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::FailedPrecondition(_)), "{err:?}");
 }
