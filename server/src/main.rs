@@ -232,7 +232,7 @@ async fn verify_audit(data: &std::path::Path, audit_key: Option<PathBuf>) -> Exi
             let answer = samenop_server::services::verification_to_proto(&result);
             if answer.ok {
                 println!(
-                    "audit trail intact: {} events verified, last sequence {}, {} checkpoints",
+                    "audit trail intact: {} events verified, last sequence {}, checkpoints verified: {}",
                     answer.events_checked, answer.last_sequence, answer.checkpoints_checked
                 );
                 ExitCode::SUCCESS
