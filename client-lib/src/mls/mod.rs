@@ -88,6 +88,10 @@ struct ThreadRecord {
     /// later takes the first count it sees of each sender as the start.
     #[serde(default)]
     from_start: bool,
+    /// The professional of each device this device has read in the
+    /// thread, as the directory listed it.
+    #[serde(default)]
+    senders: BTreeMap<Uuid, Uuid>,
     /// The message being sent: kept with its request id until the server
     /// answers, so one whose answer was lost is posted again under the same
     /// id (and stored once) before anything else is sent.
@@ -1245,12 +1249,23 @@ impl Messenger {
                     "an entry of another thread",
                 ));
             }
-            let committed_by_other = entry.kind == v1::ThreadEntryKind::Commit as i32
-                && crate::types::uuid("sender_device_id", &entry.sender_device_id)? != self.device;
+            let sender = crate::types::uuid("sender_device_id", &entry.sender_device_id)?;
+            let committed_by_other =
+                entry.kind == v1::ThreadEntryKind::Commit as i32 && sender != self.device;
+            // A sender's professional is checked against the directory the
+            // first time this device reads that sender in this thread.
+            let unknown_sender = sender != self.device
+                && !self
+                    .inner
+                    .lock()
+                    .await
+                    .thread(consult)?
+                    .senders
+                    .contains_key(&sender);
             // Who may join is read before the commit is applied. A device
             // no longer allowed to read the consult cannot read it; a commit
             // that removes it still applies (and ends its membership).
-            let listed = if committed_by_other {
+            let listed = if committed_by_other || unknown_sender {
                 match self.roster(consult).await {
                     Ok(listed) => Some(listed),
                     Err(ClientError::NotFound(_)) => None,
@@ -1334,6 +1349,35 @@ impl Messenger {
                 sequence,
                 "it was signed by another device than the one it names",
             ));
+        }
+        // The device is proven by its signature; whose device it is comes
+        // from the directory, not from the server's entry.
+        let owner_of_device = thread
+            .senders
+            .get(&sender)
+            .copied()
+            .or_else(|| listed.and_then(|r| r.known.get(&sender)).map(|(p, _)| *p));
+        match owner_of_device {
+            Some(professional) if professional == sender_professional => {
+                thread.senders.insert(sender, professional);
+            }
+            Some(_) => {
+                return Err(rejected(
+                    consult,
+                    sequence,
+                    "it names another professional than the one its device belongs to",
+                ));
+            }
+            // A commit read by a device that lost access to the consult
+            // (it removes this device): its effect is what matters.
+            None if listed.is_none() && entry.kind == v1::ThreadEntryKind::Commit as i32 => {}
+            None => {
+                return Err(rejected(
+                    consult,
+                    sequence,
+                    "its device is not a listed device of a participant",
+                ));
+            }
         }
         let mut out = None;
         let mut extra = Vec::new();

@@ -1107,3 +1107,19 @@ async fn specialists_whose_basis_ends_are_taken_out_and_come_back_with_a_new_one
         .unwrap_err();
     assert!(matches!(err, ClientError::FailedPrecondition(_)), "{err:?}");
 }
+
+#[tokio::test]
+async fn a_message_the_server_attributes_to_another_professional_is_rejected() {
+    let mut c = three_party().await;
+    let sent = c.eva.messenger().send(c.id, "van Eva", None).await.unwrap();
+    let ravi = c.ravi.client.professional().unwrap();
+    c.server.stop().await;
+    alter_thread_entry(&c.server.data_dir, c.id, sent, |entry| {
+        entry.sender_professional_id = ravi.to_string();
+    })
+    .await;
+    c.server.launch().await;
+    let err = c.sanne.messenger().catch_up(c.id).await.unwrap_err();
+    assert!(matches!(err, ClientError::Rejected(_)), "{err:?}");
+    assert!(err.to_string().contains("another professional"), "{err}");
+}
