@@ -301,15 +301,6 @@ impl AuditApi {
 }
 
 impl AuditApi {
-    /// Checks that the caller is the family's contact person now; NOT_FOUND
-    /// (the unknown-id text) for everyone else.
-    async fn led_by_caller(&self, caller: &Caller, id: FamilyId) -> ServiceResult<()> {
-        match self.ctx.families.family(id).await? {
-            Some(family) if family.contact.professional == caller.professional.id => Ok(()),
-            _ => Err(ServiceError::NotFound(format!("no family {id}"))),
-        }
-    }
-
     /// Sends every event of the caller's share that matches, oldest first,
     /// then the newest checkpoint; stops quietly when the receiver went.
     async fn export(
@@ -452,9 +443,7 @@ impl AuditService for AuditApi {
         let caller = self.ctx.auth.caller(&request).await?;
         let id = FamilyId::parse("family_id", &request.get_ref().family_id)
             .map_err(ServiceError::from)?;
-        caller.audit.object(Object::Family, id);
-        self.led_by_caller(&caller, id).await?;
-        caller.audit.role(Role::ContactPerson);
+        super::family_rights::family_for(&self.ctx, &caller, id, false).await?;
         let consults = self
             .ctx
             .consults

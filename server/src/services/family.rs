@@ -35,11 +35,24 @@ pub struct FamilyApi {
 
 /// How the caller may see a family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Access {
+pub(super) enum Access {
     /// The current contact person: may read and change.
     ContactPerson,
     /// A privacy officer of the contact person's organisation: may read.
     PrivacyOfficer,
+}
+
+/// How `caller` may see `family`, if at all: as its current contact person,
+/// or as a privacy officer of that person's organisation.
+pub(super) fn access(family: &Family, caller: &Caller) -> Option<Access> {
+    let me = &caller.professional;
+    if family.contact.professional == me.id {
+        Some(Access::ContactPerson)
+    } else if me.has_role(Role::PrivacyOfficer) && me.organisation == family.contact.organisation {
+        Some(Access::PrivacyOfficer)
+    } else {
+        None
+    }
 }
 
 fn no_family(id: FamilyId) -> ServiceError {
@@ -83,20 +96,13 @@ impl FamilyApi {
             .family(id)
             .await?
             .ok_or_else(|| no_family(id))?;
-        let me = &caller.professional;
-        if family.contact.professional == me.id {
-            caller.audit.object(Object::Family, id);
-            caller.audit.role(Role::ContactPerson);
-            Ok((family, Access::ContactPerson))
-        } else if me.has_role(Role::PrivacyOfficer)
-            && me.organisation == family.contact.organisation
-        {
-            caller.audit.object(Object::Family, id);
-            caller.audit.role(Role::PrivacyOfficer);
-            Ok((family, Access::PrivacyOfficer))
-        } else {
-            Err(no_family(id))
-        }
+        let access = access(&family, caller).ok_or_else(|| no_family(id))?;
+        caller.audit.object(Object::Family, id);
+        caller.audit.role(match access {
+            Access::ContactPerson => Role::ContactPerson,
+            Access::PrivacyOfficer => Role::PrivacyOfficer,
+        });
+        Ok((family, access))
     }
 
     /// Loads a family the caller leads as its contact person.

@@ -9,7 +9,7 @@ use super::{
     Context,
     consult::ConsultApi,
     consult_view::consult_to_proto,
-    family::{consent_to_proto, family_to_proto},
+    family::{Access, access, consent_to_proto, family_to_proto},
     timestamp,
 };
 use crate::{
@@ -40,7 +40,7 @@ fn no_family(id: FamilyId) -> ServiceError {
 /// Loads a family for `caller`: its contact person, or (when `officer_too`)
 /// a PRIVACY_OFFICER of the contact person's organisation; NOT_FOUND with
 /// the unknown-id text for everyone else.
-async fn family_for(
+pub(super) async fn family_for(
     ctx: &Context,
     caller: &Caller,
     id: FamilyId,
@@ -52,19 +52,13 @@ async fn family_for(
         .family(id)
         .await?
         .ok_or_else(|| no_family(id))?;
-    let me = &caller.professional;
-    if family.contact.professional == me.id {
-        caller.audit.role(Role::ContactPerson);
-        Ok(family)
-    } else if officer_too
-        && me.has_role(Role::PrivacyOfficer)
-        && family.contact.organisation == me.organisation
-    {
-        caller.audit.role(Role::PrivacyOfficer);
-        Ok(family)
-    } else {
-        Err(no_family(id))
-    }
+    let role = match access(&family, caller) {
+        Some(Access::ContactPerson) => Role::ContactPerson,
+        Some(Access::PrivacyOfficer) if officer_too => Role::PrivacyOfficer,
+        _ => return Err(no_family(id)),
+    };
+    caller.audit.role(role);
+    Ok(family)
 }
 
 /// The family's consults, settled now.

@@ -139,6 +139,19 @@ fn texts(messages: &[samenop_client::mls::ThreadMessage]) -> Vec<&str> {
     messages.iter().map(|m| m.text.as_str()).collect()
 }
 
+/// `device` lost the thread: the server no longer serves it, and given the
+/// ciphertexts anyway (as Eva's client fetches them) it cannot decrypt
+/// them, so `unread` never shows in its history.
+async fn locked_out(c: &Consult, device: &Device, unread: &str) {
+    let refused = device.messenger().catch_up(c.id).await.unwrap_err();
+    assert!(matches!(refused, ClientError::NotFound(_)), "{refused:?}");
+    let entries = raw_entries(&c.eva.client, c.eva.messenger().device(), c.id).await;
+    let err = device.messenger().apply(c.id, entries).await.unwrap_err();
+    assert!(matches!(err, ClientError::FailedPrecondition(_)), "{err:?}");
+    let history = device.messenger().messages(c.id).await.unwrap();
+    assert!(history.iter().all(|m| m.text != unread));
+}
+
 /// The raw entries of a thread, as a participant's client fetches them.
 async fn raw_entries(client: &Client, device: Uuid, consult: Uuid) -> Vec<v1::ThreadEntry> {
     let mut threads = v1::thread_service_client::ThreadServiceClient::new(client.channel());
@@ -270,22 +283,7 @@ async fn a_removed_specialist_cannot_read_what_follows() {
         ["Alleen voor Eva"]
     );
 
-    // The server no longer serves Ravi the thread...
-    let refused = c.ravi.messenger().catch_up(c.id).await.unwrap_err();
-    assert!(matches!(refused, ClientError::NotFound(_)), "{refused:?}");
-    // ...and given the ciphertexts anyway, his device cannot decrypt them.
-    let entries = raw_entries(&c.eva.client, c.eva.messenger().device(), c.id).await;
-    let err = c.ravi.messenger().apply(c.id, entries).await.unwrap_err();
-    assert!(matches!(err, ClientError::FailedPrecondition(_)), "{err:?}");
-    assert!(
-        c.ravi
-            .messenger()
-            .messages(c.id)
-            .await
-            .unwrap()
-            .iter()
-            .all(|m| m.text != "Alleen voor Eva")
-    );
+    locked_out(&c, &c.ravi, "Alleen voor Eva").await;
 }
 
 #[tokio::test]
@@ -872,22 +870,7 @@ async fn after_a_handover_the_group_follows_the_new_contact_person() {
         );
     }
 
-    // Sanne lost the thread: the server refuses her, and the ciphertexts
-    // she could get anyway do not decrypt for her device.
-    let refused = c.sanne.messenger().catch_up(c.id).await.unwrap_err();
-    assert!(matches!(refused, ClientError::NotFound(_)), "{refused:?}");
-    let entries = raw_entries(&c.eva.client, c.eva.messenger().device(), c.id).await;
-    let err = c.sanne.messenger().apply(c.id, entries).await.unwrap_err();
-    assert!(matches!(err, ClientError::FailedPrecondition(_)), "{err:?}");
-    assert!(
-        c.sanne
-            .messenger()
-            .messages(c.id)
-            .await
-            .unwrap()
-            .iter()
-            .all(|m| m.text != "Ik neem het over")
-    );
+    locked_out(&c, &c.sanne, "Ik neem het over").await;
 }
 
 #[tokio::test]
