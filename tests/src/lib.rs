@@ -243,6 +243,20 @@ impl TestServer {
     }
 }
 
+/// The longest any test waits for an event, a message or a state: long
+/// enough for a loaded 2-core machine, short enough that a broken delivery
+/// fails within seconds instead of hanging the suite.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Awaits `future` for at most [`WAIT`]; past that, fails the test saying
+/// what it was waiting for.
+pub async fn within<F: std::future::Future>(what: &str, future: F) -> F::Output {
+    match tokio::time::timeout(WAIT, future).await {
+        Ok(output) => output,
+        Err(_) => panic!("waited {WAIT:?} in vain for {what}"),
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {

@@ -25,12 +25,13 @@ mod state;
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     path::Path,
+    sync::{Arc, PoisonError},
 };
 
 use openmls::prelude::{
-    BasicCredential, Ciphersuite, CredentialWithKey, GroupId, KeyPackage, KeyPackageIn, MlsGroup,
-    MlsGroupCreateConfig, MlsGroupJoinConfig, MlsMessageBodyIn, MlsMessageIn, MlsMessageOut,
-    ProcessedMessageContent, ProtocolVersion, StagedWelcome,
+    BasicCredential, Capabilities, Ciphersuite, CredentialWithKey, ExtensionType, GroupId,
+    KeyPackage, KeyPackageIn, MlsGroup, MlsGroupCreateConfig, MlsGroupJoinConfig, MlsMessageBodyIn,
+    MlsMessageIn, MlsMessageOut, ProcessedMessageContent, ProtocolVersion, StagedWelcome,
     tls_codec::{DeserializeBytes, Serialize as _},
 };
 use openmls_basic_credential::SignatureKeyPair;
@@ -258,6 +259,12 @@ pub struct Messenger {
     device: Uuid,
     /// The MLS state.
     inner: tokio::sync::Mutex<Inner>,
+    /// One queue per consult for sends: a thread has one outbox slot, so a
+    /// send holds its consult's queue from the outbox's first write to its
+    /// answer, and concurrent sends to one consult go one after another,
+    /// in the order they came (tokio's mutex is fair), each with its own
+    /// outcome.
+    sending: std::sync::Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 fn not_member(consult: Uuid) -> ClientError {
@@ -352,7 +359,13 @@ impl Inner {
     fn key_package(&mut self, last_resort: bool) -> Result<Vec<u8>> {
         let mut builder = KeyPackage::builder();
         if last_resort {
-            builder = builder.mark_as_last_resort();
+            // A key package's extensions must be among its leaf's
+            // capabilities, or every member refuses it when it is used.
+            builder = builder.mark_as_last_resort().leaf_node_capabilities(
+                Capabilities::builder()
+                    .extensions(vec![ExtensionType::LastResort])
+                    .build(),
+            );
         }
         let bundle = builder
             .build(
@@ -443,6 +456,7 @@ impl Messenger {
                 credential,
                 device,
             }),
+            sending: std::sync::Mutex::default(),
         };
         if messenger
             .inner
@@ -814,7 +828,7 @@ impl Messenger {
                     if present.contains(&device) {
                         continue;
                     }
-                    let package = validate_key_package(&inner, &claimed.key_package)?;
+                    let package = validate_key_package(&inner, device, &claimed.key_package)?;
                     let credential = package.leaf_node().credential();
                     let listed_key = listed.get(&device).map(|(_, key)| key.as_slice());
                     if member_device(credential) != Some(device)
@@ -993,6 +1007,8 @@ impl Messenger {
         reply_to: Option<u64>,
         attachments: &[NewAttachment<'_>],
     ) -> Result<u64> {
+        let queue = self.send_queue(consult);
+        let _turn = queue.lock().await;
         if !self.joined(consult).await? {
             return Err(not_member(consult));
         }
@@ -1020,9 +1036,17 @@ impl Messenger {
             });
             inner.persist(consult, &thread, Vec::new())?;
         }
+        // Only a send holding this consult's queue fills or empties the
+        // outbox, so the message delivered here is this send's own.
         self.deliver_outbox(consult)
             .await?
             .ok_or_else(|| local("the message to send", "it left the outbox unsent"))
+    }
+
+    /// The send queue of `consult` (see the `sending` field).
+    fn send_queue(&self, consult: Uuid) -> Arc<tokio::sync::Mutex<()>> {
+        let mut queues = self.sending.lock().unwrap_or_else(PoisonError::into_inner);
+        queues.entry(consult).or_default().clone()
     }
 
     /// Posts the message waiting in a thread's outbox, if any, catching up
@@ -1519,19 +1543,26 @@ impl Messenger {
     }
 }
 
-/// Parses and validates a claimed key package.
-fn validate_key_package(inner: &Inner, raw: &[u8]) -> Result<KeyPackage> {
-    let message = MlsMessageIn::tls_deserialize_exact_bytes(raw)
-        .map_err(|e| ClientError::Protocol(format!("a claimed key package is malformed: {e}")))?;
+/// Parses and validates the key package claimed for `device`.
+fn validate_key_package(inner: &Inner, device: Uuid, raw: &[u8]) -> Result<KeyPackage> {
+    let message = MlsMessageIn::tls_deserialize_exact_bytes(raw).map_err(|e| {
+        ClientError::Protocol(format!(
+            "the key package claimed for device {device} is malformed: {e}"
+        ))
+    })?;
     let MlsMessageBodyIn::KeyPackage(package) = message.extract() else {
-        return Err(ClientError::Protocol(
-            "a claimed key package is not one".into(),
-        ));
+        return Err(ClientError::Protocol(format!(
+            "the key package claimed for device {device} is not one"
+        )));
     };
     let package: KeyPackageIn = package;
     package
         .validate(inner.state.provider().crypto(), ProtocolVersion::Mls10)
-        .map_err(|e| ClientError::GroupMismatch(format!("a claimed key package is invalid: {e}")))
+        .map_err(|e| {
+            ClientError::GroupMismatch(format!(
+                "the key package claimed for device {device} is invalid: {e}"
+            ))
+        })
 }
 
 /// Registers a device with `signer`'s public key; when an earlier attempt

@@ -14,5 +14,6 @@ mod input;
 mod restart;
 mod retention;
 mod rights;
+mod sends;
 mod service;
 mod thread;

@@ -1,0 +1,150 @@
+//! One device under load: many sends at once on one `Messenger`, to one
+//! consult and to several, each stored exactly once at the sequence it
+//! reported; and a device whose one-time key packages ran out, added to
+//! more than a hundred consults with its last-resort one.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use samenop_client::{
+    Client, Expertise, Role, ViolenceType,
+    consult::{About, NewConsult, Urgency},
+    mls::Messenger,
+};
+use samenop_tests::{ORG_A, ORG_B, TestServer, within};
+use uuid::Uuid;
+
+const ABUSE: Expertise = Expertise::Violence(ViolenceType::ChildAbuse);
+
+/// An anonymous consult of `owner` addressed to `specialist`, accepted, its
+/// group made by `owner_device` with every participant's device added.
+async fn accepted_consult(owner: &Client, owner_device: &Messenger, specialist: &Client) -> Uuid {
+    let consult = owner
+        .open_consult(&NewConsult {
+            about: About::Anonymous,
+            question: "Hoe wegen wij deze signalen?".into(),
+            expertise: ABUSE,
+            urgency: Urgency::Normal,
+            respond_by: None,
+            specialist: Some(specialist.professional().expect("specialist")),
+        })
+        .await
+        .expect("open")
+        .id;
+    specialist.accept_consult(consult).await.expect("accept");
+    owner_device.create_thread(consult).await.expect("create");
+    owner_device.sync_members(consult).await.expect("sync");
+    consult
+}
+
+/// Sanne (contact person, org A) and Eva (specialist, org B), each with a
+/// device whose state lives in the returned directories.
+async fn two_devices(
+    server: &TestServer,
+) -> (Client, Messenger, Client, Messenger, tempfile::TempDir) {
+    let sanne = server
+        .professional(ORG_A, "Sanne", &[Role::ContactPerson], &[])
+        .await;
+    let eva = server
+        .professional(ORG_B, "Eva", &[Role::Specialist], &[ABUSE])
+        .await;
+    let dir = tempfile::tempdir().expect("state dir");
+    let sanne_device = Messenger::open(&sanne, &dir.path().join("sanne"), "werkplek")
+        .await
+        .expect("device");
+    let eva_device = Messenger::open(&eva, &dir.path().join("eva"), "laptop")
+        .await
+        .expect("device");
+    (sanne, sanne_device, eva, eva_device, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_sends_on_one_device_are_each_stored_once_where_they_say() {
+    let server = TestServer::start().await;
+    let (sanne, sanne_device, eva, eva_device, _dirs) = two_devices(&server).await;
+    let mut consults = Vec::new();
+    for _ in 0..3 {
+        consults.push(accepted_consult(&sanne, &sanne_device, &eva).await);
+    }
+    for consult in &consults {
+        eva_device.catch_up(*consult).await.expect("join");
+    }
+    let sanne_device = Arc::new(sanne_device);
+
+    // 24 sends at once to the first consult, and 8 to each of the others.
+    let mut sends = tokio::task::JoinSet::new();
+    for (index, consult) in consults.iter().enumerate() {
+        let count = if index == 0 { 24 } else { 8 };
+        for n in 0..count {
+            let device = sanne_device.clone();
+            let consult = *consult;
+            let text = format!("bericht {n} in consult {index}");
+            sends.spawn(async move {
+                let sent = device.send(consult, &text, None).await;
+                (consult, text, sent)
+            });
+        }
+    }
+    let mut acknowledged: BTreeMap<Uuid, BTreeMap<u64, String>> = BTreeMap::new();
+    while let Some(joined) = sends.join_next().await {
+        let (consult, text, sent) = joined.expect("the send task");
+        let sequence = sent.unwrap_or_else(|err| panic!("{text}: {err}"));
+        let earlier = acknowledged
+            .entry(consult)
+            .or_default()
+            .insert(sequence, text.clone());
+        assert!(earlier.is_none(), "two sends acknowledged at {sequence}");
+    }
+
+    // What the other device reads is exactly what was acknowledged, where it
+    // was acknowledged: nothing lost, nothing twice.
+    for consult in &consults {
+        let read = within(
+            "Eva's device reads the thread",
+            eva_device.catch_up(*consult),
+        )
+        .await
+        .expect("catch up");
+        let stored: BTreeMap<u64, String> =
+            read.into_iter().map(|m| (m.sequence, m.text)).collect();
+        assert_eq!(&stored, &acknowledged[consult], "consult {consult}");
+        // And the sender's own history holds each once, at its sequence.
+        let own: BTreeMap<u64, String> = sanne_device
+            .messages(*consult)
+            .await
+            .expect("history")
+            .into_iter()
+            .map(|m| (m.sequence, m.text))
+            .collect();
+        assert_eq!(&own, &acknowledged[consult], "own history of {consult}");
+    }
+}
+
+#[tokio::test]
+async fn a_device_without_one_time_key_packages_is_added_with_its_last_resort_one() {
+    let server = TestServer::start().await;
+    let (sanne, sanne_device, eva, eva_device, _dirs) = two_devices(&server).await;
+    // Eva's device stays away while it is added to 101 consults: it holds
+    // fewer one-time key packages than that on the server (it keeps 20
+    // there and tops up only when it comes back), so every add after those
+    // is made with its last-resort package.
+    let mut consults = Vec::new();
+    for _ in 0..101 {
+        consults.push(accepted_consult(&sanne, &sanne_device, &eva).await);
+    }
+    let last = *consults.last().expect("a consult");
+    sanne_device
+        .send(last, "Welkom in het laatste consult", None)
+        .await
+        .expect("send");
+
+    // Back, it joins every one of them and reads what waits.
+    for consult in &consults {
+        within("Eva's device joins", eva_device.catch_up(*consult))
+            .await
+            .expect("join with a key package it holds");
+        eva_device.verify_members(*consult).await.expect("members");
+    }
+    let read = eva_device.messages(last).await.expect("history");
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].text, "Welkom in het laatste consult");
+}
