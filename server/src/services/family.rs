@@ -276,7 +276,8 @@ impl FamilyService for FamilyApi {
         handed.hand_over((successor.id, successor.organisation.clone()), now);
         let mut batch = Batch::new();
         self.ctx.families.stage_family(&mut batch, &family, &handed);
-        // The family's consults that have not ended move with it.
+        // Every consult of the family moves with it, ended ones too: the
+        // previous contact person keeps no view of the family through them.
         let mut transferred = Vec::new();
         let mut changed = Vec::new();
         let consults = self
@@ -289,7 +290,7 @@ impl FamilyService for FamilyApi {
             )
             .await?;
         for stored in consults {
-            if stored.state.is_final() || stored.owner == successor.id {
+            if stored.owner == successor.id {
                 continue;
             }
             let mut moved = stored.clone();

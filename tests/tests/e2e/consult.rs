@@ -559,7 +559,7 @@ async fn named_requests_invitations_removal_and_leaving() {
 }
 
 #[tokio::test]
-async fn a_handover_moves_open_consults_to_the_new_contact_person() {
+async fn a_handover_moves_every_consult_of_the_family_ended_ones_too() {
     let s = setup().await;
     let eva = specialist(&s.server, ORG_B, "Eva", ABUSE).await;
     let open = s
@@ -571,45 +571,101 @@ async fn a_handover_moves_open_consults_to_the_new_contact_person() {
         .await
         .unwrap();
     eva.accept_consult(open.id).await.unwrap();
-    let done = s
+    // Ended before the handover: one closed on a safety-sensitive ground,
+    // one declined.
+    let safety = LegalBasis {
+        ground: LegalGround::VeiligThuisReport,
+        justification: JUSTIFICATION.into(),
+        safety_sensitive: true,
+    };
+    let closed = s
         .sanne
-        .open_consult(&new_consult(
-            about(&s, LegalBasis::consent(s.consent)),
-            None,
-        ))
+        .open_consult(&new_consult(about(&s, safety), None))
         .await
         .unwrap();
     s.sanne
-        .close_consult(done.id, Outcome::Withdrawn)
+        .close_consult(closed.id, Outcome::Withdrawn)
+        .await
+        .unwrap();
+    let declined = s
+        .sanne
+        .open_consult(&new_consult(
+            about(&s, LegalBasis::consent(s.consent)),
+            eva.professional(),
+        ))
+        .await
+        .unwrap();
+    eva.decline_consult(declined.id, DeclineReason::NoCapacity, "")
         .await
         .unwrap();
 
+    // Handed over within the organisation.
     let daan = s
         .server
-        .professional(ORG_B, "Daan", &[Role::ContactPerson], &[])
+        .professional(ORG_A, "Daan", &[Role::ContactPerson], &[])
         .await;
-    let (_, moved) = s
+    let (_, mut moved) = s
         .sanne
         .hand_over_family(s.family.id, daan.professional().unwrap())
         .await
         .unwrap();
-    assert_eq!(moved, vec![open.id]);
-    let now_owned = daan.consult(open.id).await.unwrap();
-    assert_eq!(now_owned.owner, daan.professional().unwrap());
-    assert!(
-        now_owned
-            .participants
-            .iter()
-            .any(|p| p.owner && p.status == ParticipantStatus::HandedOver)
+    moved.sort();
+    let mut all = vec![open.id, closed.id, declined.id];
+    all.sort();
+    assert_eq!(moved, all, "every consult of the family moves");
+
+    // The new contact person owns each of them, whatever its state, and
+    // sees it as its owner does.
+    for id in &all {
+        let owned = daan.consult(*id).await.unwrap();
+        assert_eq!(owned.owner, daan.professional().unwrap());
+        assert_eq!(owned.family, Some(s.family.id));
+        assert!(
+            owned
+                .participants
+                .iter()
+                .any(|p| p.owner && p.status == ParticipantStatus::HandedOver)
+        );
+    }
+    assert_eq!(
+        daan.consult(closed.id).await.unwrap().justification,
+        JUSTIFICATION
     );
-    assert!(matches!(
-        code(s.sanne.consult(open.id).await),
-        ClientError::NotFound(_)
-    ));
+    let mut listed: Vec<Uuid> = daan
+        .list_consults(ListScope::Owned)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    listed.sort();
+    assert_eq!(listed, all);
+
+    // The previous one sees none of them: exactly as a stranger would.
+    let unknown = Uuid::now_v7();
+    let stranger_text = match code(s.sanne.consult(unknown).await) {
+        ClientError::NotFound(m) => m.replace(&unknown.to_string(), "ID"),
+        other => panic!("{other:?}"),
+    };
+    for id in &all {
+        match code(s.sanne.consult(*id).await) {
+            ClientError::NotFound(m) => {
+                assert_eq!(m.replace(&id.to_string(), "ID"), stranger_text);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
     assert!(matches!(
         code(s.sanne.close_consult(open.id, Outcome::Withdrawn).await),
         ClientError::NotFound(_)
     ));
+    assert!(
+        s.sanne
+            .list_consults(ListScope::Owned)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // The specialist stays; the family is never handed to them.
     assert_eq!(eva.consult(open.id).await.unwrap().family, None);
     assert!(matches!(
