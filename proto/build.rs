@@ -23,8 +23,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("samenop_v1_descriptor.bin"),
         prost::Message::encode_to_vec(&fds),
     )?;
+    // Type names (`prost::Name`) let the codec name a request that fails to
+    // decode; see src/codec.rs.
+    let mut config = prost_build::Config::new();
+    config.enable_type_names();
     tonic_prost_build::configure()
         .generate_default_stubs(true)
-        .compile_fds(fds)?;
+        .codec_path("crate::codec::SamenopCodec")
+        .compile_fds_with_config(fds, config)?;
     Ok(())
 }

@@ -5,6 +5,8 @@
 //! services tonic clients and servers. Calls that no server version implements
 //! yet answer UNIMPLEMENTED through tonic's default stubs.
 
+pub mod codec;
+
 /// The `samenop.v1` package: messages, enums, service clients and servers.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
 pub mod v1 {

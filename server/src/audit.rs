@@ -25,7 +25,7 @@ use std::{
 };
 
 use http::HeaderName;
-use samenop_proto::v1;
+use samenop_proto::{PROFESSIONAL_METADATA_KEY, v1};
 use tonic::{
     Code, Status,
     metadata::MetadataValue,
@@ -145,6 +145,28 @@ impl CallAudit {
         self.edit_actor(|actor| {
             actor.organisation_oin = organisation.map(ToString::to_string).unwrap_or_default();
             actor.certificate_fingerprint = certificate.to_string();
+        });
+    }
+
+    /// Records the organisation of the certificate `leaf` and the
+    /// professional `named` in the metadata, when no handler did: the call
+    /// never reached one.
+    fn identify_if_unknown(&self, leaf: Option<&[u8]>, named: Option<&http::HeaderValue>) {
+        self.edit_actor(|actor| {
+            if !actor.organisation_oin.is_empty() {
+                return;
+            }
+            if let Some(oin) = leaf.and_then(|der| crate::auth::oin_of(der).ok()) {
+                actor.organisation_oin = oin.to_string();
+            }
+            let professional = named
+                .and_then(|value| value.to_str().ok())
+                .and_then(|text| ProfessionalId::parse(PROFESSIONAL_METADATA_KEY, text).ok());
+            if let Some(id) = professional
+                && actor.professional_id.is_empty()
+            {
+                actor.professional_id = id.to_string();
+            }
         });
     }
 
@@ -383,15 +405,14 @@ where
         };
         let connection = request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>();
         let remote = connection.and_then(|info| info.get_ref().remote_addr());
-        let certificate = connection
-            .and_then(TlsConnectInfo::peer_certs)
-            .and_then(|certs| certs.first().map(|leaf| Fingerprint::of(leaf.as_ref())));
+        let certs = connection.and_then(TlsConnectInfo::peer_certs);
         let audit = CallAudit::start(&action, request_id, remote, self.layer.clock.clone());
-        if let Some(certificate) = &certificate {
+        if let Some(leaf) = certs.as_ref().and_then(|certs| certs.first()) {
             // Known from the connection, so even a call refused before
-            // authentication (a malformed message) names its certificate.
-            audit.peer(None, certificate);
+            // authentication names its certificate.
+            audit.peer(None, &Fingerprint::of(leaf.as_ref()));
         }
+        let named = request.headers().get(PROFESSIONAL_METADATA_KEY).cloned();
         request.extensions_mut().insert(audit.clone());
         let future = self.inner.call(request);
         let store = self.layer.store.clone();
@@ -419,6 +440,12 @@ where
             if code == Code::Ok && audit.in_batch() {
                 return Ok(response);
             }
+            // A request that never reached its handler (it did not decode)
+            // is recorded with the organisation and the professional named,
+            // like any other refusal, so its organisation's privacy officer
+            // sees it.
+            let leaf = certs.as_ref().and_then(|certs| certs.first());
+            audit.identify_if_unknown(leaf.map(AsRef::as_ref), named.as_ref());
             let mut batch = Batch::new();
             batch.audit(audit.finish(code, message, denied));
             if let Err(cause) = store.commit(batch).await {

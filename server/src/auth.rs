@@ -197,7 +197,7 @@ fn professional_id<T>(request: &Request<T>) -> ServiceResult<ProfessionalId> {
 }
 
 /// Reads the OIN from a certificate's subject serialNumber.
-fn oin_of(der: &[u8]) -> ServiceResult<Oin> {
+pub(crate) fn oin_of(der: &[u8]) -> ServiceResult<Oin> {
     let (_, cert) = X509Certificate::from_der(der).map_err(|_| {
         ServiceError::Unauthenticated("the client certificate cannot be parsed".into())
     })?;

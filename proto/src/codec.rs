@@ -1,0 +1,112 @@
+//! The codec of every `samenop.v1` service: prost's encoding, with decoding
+//! failures put where they belong.
+//!
+//! tonic's prost codec answers any message that does not decode with
+//! INTERNAL, which tells every gRPC client, retry policy and alerting rule
+//! "the server's fault". A request that does not decode is the caller's
+//! fault: the server answers INVALID_ARGUMENT naming the request type, for
+//! unary and streaming calls alike (a bad message in the middle of a client
+//! stream too). An answer that does not decode, as a client sees it, stays
+//! INTERNAL, naming the answer type. Which one a message is follows from its
+//! type: `buf lint` (STANDARD) makes every request type end in `Request` and
+//! every answer type in `Response`.
+
+use std::marker::PhantomData;
+
+use prost::{Message, Name};
+use tonic::{
+    Status,
+    codec::{BufferSettings, Codec, DecodeBuf, Decoder},
+};
+use tonic_prost::ProstEncoder;
+
+/// The codec of the generated services and clients (see the module
+/// documentation).
+#[derive(Debug, Clone)]
+pub struct SamenopCodec<T, U> {
+    /// The types encoded and decoded.
+    types: PhantomData<(T, U)>,
+}
+
+impl<T, U> Default for SamenopCodec<T, U> {
+    fn default() -> Self {
+        SamenopCodec { types: PhantomData }
+    }
+}
+
+impl<T, U> Codec for SamenopCodec<T, U>
+where
+    T: Message + Send + 'static,
+    U: Message + Name + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = ProstEncoder<T>;
+    type Decoder = SamenopDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstEncoder::default()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        SamenopDecoder {
+            types: PhantomData,
+            buffer_settings: BufferSettings::default(),
+        }
+    }
+}
+
+/// Decodes `U`, failing as the module documentation says.
+#[derive(Debug, Clone)]
+pub struct SamenopDecoder<U> {
+    /// The type decoded.
+    types: PhantomData<U>,
+    /// tonic's default buffer settings.
+    buffer_settings: BufferSettings,
+}
+
+impl<U: Message + Name + Default> Decoder for SamenopDecoder<U> {
+    type Item = U;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+        U::decode(buf)
+            .map(Some)
+            .map_err(|err| undecodable(&U::full_name(), &err))
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        self.buffer_settings
+    }
+}
+
+/// The status for a message of type `name` that failed to decode. prost's
+/// error names the field path and the wire problem, never a value.
+fn undecodable(name: &str, err: &prost::DecodeError) -> Status {
+    if name.ends_with("Request") {
+        Status::invalid_argument(format!("the request is not a valid {name}: {err}"))
+    } else {
+        Status::internal(format!("the answer is not a valid {name}: {err}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_the_callers_fault_and_answers_the_servers() {
+        let err = crate::v1::GetConsultRequest::decode(&b"\x0a\xff"[..]).unwrap_err();
+        let status = undecodable(&crate::v1::GetConsultRequest::full_name(), &err);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(
+            status
+                .message()
+                .starts_with("the request is not a valid samenop.v1.GetConsultRequest"),
+            "{}",
+            status.message()
+        );
+        let status = undecodable(&crate::v1::GetConsultResponse::full_name(), &err);
+        assert_eq!(status.code(), tonic::Code::Internal);
+    }
+}
