@@ -124,6 +124,9 @@ pub async fn run_with(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
+    if store::audit_index::upgrade(&store).await? {
+        tracing::info!("store upgraded: audit trail indexed by family, consult and professional");
+    }
     let directory = Directory::new(store.clone());
     bootstrap::register_admins(
         &directory,

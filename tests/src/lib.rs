@@ -318,6 +318,30 @@ pub async fn truncate_audit(data_dir: &std::path::Path, keep: u64) {
     store.commit(batch).await.expect("write");
 }
 
+/// Removes the audit indexes and the schema version from the data directory
+/// of a stopped server, leaving the store as a server before the indexes
+/// wrote it.
+pub async fn forget_audit_indexes(data_dir: &std::path::Path) {
+    use samenop_server::store::{
+        Batch, Keyspace, Store, audit_index::SCHEMA_KEY, scan_all, sled::SledStore,
+    };
+    let store = open_when_released(|| SledStore::open(data_dir)).await;
+    let mut batch = Batch::new();
+    for space in [
+        Keyspace::AuditIndex,
+        Keyspace::AuditConsultFamily,
+        Keyspace::AuditFamilyConsults,
+    ] {
+        let entries = scan_all(&store, space, b"").await.expect("scan");
+        assert!(!entries.is_empty(), "{space:?} was written");
+        for (key, _) in entries {
+            batch.delete(space, key);
+        }
+    }
+    batch.delete(Keyspace::Meta, SCHEMA_KEY.to_vec());
+    store.commit(batch).await.expect("write");
+}
+
 /// Changes the stored thread entry `sequence` of `consult` in the data
 /// directory of a stopped server, as an attacker with the server's disk
 /// might.

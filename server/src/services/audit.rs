@@ -24,6 +24,7 @@ use crate::{
     store::{
         Keyspace,
         audit::{Verification, stored_event},
+        audit_index::{self, IndexKind, Step},
     },
 };
 
@@ -56,8 +57,9 @@ struct Share {
 /// A parsed audit filter.
 #[derive(Debug, Default)]
 struct Filter {
-    /// Only events concerning this family.
-    family: Option<String>,
+    /// Only events concerning this family: naming it or one of its
+    /// consults (ever opened, as text).
+    family: Option<(String, Vec<String>)>,
     /// Only events concerning this consult.
     consult: Option<String>,
     /// Only events acted by or concerning this professional.
@@ -68,6 +70,9 @@ struct Filter {
     end: Option<prost_types::Timestamp>,
     /// Only events with this outcome (0: any).
     outcome: i32,
+    /// The audit index prefixes that hold every event the filter can
+    /// match; empty: the whole chain is read.
+    index: Vec<Vec<u8>>,
 }
 
 fn concerns(event: &v1::AuditEvent, kind: Object, id: &str) -> bool {
@@ -85,13 +90,13 @@ impl Filter {
     fn matches(&self, event: &v1::AuditEvent) -> bool {
         let actor = event.actor.as_ref();
         let at = event.occurred_at.as_ref().map_or(0, millis);
-        self.family
+        self.family.as_ref().is_none_or(|(family, consults)| {
+            concerns(event, Object::Family, family)
+                || consults.iter().any(|c| concerns(event, Object::Consult, c))
+        }) && self
+            .consult
             .as_deref()
-            .is_none_or(|f| concerns(event, Object::Family, f))
-            && self
-                .consult
-                .as_deref()
-                .is_none_or(|c| concerns(event, Object::Consult, c))
+            .is_none_or(|c| concerns(event, Object::Consult, c))
             && self.professional.as_deref().is_none_or(|p| {
                 actor.is_some_and(|a| a.professional_id == p)
                     || concerns(event, Object::Professional, p)
@@ -165,22 +170,23 @@ impl AuditApi {
         if let Some(known) = leads.get(&key) {
             return Ok(*known);
         }
-        let consult = match ConsultId::parse("consult_id", id) {
-            Ok(consult) => self.ctx.consults.consult(consult).await?,
-            Err(_) => None,
+        let Ok(consult) = ConsultId::parse("consult_id", id) else {
+            leads.insert(key, false);
+            return Ok(false);
         };
-        let visible = match consult {
-            Some(c) => match c.subject {
-                domain::consult::Subject::Family { family, .. } => {
-                    self.family_in_share(share, &family.to_string(), leads)
-                        .await?
-                }
-                domain::consult::Subject::Anonymous => {
+        // A family consult's events are its family's, whether or not its
+        // record is still there (erased or purged before its events).
+        let visible = if let Some(family) = self.ctx.trail.family_of(consult).await? {
+            self.family_in_share(share, &family.to_string(), leads)
+                .await?
+        } else {
+            match self.ctx.consults.consult(consult).await? {
+                Some(c) if matches!(c.subject, domain::consult::Subject::Anonymous) => {
                     share.officer_of.as_ref() == Some(&c.owner_organisation)
                         || share.contact_person == Some(c.owner)
                 }
-            },
-            None => false,
+                _ => false,
+            }
         };
         leads.insert(key, visible);
         Ok(visible)
@@ -259,7 +265,12 @@ impl AuditApi {
             {
                 return Err(ServiceError::NotFound(format!("no family {id}")));
             }
-            filter.family = Some(id.to_string());
+            let (prefixes, consults) = self.ctx.trail.family_prefixes(id).await?;
+            filter.index = prefixes;
+            filter.family = Some((
+                id.to_string(),
+                consults.iter().map(ToString::to_string).collect(),
+            ));
         }
         if !raw.consult_id.is_empty() {
             let id = ConsultId::parse("filter.consult_id", &raw.consult_id)?;
@@ -270,6 +281,7 @@ impl AuditApi {
             if !visible {
                 return Err(ServiceError::NotFound(format!("no consult {id}")));
             }
+            filter.index = vec![audit_index::prefix(IndexKind::Consult, id.as_bytes())];
             filter.consult = Some(id.to_string());
         }
         if !raw.professional_id.is_empty() {
@@ -286,6 +298,9 @@ impl AuditApi {
                     "no professional {id} in your organisation"
                 )));
             }
+            if filter.index.is_empty() {
+                filter.index = vec![audit_index::prefix(IndexKind::Professional, id.as_bytes())];
+            }
             filter.professional = Some(id.to_string());
         }
         if let Some(t) = &raw.start_time {
@@ -301,6 +316,33 @@ impl AuditApi {
 }
 
 impl AuditApi {
+    /// The next step of events after `after` that `filter` may match: from
+    /// the audit index when the filter names a family, consult or
+    /// professional, else from the chain itself.
+    async fn candidates(&self, filter: &Filter, after: u64) -> ServiceResult<Step> {
+        if !filter.index.is_empty() {
+            return Ok(self
+                .ctx
+                .trail
+                .indexed(&filter.index, after, QUERY_SCAN_STEP)
+                .await?);
+        }
+        let entries = self.ctx.trail.entries(after, QUERY_SCAN_STEP).await?;
+        let mut step = Step {
+            after,
+            done: entries.len() < QUERY_SCAN_STEP,
+            events: Vec::with_capacity(entries.len()),
+        };
+        for (key, raw) in entries {
+            let event = stored_event(&raw)?;
+            step.after = <[u8; 8]>::try_from(key.as_slice())
+                .map(u64::from_be_bytes)
+                .unwrap_or(event.sequence);
+            step.events.push(event);
+        }
+        Ok(step)
+    }
+
     /// Sends every event of the caller's share that matches, oldest first,
     /// then the newest checkpoint; stops quietly when the receiver went.
     async fn export(
@@ -314,11 +356,9 @@ impl AuditApi {
         let mut after = 0;
         let mut leads = HashMap::new();
         loop {
-            let entries = self.ctx.trail.entries(after, QUERY_SCAN_STEP).await?;
-            let last_step = entries.len() < QUERY_SCAN_STEP;
-            for (_, raw) in entries {
-                let event = stored_event(&raw)?;
-                after = event.sequence;
+            let step = self.candidates(&filter, after).await?;
+            after = step.after;
+            for event in step.events {
                 if filter.matches(&event) && self.in_share(&share, &event, &mut leads).await? {
                     let item = if json {
                         Item::JsonLine(super::audit_json::json_line(&event))
@@ -333,7 +373,7 @@ impl AuditApi {
                     }
                 }
             }
-            if last_step {
+            if step.done {
                 break;
             }
         }
@@ -377,25 +417,26 @@ impl AuditService for AuditApi {
         let mut events = Vec::new();
         let mut scanned = 0;
         let next = loop {
-            let entries = self.ctx.trail.entries(after, QUERY_SCAN_STEP).await?;
-            let last_step = entries.len() < QUERY_SCAN_STEP;
-            for (key, raw) in entries {
-                let event = stored_event(&raw)?;
-                after = <[u8; 8]>::try_from(key.as_slice())
-                    .map(u64::from_be_bytes)
-                    .unwrap_or(event.sequence);
+            let step = self.candidates(&filter, after).await?;
+            let mut stopped_early = false;
+            for event in step.events {
+                after = event.sequence;
                 scanned += 1;
                 if filter.matches(&event) && self.in_share(&share, &event, &mut leads).await? {
                     events.push(event);
                     if events.len() == size {
+                        stopped_early = true;
                         break;
                     }
                 }
             }
+            if !stopped_early {
+                after = step.after;
+            }
             if events.len() == size || scanned >= QUERY_SCAN_MAX {
                 break after.to_string();
             }
-            if last_step {
+            if step.done {
                 break String::new();
             }
         };

@@ -21,7 +21,7 @@ use crate::{
         parse_text,
     },
     error::{ServiceError, ServiceResult},
-    store::{Batch, Keyspace, audit::stored_event},
+    store::{Batch, Keyspace},
 };
 
 /// The most consults of one family an export or erasure reads.
@@ -143,25 +143,19 @@ async fn send_export(
             return Ok(());
         }
     }
-    let ids: Vec<String> = std::iter::once(family.id.to_string())
-        .chain(consults.iter().map(|c| c.id.to_string()))
-        .collect();
+    // Every event naming the family or one of its consults, ever opened
+    // (the audit index, decision 17).
+    let (prefixes, _) = ctx.trail.family_prefixes(family.id).await?;
     let mut after = 0;
     loop {
-        let entries = ctx.trail.entries(after, AUDIT_STEP).await?;
-        let last = entries.len() < AUDIT_STEP;
-        for (_, raw) in entries {
-            let event = stored_event(&raw)?;
-            after = event.sequence;
-            let concerns = event.objects.iter().any(|o| {
-                (o.object_type == Object::Family as i32 || o.object_type == Object::Consult as i32)
-                    && ids.contains(&o.object_id)
-            });
-            if concerns && !send(Part::AuditEvent(event)).await {
+        let step = ctx.trail.indexed(&prefixes, after, AUDIT_STEP).await?;
+        after = step.after;
+        for event in step.events {
+            if !send(Part::AuditEvent(event)).await {
                 return Ok(());
             }
         }
-        if last {
+        if step.done {
             return Ok(());
         }
     }

@@ -308,7 +308,7 @@ impl Verifier {
 #[derive(Clone)]
 pub struct Trail {
     /// Where the chain is stored.
-    store: std::sync::Arc<dyn super::Store>,
+    pub(super) store: std::sync::Arc<dyn super::Store>,
 }
 
 impl Trail {
@@ -452,8 +452,27 @@ impl Trail {
                 })?;
         let mut batch = super::Batch::new();
         batch.expect(super::Keyspace::Meta, BASE_KEY, base_raw);
-        for sequence in base.sequence + 1..=anchor.sequence {
-            batch.delete(super::Keyspace::Audit, sequence.to_be_bytes().to_vec());
+        let mut after = base.sequence;
+        while after < anchor.sequence {
+            let entries = self.entries(after, 1024).await?;
+            if entries.is_empty() {
+                break;
+            }
+            for (key, raw) in entries {
+                let Some(sequence) = <[u8; 8]>::try_from(key.as_slice())
+                    .ok()
+                    .map(u64::from_be_bytes)
+                    .filter(|s| *s <= anchor.sequence)
+                else {
+                    after = anchor.sequence;
+                    break;
+                };
+                // The event's index entries go with it; one that no longer
+                // decodes is removed all the same.
+                let _ = super::audit_index::stage_unindex(&mut batch, &raw);
+                batch.delete(super::Keyspace::Audit, key);
+                after = sequence;
+            }
         }
         for (sequence, _) in &checkpoints {
             if *sequence < anchor.sequence {

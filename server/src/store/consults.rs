@@ -506,6 +506,11 @@ impl Consults {
         let key = new.id.as_bytes().to_vec();
         batch.expect(Keyspace::Consults, key.clone(), old.map(encode_consult));
         batch.put(Keyspace::Consults, key, encode_consult(new));
+        if old.is_none()
+            && let Subject::Family { family, .. } = &new.subject
+        {
+            super::audit_index::stage_link(batch, new.id, *family);
+        }
         let before = old.map(index_keys).unwrap_or_default();
         let after = index_keys(new);
         for (space, key) in &before {

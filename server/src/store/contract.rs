@@ -16,6 +16,7 @@ pub(crate) async fn run_all(store: Arc<dyn Store>) {
     scan_is_ordered_prefixed_and_paged(store.as_ref()).await;
     failed_precondition_writes_nothing(store.as_ref()).await;
     audit_entries_are_chained_with_their_change(store.as_ref()).await;
+    audit_index_is_written_with_the_event(store.as_ref()).await;
     concurrent_conditional_writes_have_one_winner(store.clone()).await;
     concurrent_audit_appends_stay_gapless(store).await;
 }
@@ -118,6 +119,91 @@ async fn audit_entries_are_chained_with_their_change(store: &dyn Store) {
             fault: Fault::Truncated
         }
     );
+
+    // The last event rewritten to name another previous hash, its own hash
+    // recomputed over the true previous hash and the head moved to match:
+    // every hash checks, and only the event's own previous hash gives the
+    // forgery away.
+    let mut forged = chain.clone();
+    let mut event = events[2].clone();
+    event.previous_hash = vec![0x5a; 32];
+    event.hash.clear();
+    let body = prost::Message::encode_to_vec(&event);
+    let hash = chain_hash(&events[1].hash, &body);
+    let entry = super::audit::AuditEntry {
+        hash: hash.to_vec(),
+        body,
+    };
+    forged[2].1 = prost::Message::encode_to_vec(&entry);
+    let forged_head = Head { sequence: 3, hash };
+    assert_eq!(
+        verify(&forged, forged_head).unwrap_err(),
+        Broken {
+            sequence: 3,
+            fault: Fault::PreviousHashMismatch
+        }
+    );
+}
+
+/// Every family, consult and professional an event names (and its actor)
+/// is indexed in the event's own transaction, under its sequence.
+async fn audit_index_is_written_with_the_event(store: &dyn Store) {
+    use super::audit_index::{IndexKind, prefix};
+    use samenop_proto::v1::{AuditActor, AuditObject, AuditObjectType as Object};
+    let family = uuid::Uuid::new_v4();
+    let consult = uuid::Uuid::now_v7();
+    let actor = uuid::Uuid::now_v7();
+    let named = samenop_proto::v1::AuditEvent {
+        action: "indexed".into(),
+        actor: Some(AuditActor {
+            professional_id: actor.to_string(),
+            ..Default::default()
+        }),
+        objects: vec![
+            AuditObject {
+                object_type: Object::Family as i32,
+                object_id: family.to_string(),
+            },
+            AuditObject {
+                object_type: Object::Consult as i32,
+                object_id: consult.to_string(),
+            },
+            AuditObject {
+                object_type: Object::Device as i32,
+                object_id: uuid::Uuid::now_v7().to_string(),
+            },
+        ],
+        ..Default::default()
+    };
+    let mut failing = Batch::new();
+    failing.expect(Keyspace::Meta, b"never-there".to_vec(), Some(b"x".to_vec()));
+    failing.audit(named.clone());
+    assert!(matches!(
+        store.commit(failing).await,
+        Err(StoreError::Conflict)
+    ));
+    let mut batch = Batch::new();
+    batch.audit(named);
+    store.commit(batch).await.unwrap();
+    let sequence = recorded_head(store).await.sequence;
+    for (kind, id) in [
+        (IndexKind::Family, family),
+        (IndexKind::Consult, consult),
+        (IndexKind::Professional, actor),
+    ] {
+        let key = prefix(kind, id.as_bytes());
+        let entries = store
+            .scan(Keyspace::AuditIndex, &key, None, 10)
+            .await
+            .unwrap();
+        let keys: Vec<Vec<u8>> = entries.into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, [[key, sequence.to_be_bytes().to_vec()].concat()]);
+    }
+    let all = store
+        .scan(Keyspace::AuditIndex, b"", None, usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 3, "devices are not indexed");
 }
 
 async fn concurrent_audit_appends_stay_gapless(store: Arc<dyn Store>) {

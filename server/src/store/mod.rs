@@ -10,6 +10,7 @@
 
 pub mod attachments;
 pub mod audit;
+pub mod audit_index;
 pub mod consults;
 pub mod directory;
 pub mod families;
@@ -94,6 +95,19 @@ pub enum Keyspace {
     /// Signed audit checkpoints: sequence (8 bytes, big-endian) → encoded
     /// `v1::AuditCheckpoint`.
     AuditCheckpoints,
+    /// Index of the audit chain: kind (1 byte: [`audit::IndexKind`]) + id
+    /// (16 bytes) + sequence (8 bytes, big-endian) → nothing, for every
+    /// family, consult and professional an event names (the acting
+    /// professional too). Written with the event, removed with it by
+    /// retention, so a filtered query reads only the events it returns.
+    AuditIndex,
+    /// Consult id → family id, for every family consult ever opened: whose
+    /// events a consult's events are, kept as long as the audit trail
+    /// (a consult's record goes before its events do).
+    AuditConsultFamily,
+    /// Index: family id + consult id → nothing, the same links the other
+    /// way: the consults whose events belong to a family's history.
+    AuditFamilyConsults,
     /// Store metadata (schema version).
     Meta,
 }
@@ -133,6 +147,9 @@ impl Keyspace {
             Keyspace::Attachments => 28,
             Keyspace::AttachmentChunks => 29,
             Keyspace::AuditCheckpoints => 30,
+            Keyspace::AuditIndex => 31,
+            Keyspace::AuditConsultFamily => 32,
+            Keyspace::AuditFamilyConsults => 33,
         }
     }
 }

@@ -17,7 +17,7 @@ use std::{
 use async_trait::async_trait;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use super::{Batch, Entry, Keyspace, Store, StoreError, Write, audit};
+use super::{Batch, Entry, Keyspace, Store, StoreError, Write, audit, audit_index};
 
 /// A [`Store`] on sled.
 #[derive(Clone)]
@@ -164,6 +164,9 @@ impl Store for SledStore {
                     let (sequence, entry, next) = head.append(event.clone());
                     let key = full_key(Keyspace::Audit, &sequence.to_be_bytes());
                     tx.insert(key, prost::Message::encode_to_vec(&entry))?;
+                    for index in audit_index::index_keys(event, sequence) {
+                        tx.insert(full_key(Keyspace::AuditIndex, &index), &[])?;
+                    }
                     head = next;
                 }
                 tx.insert(head_key, head.encode())?;

@@ -4,6 +4,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, missing_docs)]
 
 mod audit;
+mod audit_family;
 mod consult;
 mod directory;
 mod events;
