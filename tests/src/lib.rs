@@ -389,6 +389,38 @@ pub async fn alter_attachment_chunk(
     store.commit(batch).await.expect("write");
 }
 
+/// A request acting for `client`'s professional.
+pub fn acting<T>(client: &Client, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        samenop_proto::PROFESSIONAL_METADATA_KEY,
+        client.professional().unwrap().to_string().parse().unwrap(),
+    );
+    request
+}
+
+/// The raw entries of a consult's thread (up to 500), as `client`'s
+/// `device` fetches them.
+pub async fn thread_entries(
+    client: &Client,
+    device: Uuid,
+    consult: Uuid,
+) -> Vec<samenop_proto::v1::ThreadEntry> {
+    use samenop_proto::v1;
+    let request = v1::FetchThreadRequest {
+        consult_id: consult.to_string(),
+        device_id: device.to_string(),
+        from_sequence: 1,
+        page_size: 500,
+    };
+    v1::thread_service_client::ThreadServiceClient::new(client.channel())
+        .fetch_thread(acting(client, request))
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+}
+
 /// Every file under `dir` whose bytes contain `needle`.
 pub fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<PathBuf> {
     let mut found = Vec::new();

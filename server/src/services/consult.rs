@@ -58,6 +58,7 @@ fn invalid(e: InvalidInput) -> ServiceError {
 }
 
 /// A consult as stored and as settled at `now`.
+#[derive(Clone)]
 pub(super) struct Loaded {
     /// As stored: the precondition of a write.
     pub(super) stored: Consult,
@@ -541,6 +542,21 @@ impl ConsultService for ConsultApi {
             }
             raw => Some(domain::family::FamilyId::parse("family_id", raw).map_err(invalid)?),
         };
+        // A family the caller does not lead does not exist for them, as in
+        // every other call that names one.
+        if let Some(id) = family {
+            caller.audit.object(Object::Family, id);
+            let led = self
+                .ctx
+                .families
+                .family(id)
+                .await
+                .map_err(ServiceError::from)?
+                .is_some_and(|f| f.contact.professional == caller.professional.id);
+            if !led {
+                return Err(ServiceError::NotFound(format!("no family {id}")).into());
+            }
+        }
         let after = match req.page_token.as_str() {
             "" => None,
             raw => Some(ConsultId::parse("page_token", raw).map_err(|_| {

@@ -67,6 +67,9 @@ struct Post<'a> {
     device: Device,
     request_id: uuid::Uuid,
     mls: &'a [u8],
+    /// The consult as read when the caller's participation was checked,
+    /// for the first attempt of the append.
+    loaded: super::consult::Loaded,
 }
 
 fn no_consult(id: ConsultId) -> ServiceError {
@@ -246,11 +249,14 @@ impl ThreadApi {
         let request_id = parse_uuid("request_id", request_id).map_err(invalid)?;
         self.check_size(field, mls)?;
         let device = own_device(&self.ctx, caller, device).await?;
+        // Strangers are refused before anything they sent is looked at.
+        let loaded = participating(&self.consults, caller, consult).await?;
         Ok(Post {
             consult,
             device,
             request_id,
             mls,
+            loaded,
         })
     }
 
@@ -265,8 +271,12 @@ impl ThreadApi {
         message_epoch: u64,
         welcomes: &[v1::WelcomeDelivery],
     ) -> ServiceResult<(u64, u64)> {
-        for _ in 0..APPEND_ATTEMPTS {
-            let loaded = participating(&self.consults, caller, post.consult).await?;
+        for attempt in 0..APPEND_ATTEMPTS {
+            let loaded = if attempt == 0 {
+                post.loaded.clone()
+            } else {
+                participating(&self.consults, caller, post.consult).await?
+            };
             // A post stored before gets its answer again, whatever changed
             // since: the sender must learn that it landed.
             if let Some(earlier) = self

@@ -17,6 +17,17 @@ use samenop_client::{Client, ClientConfig, ClientError, Role};
 const BINARY: &str = env!("CARGO_BIN_EXE_samenop-server");
 const ADMIN: &str = "0190a5b0-0000-7000-8000-00000000a001";
 
+/// Awaits `future` for at most 20 seconds; past that, fails the test saying
+/// what it was waiting for (as `samenop_tests::within` does for the e2e
+/// suite, which this binary does not link).
+async fn within<F: std::future::Future>(what: &str, future: F) -> F::Output {
+    let wait = Duration::from_secs(20);
+    match tokio::time::timeout(wait, future).await {
+        Ok(output) => output,
+        Err(_) => panic!("waited {wait:?} in vain for {what}"),
+    }
+}
+
 fn run_with_config(path: &Path) -> Output {
     Command::new(BINARY)
         .args(["run", "--config"])
@@ -470,7 +481,10 @@ async fn a_subscription_resumes_after_sigkill_without_loss_or_repeat() {
     let mut events = device.subscribe(None).await.unwrap();
     let mut cursor = String::new();
     for expected in [1, 2] {
-        let event = events.next().await.unwrap().unwrap();
+        let event = within("the device's own message", events.next())
+            .await
+            .unwrap()
+            .unwrap();
         let EventKind::ThreadEntry(entry) = event.kind else {
             panic!("a thread entry");
         };
@@ -481,7 +495,10 @@ async fn a_subscription_resumes_after_sigkill_without_loss_or_repeat() {
     server.child.kill().unwrap(); // SIGKILL: no shutdown, no flush
     server.child.wait().unwrap();
     assert!(
-        !matches!(events.next().await, Ok(Some(_))),
+        !matches!(
+            within("the stream to break with the server", events.next()).await,
+            Ok(Some(_))
+        ),
         "the stream breaks with the server"
     );
     let mut server = start(&path, port);
@@ -489,7 +506,10 @@ async fn a_subscription_resumes_after_sigkill_without_loss_or_repeat() {
     // The same connection settings reconnect by themselves.
     device.send(consult.id, "drie", None).await.unwrap();
     let mut resumed = device.subscribe(Some(&cursor)).await.unwrap();
-    let event = resumed.next().await.unwrap().unwrap();
+    let event = within("the event after the cursor", resumed.next())
+        .await
+        .unwrap()
+        .unwrap();
     let EventKind::ThreadEntry(entry) = event.kind else {
         panic!("a thread entry");
     };
@@ -499,7 +519,10 @@ async fn a_subscription_resumes_after_sigkill_without_loss_or_repeat() {
     );
     // Live again: the next message arrives on the resumed stream.
     device.send(consult.id, "vier", None).await.unwrap();
-    let event = resumed.next().await.unwrap().unwrap();
+    let event = within("the live message on the resumed stream", resumed.next())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(matches!(event.kind, EventKind::ThreadEntry(e) if e.sequence == 4));
     server.child.kill().unwrap();
     server.child.wait().unwrap();

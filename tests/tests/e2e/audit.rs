@@ -628,7 +628,9 @@ async fn thread_calls_are_audited_allowed_and_denied() {
         .await
         .unwrap();
     let mut events = t.eva_device.subscribe(None).await.unwrap();
-    events.next().await.unwrap();
+    samenop_tests::within("Eva's first event", events.next())
+        .await
+        .unwrap();
     // An outsider's device is refused the thread.
     let olga = t
         .server

@@ -15,16 +15,13 @@ use samenop_client::{
     family::RevocationReason,
     mls::{EventKind, Events, Messenger},
 };
-use samenop_tests::{ORG_A, ORG_B, TestServer, abuse_consent, family_with_consent};
+use samenop_tests::{ORG_A, ORG_B, TestServer, abuse_consent, family_with_consent, within};
 use tempfile::TempDir;
 use uuid::Uuid;
 
 const ABUSE: Expertise = Expertise::Violence(ViolenceType::ChildAbuse);
 const ORG_C: &str = "jeugdbescherming-demoregio";
 const DAY: Duration = Duration::from_secs(24 * 3600);
-/// How long a test waits for an event before it fails: a bound on a hang,
-/// not a performance claim.
-const PATIENCE: Duration = Duration::from_secs(20);
 
 /// A professional with one registered device, subscribed to its events.
 struct Live {
@@ -56,9 +53,8 @@ impl Live {
     /// The next consult event of this device (thread events skipped).
     async fn next(&mut self) -> ConsultEvent {
         loop {
-            let event = tokio::time::timeout(PATIENCE, self.events.next())
+            let event = within("a consult event", self.events.next())
                 .await
-                .expect("an event in time")
                 .expect("the stream holds")
                 .expect("the stream goes on");
             if let EventKind::Consult(event) = event.kind {

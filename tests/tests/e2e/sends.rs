@@ -85,15 +85,18 @@ async fn concurrent_sends_on_one_device_are_each_stored_once_where_they_say() {
         }
     }
     let mut acknowledged: BTreeMap<Uuid, BTreeMap<u64, String>> = BTreeMap::new();
-    while let Some(joined) = sends.join_next().await {
-        let (consult, text, sent) = joined.expect("the send task");
-        let sequence = sent.unwrap_or_else(|err| panic!("{text}: {err}"));
-        let earlier = acknowledged
-            .entry(consult)
-            .or_default()
-            .insert(sequence, text.clone());
-        assert!(earlier.is_none(), "two sends acknowledged at {sequence}");
-    }
+    within("every send to be answered", async {
+        while let Some(joined) = sends.join_next().await {
+            let (consult, text, sent) = joined.expect("the send task");
+            let sequence = sent.unwrap_or_else(|err| panic!("{text}: {err}"));
+            let earlier = acknowledged
+                .entry(consult)
+                .or_default()
+                .insert(sequence, text.clone());
+            assert!(earlier.is_none(), "two sends acknowledged at {sequence}");
+        }
+    })
+    .await;
 
     // What the other device reads is exactly what was acknowledged, where it
     // was acknowledged: nothing lost, nothing twice.

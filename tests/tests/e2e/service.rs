@@ -26,7 +26,10 @@ async fn reflection_lists_every_samenop_service() {
         .await
         .unwrap()
         .into_inner();
-    let answer = answers.message().await.unwrap().unwrap();
+    let answer = samenop_tests::within("the reflection service's answer", answers.message())
+        .await
+        .unwrap()
+        .unwrap();
     let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
         panic!("expected a service list, got {answer:?}");
     };

@@ -11,8 +11,8 @@ use samenop_client::{
 };
 use samenop_proto::v1;
 use samenop_tests::{
-    ORG_A, ORG_B, TestServer, alter_attachment_chunk, alter_thread_entry, family_with_consent,
-    files_containing,
+    ORG_A, ORG_B, TestServer, acting, alter_attachment_chunk, alter_thread_entry,
+    family_with_consent, files_containing, thread_entries, within,
 };
 use tempfile::TempDir;
 use uuid::Uuid;
@@ -145,32 +145,11 @@ fn texts(messages: &[samenop_client::mls::ThreadMessage]) -> Vec<&str> {
 async fn locked_out(c: &Consult, device: &Device, unread: &str) {
     let refused = device.messenger().catch_up(c.id).await.unwrap_err();
     assert!(matches!(refused, ClientError::NotFound(_)), "{refused:?}");
-    let entries = raw_entries(&c.eva.client, c.eva.messenger().device(), c.id).await;
+    let entries = thread_entries(&c.eva.client, c.eva.messenger().device(), c.id).await;
     let err = device.messenger().apply(c.id, entries).await.unwrap_err();
     assert!(matches!(err, ClientError::FailedPrecondition(_)), "{err:?}");
     let history = device.messenger().messages(c.id).await.unwrap();
     assert!(history.iter().all(|m| m.text != unread));
-}
-
-/// The raw entries of a thread, as a participant's client fetches them.
-async fn raw_entries(client: &Client, device: Uuid, consult: Uuid) -> Vec<v1::ThreadEntry> {
-    let mut threads = v1::thread_service_client::ThreadServiceClient::new(client.channel());
-    let mut request = tonic::Request::new(v1::FetchThreadRequest {
-        consult_id: consult.to_string(),
-        device_id: device.to_string(),
-        from_sequence: 1,
-        page_size: 500,
-    });
-    request.metadata_mut().insert(
-        samenop_proto::PROFESSIONAL_METADATA_KEY,
-        client.professional().unwrap().to_string().parse().unwrap(),
-    );
-    threads
-        .fetch_thread(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .entries
 }
 
 #[tokio::test]
@@ -293,7 +272,7 @@ async fn altered_replayed_and_reordered_ciphertexts_are_rejected() {
     let second = c.sanne.messenger().send(c.id, "twee", None).await.unwrap();
     let third = c.sanne.messenger().send(c.id, "drie", None).await.unwrap();
 
-    let entries = raw_entries(&c.sanne.client, c.sanne.messenger().device(), c.id).await;
+    let entries = thread_entries(&c.sanne.client, c.sanne.messenger().device(), c.id).await;
     let original = |seq: u64| entries.iter().find(|e| e.sequence == seq).unwrap().clone();
     let (one, two, three) = (original(first), original(second), original(third));
 
@@ -422,7 +401,7 @@ async fn two_members_committing_at_once_both_land_in_turn() {
     );
 
     // On the wire: a commit for a past epoch is ABORTED and stores nothing.
-    let entries = raw_entries(&c.sanne.client, c.sanne.messenger().device(), c.id).await;
+    let entries = thread_entries(&c.sanne.client, c.sanne.messenger().device(), c.id).await;
     let stale = entries
         .iter()
         .find(|e| e.kind == v1::ThreadEntryKind::Commit as i32)
@@ -448,7 +427,7 @@ async fn two_members_committing_at_once_both_land_in_turn() {
     );
     let status = threads.post_commit(request).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Aborted, "{status:?}");
-    let after = raw_entries(&c.sanne.client, c.sanne.messenger().device(), c.id).await;
+    let after = thread_entries(&c.sanne.client, c.sanne.messenger().device(), c.id).await;
     assert_eq!(after.len(), entries.len());
 }
 
@@ -459,7 +438,10 @@ async fn live_events_resume_from_a_cursor_across_a_server_restart() {
     // Eva's log so far: her Welcome and the commit that added her.
     let mut seen = Vec::new();
     while seen.len() < 2 {
-        let event = events.next().await.unwrap().expect("an event");
+        let event = within("Eva's Welcome and the commit that added her", events.next())
+            .await
+            .unwrap()
+            .expect("an event");
         seen.push(event.kind);
     }
     assert!(
@@ -468,7 +450,10 @@ async fn live_events_resume_from_a_cursor_across_a_server_restart() {
     assert!(matches!(&seen[1], EventKind::ThreadEntry(e) if e.sequence == 1));
 
     c.sanne.messenger().send(c.id, "live", None).await.unwrap();
-    let event = events.next().await.unwrap().expect("live event");
+    let event = within("the live message", events.next())
+        .await
+        .unwrap()
+        .expect("live event");
     let EventKind::ThreadEntry(entry) = event.kind else {
         panic!("a thread entry");
     };
@@ -481,7 +466,10 @@ async fn live_events_resume_from_a_cursor_across_a_server_restart() {
     // subscription resumes after the cursor, without repeats.
     c.server.stop().await;
     assert!(
-        !matches!(events.next().await, Ok(Some(_))),
+        !matches!(
+            within("the stream to end with the server", events.next()).await,
+            Ok(Some(_))
+        ),
         "the stream ends with the server"
     );
     c.server.launch().await;
@@ -491,7 +479,10 @@ async fn live_events_resume_from_a_cursor_across_a_server_restart() {
         .await
         .unwrap();
     let mut resumed = c.eva.messenger().subscribe(Some(&cursor)).await.unwrap();
-    let event = resumed.next().await.unwrap().expect("the missed event");
+    let event = within("the event missed while the server was down", resumed.next())
+        .await
+        .unwrap()
+        .expect("the missed event");
     let EventKind::ThreadEntry(entry) = event.kind else {
         panic!("a thread entry");
     };
@@ -503,19 +494,11 @@ async fn live_events_resume_from_a_cursor_across_a_server_restart() {
     let err = c.ravi.messenger().subscribe(Some(&cursor)).await;
     let err = match err {
         Err(err) => err,
-        Ok(mut stream) => stream.next().await.unwrap_err(),
+        Ok(mut stream) => within("the refusal of another device's cursor", stream.next())
+            .await
+            .unwrap_err(),
     };
     assert!(matches!(err, ClientError::InvalidArgument(_)), "{err:?}");
-}
-
-/// A request acting for `client`'s professional.
-fn acting<T>(client: &Client, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(
-        samenop_proto::PROFESSIONAL_METADATA_KEY,
-        client.professional().unwrap().to_string().parse().unwrap(),
-    );
-    request
 }
 
 #[tokio::test]
@@ -545,7 +528,7 @@ async fn only_participants_read_and_post_and_ended_consults_refuse_posts() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
-    let entries = raw_entries(&c.sanne.client, c.sanne.messenger().device(), c.id).await;
+    let entries = thread_entries(&c.sanne.client, c.sanne.messenger().device(), c.id).await;
     let mut eva_threads =
         v1::thread_service_client::ThreadServiceClient::new(c.eva.client.channel());
     let welcome = eva_threads
@@ -801,9 +784,8 @@ async fn next_change(
     change: samenop_client::consult::ConsultChange,
 ) -> samenop_client::consult::ConsultEvent {
     loop {
-        let event = tokio::time::timeout(std::time::Duration::from_secs(20), events.next())
+        let event = within(&format!("a {change:?} event"), events.next())
             .await
-            .expect("an event in time")
             .unwrap()
             .expect("the stream goes on");
         if let EventKind::Consult(event) = event.kind
