@@ -128,10 +128,14 @@ pub(crate) async fn round(ctx: &Context, retention: &Retention) -> ServiceResult
     purged.consents = purge_consents(ctx, retention, now).await?;
     let cutoff = now.checked_sub(retention.audit);
     if let Some(cutoff) = cutoff {
-        purged.audit_base = ctx
+        // One checkpoint's span at a time, until nothing more is due.
+        while let Some(base) = ctx
             .trail
             .purge_before(cutoff, purge_event(now, &[], ""))
-            .await?;
+            .await?
+        {
+            purged.audit_base = Some(base);
+        }
     }
     Ok(purged)
 }

@@ -1017,8 +1017,15 @@ impl Messenger {
                 "this device was removed from consult {consult}'s group"
             )));
         }
-        // A message whose answer was lost goes first, under its own id.
-        self.deliver_outbox(consult).await?;
+        // A message whose answer was lost goes first, under its own id. If
+        // the server now refuses it for good (the outbox is empty again),
+        // this message may still go; any other failure stops it here.
+        if let Err(err) = self.deliver_outbox(consult).await {
+            if self.inner.lock().await.thread(consult)?.outbox.is_some() {
+                return Err(err);
+            }
+            tracing::warn!(error = %err, "an earlier message whose answer was lost was refused");
+        }
         let attachments = self.upload_attachments(consult, attachments).await?;
         {
             let mut inner = self.inner.lock().await;
@@ -1046,6 +1053,9 @@ impl Messenger {
     /// The send queue of `consult` (see the `sending` field).
     fn send_queue(&self, consult: Uuid) -> Arc<tokio::sync::Mutex<()>> {
         let mut queues = self.sending.lock().unwrap_or_else(PoisonError::into_inner);
+        // Queues no send holds or waits for are dropped, so the map holds
+        // only the consults being sent to now.
+        queues.retain(|_, queue| Arc::strong_count(queue) > 1);
         queues.entry(consult).or_default().clone()
     }
 
@@ -1227,10 +1237,13 @@ impl Messenger {
             inner.state.roll_back();
             return Err(err);
         }
+        // The outbox stays: a message waiting to be sent goes in the new
+        // group (one already stored gets its answer again by its id).
         let thread = ThreadRecord {
             next_sequence: welcome.commit_sequence + 1,
             from_start: welcome.commit_sequence == 1,
             sent: before.sent,
+            outbox: before.outbox,
             ..ThreadRecord::default()
         };
         inner.persist(consult, &thread, Vec::new())?;

@@ -24,7 +24,7 @@ use crate::{
     store::{
         Keyspace,
         audit::{Verification, stored_event},
-        audit_index::{self, IndexKind, Step},
+        audit_index::{self, IndexKind, IndexWalk, Step},
     },
 };
 
@@ -87,6 +87,12 @@ fn millis(t: &prost_types::Timestamp) -> i128 {
 }
 
 impl Filter {
+    /// The walk through the audit index of the events this filter may
+    /// match after `after`; `None` when it names nothing indexed.
+    fn walk(&self, after: u64) -> Option<IndexWalk> {
+        (!self.index.is_empty()).then(|| IndexWalk::new(&self.index, after))
+    }
+
     fn matches(&self, event: &v1::AuditEvent) -> bool {
         let actor = event.actor.as_ref();
         let at = event.occurred_at.as_ref().map_or(0, millis);
@@ -181,11 +187,17 @@ impl AuditApi {
                 .await?
         } else {
             match self.ctx.consults.consult(consult).await? {
-                Some(c) if matches!(c.subject, domain::consult::Subject::Anonymous) => {
-                    share.officer_of.as_ref() == Some(&c.owner_organisation)
-                        || share.contact_person == Some(c.owner)
-                }
-                _ => false,
+                Some(c) => match c.subject {
+                    domain::consult::Subject::Family { family, .. } => {
+                        self.family_in_share(share, &family.to_string(), leads)
+                            .await?
+                    }
+                    domain::consult::Subject::Anonymous => {
+                        share.officer_of.as_ref() == Some(&c.owner_organisation)
+                            || share.contact_person == Some(c.owner)
+                    }
+                },
+                None => false,
             }
         };
         leads.insert(key, visible);
@@ -316,16 +328,12 @@ impl AuditApi {
 }
 
 impl AuditApi {
-    /// The next step of events after `after` that `filter` may match: from
-    /// the audit index when the filter names a family, consult or
-    /// professional, else from the chain itself.
-    async fn candidates(&self, filter: &Filter, after: u64) -> ServiceResult<Step> {
-        if !filter.index.is_empty() {
-            return Ok(self
-                .ctx
-                .trail
-                .indexed(&filter.index, after, QUERY_SCAN_STEP)
-                .await?);
+    /// The next step of events after `after` that a filter may match: from
+    /// its walk through the audit index when it names a family, consult or
+    /// professional ([`Filter::walk`]), else from the chain itself.
+    async fn candidates(&self, walk: &mut Option<IndexWalk>, after: u64) -> ServiceResult<Step> {
+        if let Some(walk) = walk {
+            return Ok(self.ctx.trail.indexed(walk, QUERY_SCAN_STEP).await?);
         }
         let entries = self.ctx.trail.entries(after, QUERY_SCAN_STEP).await?;
         let mut step = Step {
@@ -355,8 +363,9 @@ impl AuditApi {
         use v1::export_audit_response::Item;
         let mut after = 0;
         let mut leads = HashMap::new();
+        let mut walk = filter.walk(after);
         loop {
-            let step = self.candidates(&filter, after).await?;
+            let step = self.candidates(&mut walk, after).await?;
             after = step.after;
             for event in step.events {
                 if filter.matches(&event) && self.in_share(&share, &event, &mut leads).await? {
@@ -416,8 +425,9 @@ impl AuditService for AuditApi {
         let mut leads = HashMap::new();
         let mut events = Vec::new();
         let mut scanned = 0;
+        let mut walk = filter.walk(after);
         let next = loop {
-            let step = self.candidates(&filter, after).await?;
+            let step = self.candidates(&mut walk, after).await?;
             let mut stopped_early = false;
             for event in step.events {
                 after = event.sequence;

@@ -21,7 +21,7 @@ use crate::{
         parse_text,
     },
     error::{ServiceError, ServiceResult},
-    store::{Batch, Keyspace},
+    store::{Batch, Keyspace, audit_index::IndexWalk},
 };
 
 /// The most consults of one family an export or erasure reads.
@@ -146,10 +146,9 @@ async fn send_export(
     // Every event naming the family or one of its consults, ever opened
     // (the audit index, decision 17).
     let (prefixes, _) = ctx.trail.family_prefixes(family.id).await?;
-    let mut after = 0;
+    let mut walk = IndexWalk::new(&prefixes, 0);
     loop {
-        let step = ctx.trail.indexed(&prefixes, after, AUDIT_STEP).await?;
-        after = step.after;
+        let step = ctx.trail.indexed(&mut walk, AUDIT_STEP).await?;
         for event in step.events {
             if !send(Part::AuditEvent(event)).await {
                 return Ok(());

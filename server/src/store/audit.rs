@@ -401,12 +401,17 @@ impl Trail {
         Ok(Some(checkpoint))
     }
 
-    /// Removes the events older than `cutoff`, up to the newest signed
-    /// checkpoint among them, which becomes the chain's base (so the rest
-    /// still verifies, from a signed point); `purge_event` (the purge's own
-    /// account) is appended in the same transaction, its detail completed
-    /// with how far the purge went. Returns the new base's sequence, or
-    /// `None` when nothing was due.
+    /// Removes the events older than `cutoff` up to the oldest signed
+    /// checkpoint among them past the current base, which becomes the
+    /// chain's base (so the rest still verifies, from a signed point):
+    /// one checkpoint's span per call, so one batch stays the size of what
+    /// was appended between two checkpoints; the caller calls again while
+    /// it returns `Some`. `purge_event` (the purge's own account) is
+    /// appended in the same transaction, its detail completed with how far
+    /// the purge went. The events' index entries go with them, and so do
+    /// the consult-family links of consults left with no event and no
+    /// record. Returns the new base's sequence, or `None` when nothing was
+    /// due.
     ///
     /// # Errors
     /// [`StoreError`] when the backend fails; a conflict means another
@@ -420,9 +425,9 @@ impl Trail {
         let base = Head::decode(base_raw.as_deref())?;
         let checkpoints = self.checkpoints().await?;
         let mut chosen = None;
-        for (sequence, checkpoint) in checkpoints.iter().rev() {
+        for (sequence, checkpoint) in &checkpoints {
             if *sequence <= base.sequence {
-                break;
+                continue;
             }
             let Some(checkpoint) = checkpoint else {
                 continue;
@@ -435,8 +440,10 @@ impl Trail {
                 .and_then(|t| std::time::SystemTime::try_from(t).ok());
             if at.is_some_and(|at| at < cutoff) {
                 chosen = Some(checkpoint.clone());
-                break;
             }
+            // The oldest checkpoint past the base decides: it is due, or
+            // nothing later is.
+            break;
         }
         let Some(anchor) = chosen else {
             return Ok(None);
@@ -452,8 +459,9 @@ impl Trail {
                 })?;
         let mut batch = super::Batch::new();
         batch.expect(super::Keyspace::Meta, BASE_KEY, base_raw);
+        let mut consults = std::collections::BTreeSet::new();
         let mut after = base.sequence;
-        while after < anchor.sequence {
+        'events: while after < anchor.sequence {
             let entries = self.entries(after, 1024).await?;
             if entries.is_empty() {
                 break;
@@ -462,14 +470,19 @@ impl Trail {
                 let Some(sequence) = <[u8; 8]>::try_from(key.as_slice())
                     .ok()
                     .map(u64::from_be_bytes)
-                    .filter(|s| *s <= anchor.sequence)
                 else {
-                    after = anchor.sequence;
-                    break;
+                    // Not a key the chain writes: left for verification to
+                    // report.
+                    continue;
                 };
+                if sequence > anchor.sequence {
+                    break 'events;
+                }
                 // The event's index entries go with it; one that no longer
                 // decodes is removed all the same.
-                let _ = super::audit_index::stage_unindex(&mut batch, &raw);
+                if let Ok(named) = super::audit_index::stage_unindex(&mut batch, &raw) {
+                    consults.extend(named);
+                }
                 batch.delete(super::Keyspace::Audit, key);
                 after = sequence;
             }
@@ -492,6 +505,8 @@ impl Trail {
             base.sequence + 1,
             anchor.sequence
         );
+        self.stage_forget_links(&mut batch, consults, anchor.sequence)
+            .await?;
         batch.audit(purge_event);
         self.store.commit(batch).await?;
         Ok(Some(anchor.sequence))

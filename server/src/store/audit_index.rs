@@ -178,22 +178,121 @@ pub async fn sequences(
     Ok(found.into_iter().take(limit).collect())
 }
 
+/// How many index entries a walk reads from one prefix at a time.
+const WALK_STEP: usize = 128;
+
+/// A walk through the audit index under several prefixes at once (a
+/// family and its consults), in sequence order, each event once. Each
+/// prefix is read in steps of its own and the steps are merged, so a walk
+/// costs what it returns plus a read per prefix and step, however many
+/// prefixes it has.
+#[derive(Debug)]
+pub struct IndexWalk {
+    /// Per prefix: read but not yet returned, where reading goes on, and
+    /// whether the prefix has no more.
+    sources: Vec<(Vec<u8>, std::collections::VecDeque<u64>, u64, bool)>,
+    /// The last sequence returned (or the walk's start).
+    last: u64,
+}
+
+impl IndexWalk {
+    /// A walk under `prefixes` (see [`prefix`]) through the events after
+    /// sequence `after`.
+    pub fn new(prefixes: &[Vec<u8>], after: u64) -> Self {
+        IndexWalk {
+            sources: prefixes
+                .iter()
+                .map(|p| (p.clone(), Default::default(), after, false))
+                .collect(),
+            last: after,
+        }
+    }
+
+    /// Up to `limit` more sequences, in order, each once.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails or an index key is corrupt.
+    pub async fn next(&mut self, store: &dyn Store, limit: usize) -> Result<Vec<u64>, StoreError> {
+        let mut found = Vec::new();
+        while found.len() < limit {
+            // Every prefix has its next sequence at hand, or has no more:
+            // the smallest of them is the walk's next.
+            for (prefix, pending, after, done) in &mut self.sources {
+                if pending.is_empty() && !*done {
+                    let step =
+                        sequences(store, std::slice::from_ref(prefix), *after, WALK_STEP).await?;
+                    *done = step.len() < WALK_STEP;
+                    *after = step.last().copied().unwrap_or(*after);
+                    pending.extend(step);
+                }
+            }
+            let next = self
+                .sources
+                .iter_mut()
+                .filter(|source| !source.1.is_empty())
+                .min_by_key(|source| source.1.front().copied());
+            let Some(sequence) = next.and_then(|source| source.1.pop_front()) else {
+                break;
+            };
+            // An event named under two prefixes comes once.
+            if sequence > self.last {
+                self.last = sequence;
+                found.push(sequence);
+            }
+        }
+        Ok(found)
+    }
+}
+
 /// Adds to `batch` the removal of the index entries of the stored event
-/// `raw` (for retention, which removes the event).
+/// `raw` (for retention, which removes the event); returns the consults it
+/// named.
 ///
 /// # Errors
 /// [`StoreError::Corrupt`] when the entry cannot be read.
-pub fn stage_unindex(batch: &mut Batch, raw: &[u8]) -> Result<(), StoreError> {
+pub fn stage_unindex(batch: &mut Batch, raw: &[u8]) -> Result<Vec<ConsultId>, StoreError> {
     let event = stored_event(raw)?;
+    let mut consults = Vec::new();
     for key in index_keys(&event, event.sequence) {
+        if key.first() == Some(&IndexKind::Consult.tag())
+            && let Some(id) = key.get(1..17).and_then(|id| <[u8; 16]>::try_from(id).ok())
+        {
+            consults.push(ConsultId::from_bytes(id));
+        }
         batch.delete(Keyspace::AuditIndex, key);
     }
-    Ok(())
+    Ok(consults)
+}
+
+/// The consult and family of an allowed OpenConsult's event: how a store
+/// written before the links knows the family of a consult whose record is
+/// gone (erased or purged) while its events remain.
+fn opened(event: &v1::AuditEvent) -> Option<(ConsultId, FamilyId)> {
+    if event.action != "samenop.v1.ConsultService/OpenConsult"
+        || event.outcome != v1::AuditOutcome::Allowed as i32
+    {
+        return None;
+    }
+    let only = |kind: Object| {
+        let mut named = event
+            .objects
+            .iter()
+            .filter(|o| o.object_type == kind as i32);
+        let first = named.next()?;
+        named
+            .next()
+            .is_none()
+            .then(|| Uuid::try_parse(&first.object_id).ok())?
+    };
+    let consult = ConsultId::from_bytes(*only(Object::Consult)?.as_bytes());
+    let family = FamilyId::from_bytes(*only(Object::Family)?.as_bytes());
+    Some((consult, family))
 }
 
 /// Brings a store written by an older server up to [`SCHEMA_VERSION`]:
-/// indexes every event of the chain and links every family consult on
-/// record. Idempotent; returns whether there was anything to do.
+/// indexes every event of the chain and links every family consult, from
+/// its record or, when that is gone, from the event of its opening.
+/// Idempotent; returns whether there was anything to do.
 ///
 /// # Errors
 /// [`StoreError`] when the backend fails or a record is corrupt.
@@ -215,11 +314,19 @@ pub async fn upgrade(store: &std::sync::Arc<dyn Store>) -> Result<bool, StoreErr
         let done = entries.len() < STEP;
         let mut batch = Batch::new();
         for (key, raw) in &entries {
-            let event = stored_event(raw)?;
+            after = Some(key.clone());
+            // An entry that does not decode is for verification to report;
+            // it must not keep the server from starting.
+            let Ok(event) = stored_event(raw) else {
+                tracing::warn!("an audit entry does not decode; it is left unindexed");
+                continue;
+            };
             for index in index_keys(&event, event.sequence) {
                 batch.put(Keyspace::AuditIndex, index, Vec::new());
             }
-            after = Some(key.clone());
+            if let Some((consult, family)) = opened(&event) {
+                stage_link(&mut batch, consult, family);
+            }
         }
         store.commit(batch).await?;
         if done {
@@ -266,20 +373,14 @@ impl super::audit::Trail {
             .transpose()
     }
 
-    /// Up to `limit` events indexed under any of `prefixes` (see
-    /// [`prefix`]), with a sequence above `after`, in order.
+    /// Up to `limit` more events of `walk`, in order.
     ///
     /// # Errors
     /// [`StoreError`] when the backend fails or a record is corrupt.
-    pub async fn indexed(
-        &self,
-        prefixes: &[Vec<u8>],
-        after: u64,
-        limit: usize,
-    ) -> Result<Step, StoreError> {
-        let found = sequences(self.store.as_ref(), prefixes, after, limit).await?;
+    pub async fn indexed(&self, walk: &mut IndexWalk, limit: usize) -> Result<Step, StoreError> {
+        let found = walk.next(self.store.as_ref(), limit).await?;
         let mut step = Step {
-            after: found.last().copied().unwrap_or(after),
+            after: walk.last,
             done: found.len() < limit,
             events: Vec::with_capacity(found.len()),
         };
@@ -310,6 +411,43 @@ impl super::audit::Trail {
             )
             .collect();
         Ok((prefixes, consults))
+    }
+
+    /// Adds to `batch` the removal of the family links of those of
+    /// `consults` that no event after `base` names and whose record is
+    /// gone: the last trace of which family they belonged to, for a
+    /// retention purge that removes the events up to `base`.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails or a link is corrupt.
+    pub(super) async fn stage_forget_links(
+        &self,
+        batch: &mut Batch,
+        consults: std::collections::BTreeSet<ConsultId>,
+        base: u64,
+    ) -> Result<(), StoreError> {
+        for consult in consults {
+            let named = prefix(IndexKind::Consult, consult.as_bytes());
+            if !sequences(self.store.as_ref(), &[named], base, 1)
+                .await?
+                .is_empty()
+                || self
+                    .store
+                    .get(Keyspace::Consults, consult.as_bytes())
+                    .await?
+                    .is_some()
+            {
+                continue;
+            }
+            if let Some(family) = family_of(self.store.as_ref(), consult).await? {
+                batch.delete(Keyspace::AuditConsultFamily, consult.as_bytes().to_vec());
+                batch.delete(
+                    Keyspace::AuditFamilyConsults,
+                    [family.as_bytes().as_slice(), consult.as_bytes()].concat(),
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The family consult `consult` was opened for, if any.

@@ -17,6 +17,7 @@ pub(crate) async fn run_all(store: Arc<dyn Store>) {
     failed_precondition_writes_nothing(store.as_ref()).await;
     audit_entries_are_chained_with_their_change(store.as_ref()).await;
     audit_index_is_written_with_the_event(store.as_ref()).await;
+    audit_index_walks_many_prefixes_in_order(store.as_ref()).await;
     concurrent_conditional_writes_have_one_winner(store.clone()).await;
     concurrent_audit_appends_stay_gapless(store).await;
 }
@@ -143,6 +144,65 @@ async fn audit_entries_are_chained_with_their_change(store: &dyn Store) {
             fault: Fault::PreviousHashMismatch
         }
     );
+}
+
+/// A walk under several prefixes returns each event named under any of
+/// them once, in order, across many steps of its own and of the caller's.
+async fn audit_index_walks_many_prefixes_in_order(store: &dyn Store) {
+    use super::audit_index::{IndexKind, IndexWalk, prefix};
+    use samenop_proto::v1::{AuditObject, AuditObjectType as Object};
+    let family = uuid::Uuid::new_v4();
+    let consults = [
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+    ];
+    let start = recorded_head(store).await.sequence;
+    let mut expected = Vec::new();
+    for i in 0..600u64 {
+        let consult = consults[(i % 3) as usize];
+        let mut objects = vec![AuditObject {
+            object_type: Object::Consult as i32,
+            object_id: consult.to_string(),
+        }];
+        if i % 5 == 0 {
+            objects.push(AuditObject {
+                object_type: Object::Family as i32,
+                object_id: family.to_string(),
+            });
+        }
+        // The walk is under the family and consults 0 and 2.
+        if i % 3 != 1 || i % 5 == 0 {
+            expected.push(start + i + 1);
+        }
+        let mut batch = Batch::new();
+        batch.audit(samenop_proto::v1::AuditEvent {
+            action: format!("walked-{i}"),
+            objects,
+            ..Default::default()
+        });
+        store.commit(batch).await.unwrap();
+    }
+    let prefixes = [
+        prefix(IndexKind::Family, family.as_bytes()),
+        prefix(IndexKind::Consult, consults[0].as_bytes()),
+        prefix(IndexKind::Consult, consults[2].as_bytes()),
+    ];
+    let mut walk = IndexWalk::new(&prefixes, start);
+    let mut walked: Vec<u64> = Vec::new();
+    loop {
+        let step = walk.next(store, 7).await.unwrap();
+        walked.extend(&step);
+        if step.len() < 7 {
+            break;
+        }
+    }
+    assert_eq!(walked, expected);
+    // From the middle on, as a page token gives it.
+    let middle = expected[expected.len() / 2];
+    let mut walk = IndexWalk::new(&prefixes, middle);
+    let rest = walk.next(store, usize::MAX).await.unwrap();
+    assert_eq!(rest, expected[expected.len() / 2 + 1..]);
 }
 
 /// Every family, consult and professional an event names (and its actor)

@@ -95,7 +95,7 @@ pub enum Keyspace {
     /// Signed audit checkpoints: sequence (8 bytes, big-endian) → encoded
     /// `v1::AuditCheckpoint`.
     AuditCheckpoints,
-    /// Index of the audit chain: kind (1 byte: [`audit::IndexKind`]) + id
+    /// Index of the audit chain: kind (1 byte: [`audit_index::IndexKind`]) + id
     /// (16 bytes) + sequence (8 bytes, big-endian) → nothing, for every
     /// family, consult and professional an event names (the acting
     /// professional too). Written with the event, removed with it by

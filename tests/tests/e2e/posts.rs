@@ -73,6 +73,12 @@ async fn someone_outside_the_consult_cannot_post_in_its_thread() {
         .unwrap_err();
     assert_eq!(refused.code(), Code::NotFound, "{refused:?}");
     assert_eq!(refused.message(), format!("no consult {}", t.consult));
+    // What she sends is not even looked at: bytes that are no MLS message
+    // get the same answer.
+    let refused = post(&olga, t.consult, olga_device.device(), b"geen MLS".to_vec())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::NotFound, "{refused:?}");
     // Nor may she post a commit, with or without a Welcome.
     let commit = before
         .entries

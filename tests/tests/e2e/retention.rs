@@ -10,7 +10,8 @@ use samenop_client::{
     consult::{ConsultState, Outcome},
 };
 use samenop_proto::v1;
-use samenop_tests::{ThreadedConsult, threaded_consult};
+use samenop_server::store::Keyspace;
+use samenop_tests::{ThreadedConsult, stored_under, threaded_consult};
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// Waits until the privacy officer's share of the trail holds an event
@@ -117,7 +118,21 @@ async fn thread_content_consults_consents_and_old_audit_events_are_purged_in_tur
 
     // Seven years on, the oldest audit events go, up to a signed
     // checkpoint, and what is left still verifies from there.
-    server.clock.advance(7 * 365 * DAY);
+    // Everything so far is signed before the clock moves on: the purge
+    // can only cut the chain at a signed checkpoint.
+    let last = officer.query_audit(&AuditFilter::default()).await.unwrap();
+    let last = last.last().unwrap().sequence;
+    let mut signed = 0;
+    for _ in 0..500 {
+        let verified = officer.verify_audit().await.unwrap();
+        signed = verified.latest_checkpoint.map_or(0, |(sequence, _)| sequence);
+        if signed >= last {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(signed >= last, "a checkpoint covers event {last}");
+    server.clock.advance(7 * 365 * DAY + DAY);
     let purge = until_recorded(&officer, |e| {
         e.action == "server/retention-purge" && e.detail.starts_with("audit events 1 to")
     })
@@ -130,4 +145,28 @@ async fn thread_content_consults_consents_and_old_audit_events_are_purged_in_tur
         left.first().unwrap().sequence > 1,
         "the oldest events are gone"
     );
+    // Once every event before the last seven years is gone, no event names
+    // the consult any more, and neither does the link that said whose it
+    // was.
+    until_recorded(&officer, |e| {
+        e.action == "server/retention-purge"
+            && e.detail
+                .split(' ')
+                .nth(4)
+                .and_then(|to| to.parse::<u64>().ok())
+                .is_some_and(|to| to >= last)
+    })
+    .await;
+    let mut server = server;
+    server.stop().await;
+    for (space, key) in [
+        (Keyspace::AuditConsultFamily, consult.as_bytes().to_vec()),
+        (Keyspace::AuditFamilyConsults, family.id.as_bytes().to_vec()),
+    ] {
+        assert_eq!(
+            stored_under(&server.data_dir, space, &key).await,
+            0,
+            "{space:?}"
+        );
+    }
 }
