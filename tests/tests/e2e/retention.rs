@@ -125,7 +125,9 @@ async fn thread_content_consults_consents_and_old_audit_events_are_purged_in_tur
     let mut signed = 0;
     for _ in 0..500 {
         let verified = officer.verify_audit().await.unwrap();
-        signed = verified.latest_checkpoint.map_or(0, |(sequence, _)| sequence);
+        signed = verified
+            .latest_checkpoint
+            .map_or(0, |(sequence, _)| sequence);
         if signed >= last {
             break;
         }
