@@ -118,13 +118,24 @@ pub fn signature_holds(checkpoint: &v1::AuditCheckpoint) -> bool {
 #[cfg(unix)]
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    // Written whole under another name, synced, renamed, and the directory
+    // synced: the key is on disk before anything is signed with it, and a
+    // crash never leaves half a key under its name.
+    let partial = path.with_extension("partial");
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(true)
         .mode(0o600)
-        .open(path)?;
+        .open(&partial)?;
     file.write_all(bytes)?;
-    file.sync_all()
+    file.sync_all()?;
+    std::fs::rename(&partial, path)?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(not(unix))]

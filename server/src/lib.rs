@@ -8,7 +8,7 @@
 //! - [`audit`]: one audit event per call, committed with the change it
 //!   describes or before the answer leaves.
 //! - [`domain`]: types and rules, parsed from the wire once; no I/O.
-//! - [`store`]: the [`store::Store`] trait, the sled backend, typed records.
+//! - [`store`]: the [`store::Store`] trait, the redb backend, typed records.
 //! - [`services`]: one file per gRPC service: decode, authorise, act, encode.
 //! - [`error`]: the service error and its single mapping to gRPC status codes.
 //! - [`layers`]: per-call tracing span and transport-level status fixes.
@@ -53,7 +53,7 @@ use crate::{
     services::{AuditApi, ConsultApi, Context, DirectoryApi, FamilyApi, ThreadApi},
     store::{
         Store, StoreError, audit::Trail, consults::Consults, directory::Directory,
-        families::Families, sled::SledStore, threads::Threads,
+        families::Families, redb::RedbStore, threads::Threads,
     },
 };
 
@@ -92,9 +92,41 @@ impl Drop for AbortOnDrop {
 /// # Errors
 /// [`StoreError`] when the directory cannot be created or opened.
 pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| StoreError::Backend(format!("cannot create data directory: {e}")))?;
-    Ok(Arc::new(SledStore::open(&config.data_dir)?))
+    create_durably(&config.data_dir)?;
+    // A store of an earlier samenop (sled: files `conf` and `db`) is not
+    // read by this one; starting an empty store beside it would look like
+    // lost data.
+    let dir = &config.data_dir;
+    if !RedbStore::file(dir).exists() && dir.join("conf").is_file() && dir.join("db").is_file() {
+        return Err(StoreError::Backend(format!(
+            "{} holds the sled store of an earlier samenop, which this version does not read \
+             (it stores in redb): start with an empty data directory",
+            dir.display()
+        )));
+    }
+    Ok(Arc::new(RedbStore::open(dir)?))
+}
+
+/// Creates `dir` and its missing parents so that they survive a power cut:
+/// each directory created has its parent `fsync`ed.
+///
+/// # Errors
+/// [`StoreError::Backend`] when a directory cannot be created or synced.
+pub fn create_durably(dir: &std::path::Path) -> Result<(), StoreError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_durably(parent)?;
+    }
+    std::fs::create_dir(dir)
+        .or_else(|e| if dir.is_dir() { Ok(()) } else { Err(e) })
+        .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    store::redb::sync_dir(parent)
 }
 
 /// Runs the server with the system clock: opens the store, registers the

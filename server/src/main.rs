@@ -9,7 +9,7 @@ use samenop_server::{
     bootstrap,
     config::{ConfigError, FileConfig, Overrides},
     dev,
-    store::{audit::Trail, directory::Directory, sled::SledStore},
+    store::{audit::Trail, directory::Directory, redb::RedbStore},
 };
 
 /// The exit code for a configuration that cannot be used (EX_USAGE).
@@ -195,13 +195,13 @@ async fn run_dev(pki_dir: PathBuf, data_dir: PathBuf, listen: SocketAddr) -> Exi
 
 /// `audit verify`: checks the chain of a stopped server's store.
 async fn verify_audit(data: &std::path::Path, audit_key: Option<PathBuf>) -> ExitCode {
-    // sled keeps its data in a file named `db`: without one this is not a
-    // store, and opening it would make an empty one.
-    if !data.join("db").is_file() {
+    // Without its database file this is not a store, and opening it would
+    // make an empty one.
+    if !RedbStore::file(data).is_file() {
         eprintln!("samenop-server: {} is not a data directory", data.display());
         return ExitCode::FAILURE;
     }
-    let store = match SledStore::open(data) {
+    let store = match RedbStore::open(data) {
         Ok(store) => std::sync::Arc::new(store),
         Err(err) => {
             eprintln!(

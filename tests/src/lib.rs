@@ -218,8 +218,8 @@ impl TestServer {
 
     /// The last audit sequence the stopped server recorded.
     pub async fn audit_head(&self) -> u64 {
-        use samenop_server::store::{audit::Trail, sled::SledStore};
-        let store = open_when_released(|| SledStore::open(&self.data_dir)).await;
+        use samenop_server::store::{audit::Trail, redb::RedbStore};
+        let store = open_when_released(|| RedbStore::open(&self.data_dir)).await;
         Trail::new(Arc::new(store))
             .head()
             .await
@@ -270,8 +270,8 @@ impl Drop for TestServer {
 /// the event's recorded hash is left as it was.
 pub async fn tamper_with_audit_event(data_dir: &std::path::Path, sequence: u64) {
     use prost::Message;
-    use samenop_server::store::{Batch, Keyspace, Store, audit::AuditEntry, sled::SledStore};
-    let store = open_when_released(|| SledStore::open(data_dir)).await;
+    use samenop_server::store::{Batch, Keyspace, Store, audit::AuditEntry, redb::RedbStore};
+    let store = open_when_released(|| RedbStore::open(data_dir)).await;
     let key = sequence.to_be_bytes();
     let raw = store
         .get(Keyspace::Audit, &key)
@@ -293,9 +293,9 @@ pub async fn truncate_audit(data_dir: &std::path::Path, keep: u64) {
     use samenop_server::store::{
         Batch, Keyspace, Store,
         audit::{AuditEntry, HEAD_KEY, Head},
-        sled::SledStore,
+        redb::RedbStore,
     };
-    let store = open_when_released(|| SledStore::open(data_dir)).await;
+    let store = open_when_released(|| RedbStore::open(data_dir)).await;
     let raw = store
         .get(Keyspace::Audit, &keep.to_be_bytes())
         .await
@@ -323,9 +323,9 @@ pub async fn truncate_audit(data_dir: &std::path::Path, keep: u64) {
 /// wrote it.
 pub async fn forget_audit_indexes(data_dir: &std::path::Path) {
     use samenop_server::store::{
-        Batch, Keyspace, Store, audit_index::SCHEMA_KEY, scan_all, sled::SledStore,
+        Batch, Keyspace, Store, audit_index::SCHEMA_KEY, redb::RedbStore, scan_all,
     };
-    let store = open_when_released(|| SledStore::open(data_dir)).await;
+    let store = open_when_released(|| RedbStore::open(data_dir)).await;
     let mut batch = Batch::new();
     for space in [
         Keyspace::AuditIndex,
@@ -352,8 +352,8 @@ pub async fn alter_thread_entry(
     change: impl FnOnce(&mut samenop_proto::v1::ThreadEntry),
 ) {
     use prost::Message;
-    use samenop_server::store::{Batch, Keyspace, Store, sled::SledStore};
-    let store = open_when_released(|| SledStore::open(data_dir)).await;
+    use samenop_server::store::{Batch, Keyspace, Store, redb::RedbStore};
+    let store = open_when_released(|| RedbStore::open(data_dir)).await;
     let key = [consult.as_bytes().as_slice(), &sequence.to_be_bytes()].concat();
     let raw = store
         .get(Keyspace::ThreadEntries, &key)
@@ -375,8 +375,8 @@ pub async fn alter_attachment_chunk(
     index: u64,
     change: impl FnOnce(&mut Vec<u8>),
 ) {
-    use samenop_server::store::{Batch, Keyspace, Store, sled::SledStore};
-    let store = open_when_released(|| SledStore::open(data_dir)).await;
+    use samenop_server::store::{Batch, Keyspace, Store, redb::RedbStore};
+    let store = open_when_released(|| RedbStore::open(data_dir)).await;
     let key = [attachment.as_bytes().as_slice(), &index.to_be_bytes()].concat();
     let mut raw = store
         .get(Keyspace::AttachmentChunks, &key)
@@ -442,8 +442,8 @@ pub fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<PathBuf> {
 }
 
 /// Opens a store whose previous handle in this process was just dropped:
-/// sled releases its directory lock once its background I/O for that handle
-/// has finished, which under load can take a moment.
+/// the store's file lock is released once its writer thread has ended,
+/// which under load can take a moment.
 async fn open_when_released<S, E: std::fmt::Display>(open: impl Fn() -> Result<S, E>) -> S {
     let mut attempts = 0;
     loop {
@@ -515,6 +515,26 @@ pub async fn family_with_consent(server: &TestServer, contact: &Client) -> (Fami
     (family, consent.id)
 }
 
+/// An anonymous consult of `owner` addressed to `specialist` for
+/// child-abuse expertise, accepted by them; its id.
+pub async fn accepted_anonymous_consult(owner: &Client, specialist: &Client) -> Uuid {
+    use samenop_client::consult::{About, NewConsult, Urgency};
+    let consult = owner
+        .open_consult(&NewConsult {
+            about: About::Anonymous,
+            question: "Hoe wegen wij deze signalen?".into(),
+            expertise: Expertise::Violence(ViolenceType::ChildAbuse),
+            urgency: Urgency::Normal,
+            respond_by: None,
+            specialist: specialist.professional(),
+        })
+        .await
+        .expect("open")
+        .id;
+    specialist.accept_consult(consult).await.expect("accept");
+    consult
+}
+
 /// How many entries the stopped server's data directory holds in `space`
 /// under `prefix`.
 pub async fn stored_under(
@@ -522,8 +542,8 @@ pub async fn stored_under(
     space: samenop_server::store::Keyspace,
     prefix: &[u8],
 ) -> usize {
-    use samenop_server::store::{scan_all, sled::SledStore};
-    let store = open_when_released(|| SledStore::open(data_dir)).await;
+    use samenop_server::store::{redb::RedbStore, scan_all};
+    let store = open_when_released(|| RedbStore::open(data_dir)).await;
     scan_all(&store, space, prefix).await.expect("scan").len()
 }
 

@@ -1,17 +1,21 @@
 //! A device's MLS state on local disk: OpenMLS's key-value storage kept in
-//! a sled database, written one whole MLS operation at a time.
+//! a redb database, written one whole MLS operation at a time.
 //!
 //! OpenMLS reads and writes its storage provider (here the in-memory
 //! `MemoryStorage` of `openmls_rust_crypto`) many times during one operation
 //! and has no transactions. So the provider works on a working copy in
 //! memory, and [`DurableState::persist`] writes everything one operation
 //! changed (with the client's own records, such as a thread's read position)
-//! to sled as one atomic batch and flushes it before the caller acts on the
-//! result. A crash in the middle of an operation leaves the state of before
-//! it; an operation that fails is undone with [`DurableState::roll_back`].
+//! as one redb write transaction, committed with `Durability::Immediate`
+//! (on disk, `fdatasync`ed, when it returns) before the caller acts on the
+//! result. A crash or a power cut in the middle of an operation leaves the
+//! state of before it; an operation that fails is undone with
+//! [`DurableState::roll_back`]. So a ratchet step is never lost after the
+//! ciphertext it made has left: a key and nonce are never used twice.
 //!
-//! The directory is made mode 0700 and its files 0600: it holds private keys
-//! and the device's own sent messages.
+//! The directory is made mode 0700 and its file 0600: it holds private keys
+//! and the device's own sent messages. Creating them, their parents are
+//! `fsync`ed, so a new device's state survives a power cut too.
 
 use std::{
     collections::HashMap,
@@ -21,6 +25,7 @@ use std::{
 
 use openmls_rust_crypto::OpenMlsRustCrypto;
 use openmls_traits::OpenMlsProvider;
+use redb::{ReadableDatabase, TableDefinition};
 
 use crate::{ClientError, Result};
 
@@ -28,6 +33,10 @@ use crate::{ClientError, Result};
 const MLS_PREFIX: &[u8] = b"m/";
 /// Prefix of the client's own records.
 const OWN_PREFIX: &[u8] = b"c/";
+/// The one table.
+const TABLE: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("state");
+/// The database file's name in the state directory.
+const FILE: &str = "state.redb";
 
 fn local(what: &str, err: impl std::fmt::Display) -> ClientError {
     ClientError::LocalState(format!("{what}: {err}"))
@@ -40,39 +49,47 @@ pub(crate) struct DurableState {
     /// The OpenMLS entries as last persisted.
     persisted: HashMap<Vec<u8>, Vec<u8>>,
     /// The database.
-    db: sled::Db,
-    /// Its directory.
-    dir: PathBuf,
+    db: redb::Database,
 }
 
 impl DurableState {
     /// Opens (or creates) the state in `dir`.
     pub(crate) fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| local("cannot create the state directory", e))?;
+        create_durably(dir)?;
         restrict(dir, 0o700)?;
-        let db = sled::Config::new()
-            .path(dir)
-            .flush_every_ms(None)
-            .open()
+        let path = dir.join(FILE);
+        let created = !path.exists();
+        let db = redb::Database::create(&path)
             .map_err(|e| local("cannot open the state database", e))?;
-        let provider = OpenMlsRustCrypto::default();
-        let mut persisted = HashMap::new();
-        for item in db.scan_prefix(MLS_PREFIX) {
-            let (key, value) = item.map_err(|e| local("cannot read the state", e))?;
-            persisted.insert(key[MLS_PREFIX.len()..].to_vec(), value.to_vec());
+        {
+            let tx = db
+                .begin_write()
+                .map_err(|e| local("cannot open the state database", e))?;
+            tx.open_table(TABLE)
+                .map_err(|e| local("cannot open the state database", e))?;
+            tx.commit()
+                .map_err(|e| local("cannot open the state database", e))?;
         }
-        *provider
+        restrict(&path, 0o600)?;
+        if created {
+            sync_dir(dir)?;
+        }
+        let mut state = DurableState {
+            provider: OpenMlsRustCrypto::default(),
+            persisted: HashMap::new(),
+            db,
+        };
+        for (key, value) in state.entries(MLS_PREFIX)? {
+            state
+                .persisted
+                .insert(key[MLS_PREFIX.len()..].to_vec(), value);
+        }
+        *state
+            .provider
             .storage()
             .values
             .write()
-            .unwrap_or_else(PoisonError::into_inner) = persisted.clone();
-        let state = DurableState {
-            provider,
-            persisted,
-            db,
-            dir: dir.to_owned(),
-        };
-        state.restrict_files()?;
+            .unwrap_or_else(PoisonError::into_inner) = state.persisted.clone();
         Ok(state)
     }
 
@@ -81,29 +98,46 @@ impl DurableState {
         &self.provider
     }
 
-    /// One of the client's own records.
-    pub(crate) fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        let value = self
-            .db
-            .get(own_key(key))
-            .map_err(|e| local("cannot read the state", e))?;
-        Ok(value.map(|v| v.to_vec()))
-    }
-
-    /// The client's own records whose key starts with `prefix`.
-    pub(crate) fn scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+    /// Every stored entry whose key starts with `prefix`, in key order.
+    fn entries(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let read = |e: &dyn std::fmt::Display| local("cannot read the state", e);
+        let tx = self.db.begin_read().map_err(|e| read(&e))?;
+        let table = tx.open_table(TABLE).map_err(|e| read(&e))?;
         let mut found = Vec::new();
-        for item in self.db.scan_prefix(own_key(prefix)) {
-            let (key, value) = item.map_err(|e| local("cannot read the state", e))?;
-            let key = String::from_utf8_lossy(&key[OWN_PREFIX.len()..]).into_owned();
-            found.push((key, value.to_vec()));
+        for item in table.range::<&[u8]>(prefix..).map_err(|e| read(&e))? {
+            let (key, value) = item.map_err(|e| read(&e))?;
+            if !key.value().starts_with(prefix) {
+                break;
+            }
+            found.push((key.value().to_vec(), value.value().to_vec()));
         }
         Ok(found)
     }
 
+    /// One of the client's own records.
+    pub(crate) fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let read = |e: &dyn std::fmt::Display| local("cannot read the state", e);
+        let tx = self.db.begin_read().map_err(|e| read(&e))?;
+        let table = tx.open_table(TABLE).map_err(|e| read(&e))?;
+        let value = table.get(own_key(key).as_slice()).map_err(|e| read(&e))?;
+        Ok(value.map(|v| v.value().to_vec()))
+    }
+
+    /// The client's own records whose key starts with `prefix`.
+    pub(crate) fn scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        Ok(self
+            .entries(&own_key(prefix))?
+            .into_iter()
+            .map(|(key, value)| {
+                let key = String::from_utf8_lossy(&key[OWN_PREFIX.len()..]).into_owned();
+                (key, value)
+            })
+            .collect())
+    }
+
     /// Writes every change OpenMLS made since the last persist, together
-    /// with `own` (key, value; `None` removes), as one atomic batch, and
-    /// flushes it to disk.
+    /// with `own` (key, value; `None` removes), as one write transaction,
+    /// durable when this returns.
     pub(crate) fn persist(&mut self, own: &[(String, Option<Vec<u8>>)]) -> Result<()> {
         let current = self
             .provider
@@ -112,33 +146,39 @@ impl DurableState {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let mut batch = sled::Batch::default();
-        for (key, value) in &current {
-            if self.persisted.get(key) != Some(value) {
-                batch.insert([MLS_PREFIX, key].concat(), value.as_slice());
+        let write = |e: &dyn std::fmt::Display| local("cannot write the state", e);
+        let tx = self.db.begin_write().map_err(|e| write(&e))?;
+        {
+            let mut table = tx.open_table(TABLE).map_err(|e| write(&e))?;
+            for (key, value) in &current {
+                if self.persisted.get(key) != Some(value) {
+                    table
+                        .insert([MLS_PREFIX, key].concat().as_slice(), value.as_slice())
+                        .map_err(|e| write(&e))?;
+                }
+            }
+            for key in self.persisted.keys() {
+                if !current.contains_key(key) {
+                    table
+                        .remove([MLS_PREFIX, key].concat().as_slice())
+                        .map_err(|e| write(&e))?;
+                }
+            }
+            for (key, value) in own {
+                match value {
+                    Some(value) => table
+                        .insert(own_key(key).as_slice(), value.as_slice())
+                        .map(drop),
+                    None => table.remove(own_key(key).as_slice()).map(drop),
+                }
+                .map_err(|e| write(&e))?;
             }
         }
-        for key in self.persisted.keys() {
-            if !current.contains_key(key) {
-                batch.remove([MLS_PREFIX, key].concat());
-            }
-        }
-        for (key, value) in own {
-            match value {
-                Some(value) => batch.insert(own_key(key), value.as_slice()),
-                None => batch.remove(own_key(key)),
-            }
-        }
-        self.db
-            .apply_batch(batch)
-            .map_err(|e| local("cannot write the state", e))?;
-        // sled holds these values now, flushed or not: a roll-back after a
-        // failed flush must come back to them, not to older ones.
+        // Nothing of a transaction that fails to commit is kept: the last
+        // persisted state stays what a roll-back returns to.
+        tx.commit().map_err(|e| write(&e))?;
         self.persisted = current;
-        self.db
-            .flush()
-            .map_err(|e| local("cannot flush the state", e))?;
-        self.restrict_files()
+        Ok(())
     }
 
     /// Undoes every change OpenMLS made since the last persist.
@@ -150,12 +190,30 @@ impl DurableState {
             .write()
             .unwrap_or_else(PoisonError::into_inner) = self.persisted.clone();
     }
+}
 
-    /// Makes every file of the state directory mode 0600 (sled creates new
-    /// ones as it goes).
-    fn restrict_files(&self) -> Result<()> {
-        restrict_tree(&self.dir)
+/// Creates `dir` and its missing parents, each parent `fsync`ed after, so
+/// that they survive a power cut.
+fn create_durably(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
     }
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    create_durably(&parent)?;
+    std::fs::create_dir(dir)
+        .or_else(|e| if dir.is_dir() { Ok(()) } else { Err(e) })
+        .map_err(|e| local("cannot create the state directory", e))?;
+    sync_dir(&parent)
+}
+
+/// `fsync` of a directory: its entries become durable.
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| local("cannot sync the state directory", e))
 }
 
 fn own_key(key: &str) -> Vec<u8> {
@@ -179,20 +237,5 @@ fn restrict(path: &Path, mode: u32) -> Result<()> {
 
 #[cfg(not(unix))]
 fn restrict(_path: &Path, _mode: u32) -> Result<()> {
-    Ok(())
-}
-
-fn restrict_tree(dir: &Path) -> Result<()> {
-    let entries = std::fs::read_dir(dir).map_err(|e| local("cannot list the state", e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| local("cannot list the state", e))?;
-        let path = entry.path();
-        if path.is_dir() {
-            restrict(&path, 0o700)?;
-            restrict_tree(&path)?;
-        } else {
-            restrict(&path, 0o600)?;
-        }
-    }
     Ok(())
 }

@@ -475,6 +475,13 @@ impl AuditService for AuditApi {
             }
         };
         let filter = self.filter(&caller, &share, req.filter.as_ref()).await?;
+        // The export's own event is on record before the export reads the
+        // trail, so an export that covers it ends with it.
+        self.ctx
+            .trail
+            .record(caller.audit.allowed())
+            .await
+            .map_err(ServiceError::from)?;
         let (tx, rx) = tokio::sync::mpsc::channel(EXPORT_BUFFER);
         let api = self.clone();
         tokio::spawn(async move {

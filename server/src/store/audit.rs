@@ -317,6 +317,16 @@ impl Trail {
         Trail { store }
     }
 
+    /// Appends `event` to the chain on its own.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails.
+    pub async fn record(&self, event: v1::AuditEvent) -> Result<(), StoreError> {
+        let mut batch = super::Batch::new();
+        batch.audit(event);
+        self.store.commit(batch).await
+    }
+
     /// The head the store recorded with the last append.
     ///
     /// # Errors

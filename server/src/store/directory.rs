@@ -434,7 +434,7 @@ mod tests {
     use super::*;
     use crate::{
         domain::{DeviceLabel, NewProfessional, SignatureKey},
-        store::sled::SledStore,
+        store::redb::RedbStore,
     };
     use samenop_proto::v1;
 
@@ -460,10 +460,10 @@ mod tests {
         }
     }
 
-    /// A directory on a fresh sled store, holding one professional.
+    /// A directory on a fresh store, holding one professional.
     async fn directory_with_professional() -> (tempfile::TempDir, Directory, Professional) {
         let dir = tempfile::tempdir().unwrap();
-        let directory = Directory::new(Arc::new(SledStore::open(dir.path()).unwrap()));
+        let directory = Directory::new(Arc::new(RedbStore::open(dir.path()).unwrap()));
         let sanne = professional();
         directory
             .insert_professional(&sanne, v1::AuditEvent::default())

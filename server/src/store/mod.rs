@@ -15,7 +15,7 @@ pub mod consults;
 pub mod directory;
 pub mod families;
 pub mod records;
-pub mod sled;
+pub mod redb;
 pub mod threads;
 
 #[cfg(test)]

@@ -14,6 +14,8 @@ use std::{
 use samenop_certs_dev::{DEMO_ORGANISATIONS, PkiPaths};
 use samenop_client::{Client, ClientConfig, ClientError, Role};
 
+mod powercut;
+
 const BINARY: &str = env!("CARGO_BIN_EXE_samenop-server");
 const ADMIN: &str = "0190a5b0-0000-7000-8000-00000000a001";
 
@@ -42,29 +44,37 @@ fn run_with_config(path: &Path) -> Output {
 fn setup(dir: &Path, port: u16) -> (PkiPaths, String) {
     let pki = PkiPaths::new(dir.join("pki"));
     samenop_certs_dev::generate(&pki, DEMO_ORGANISATIONS).unwrap();
-    let org = &DEMO_ORGANISATIONS[0];
-    let text = format!(
+    let text = config_text(&pki, port, Path::new("data"), &[ADMIN]);
+    (pki, text)
+}
+
+/// A configuration text for `pki`, listening on `port`, with its data in
+/// `data`, allowing the first demo organisations, one per bootstrap admin
+/// in `admins`.
+fn config_text(pki: &PkiPaths, port: u16, data: &Path, admins: &[&str]) -> String {
+    let mut text = format!(
         r#"listen = "127.0.0.1:{port}"
-data_dir = "data"
+data_dir = "{data}"
 shutdown_grace_seconds = 5
 [tls]
 certificate = "{cert}"
 private_key = "{key}"
 client_ca = ["{ca}"]
 crls = ["{crl}"]
-[[organisations]]
-oin = "{oin}"
-name = "{name}"
-bootstrap_admin = "{ADMIN}"
 "#,
+        data = data.display(),
         cert = pki.server_cert().display(),
         key = pki.server_key().display(),
         ca = pki.ca_cert().display(),
         crl = pki.crl().display(),
-        oin = org.oin,
-        name = org.name,
     );
-    (pki, text)
+    for (org, admin) in DEMO_ORGANISATIONS.iter().zip(admins) {
+        text.push_str(&format!(
+            "[[organisations]]\noin = \"{}\"\nname = \"{}\"\nbootstrap_admin = \"{admin}\"\n",
+            org.oin, org.name
+        ));
+    }
+    text
 }
 
 #[test]
@@ -282,7 +292,7 @@ fn verify_offline(data: &Path) -> Output {
 #[tokio::test]
 async fn offline_audit_verify_reports_a_changed_event_exactly() {
     use prost::Message;
-    use samenop_server::store::{Batch, Keyspace, Store, audit::AuditEntry, sled::SledStore};
+    use samenop_server::store::{Batch, Keyspace, Store, audit::AuditEntry, redb::RedbStore};
 
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -302,7 +312,7 @@ async fn offline_audit_verify_reports_a_changed_event_exactly() {
     // Someone with the disk changes Eva's registration event.
     let data = dir.path().join("data");
     {
-        let store = SledStore::open(&data).unwrap();
+        let store = RedbStore::open(&data).unwrap();
         let key = 3u64.to_be_bytes();
         let raw = store.get(Keyspace::Audit, &key).await.unwrap().unwrap();
         let mut entry = AuditEntry::decode(raw.as_slice()).unwrap();
@@ -534,7 +544,7 @@ async fn offline_audit_verify_catches_removed_last_events_by_the_signed_checkpoi
     use samenop_server::store::{
         Batch, Keyspace, Store,
         audit::{AuditEntry, HEAD_KEY, Head},
-        sled::SledStore,
+        redb::RedbStore,
     };
 
     let dir = tempfile::tempdir().unwrap();
@@ -571,7 +581,7 @@ async fn offline_audit_verify_catches_removed_last_events_by_the_signed_checkpoi
     // Someone with the disk removes the last two events and rewrites the
     // head so that the chain itself looks whole.
     {
-        let store = SledStore::open(&data).unwrap();
+        let store = RedbStore::open(&data).unwrap();
         let raw = store
             .get(Keyspace::Audit, &3u64.to_be_bytes())
             .await

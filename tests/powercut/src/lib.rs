@@ -81,6 +81,28 @@ impl Mount {
             .map(|err| format!("FUSE cannot mount here: {err}"))
     }
 
+    /// A mount at `path` for a test, or `None` after one line saying why
+    /// the test does not run here (no FUSE). Where the environment sets
+    /// `SAMENOP_REQUIRE_FUSE` (CI does), no FUSE is a failure instead.
+    ///
+    /// # Panics
+    /// When FUSE is required and missing, or mounting fails after it
+    /// proved possible.
+    pub fn for_test(path: &Path) -> Option<Mount> {
+        if let Some(why) = Mount::unavailable() {
+            assert!(
+                std::env::var_os("SAMENOP_REQUIRE_FUSE").is_none(),
+                "FUSE is required here: {why}"
+            );
+            eprintln!("skipped: power-cut tests need FUSE ({why})");
+            return None;
+        }
+        match Mount::new(path) {
+            Ok(mount) => Some(mount),
+            Err(err) => panic!("cannot mount the power-cut file system: {err}"),
+        }
+    }
+
     /// Where the file system is mounted.
     pub fn path(&self) -> &Path {
         &self.path

@@ -11,19 +11,8 @@ use std::{
 
 use samenop_powercut::{Cut, Mount};
 
-/// A mount in a fresh directory, or `None` (and one line saying why) where
-/// FUSE cannot mount. `SAMENOP_REQUIRE_FUSE=1` (set by CI) makes that a
-/// failure instead.
 fn mount(dir: &Path) -> Option<Mount> {
-    if let Some(why) = Mount::unavailable() {
-        assert!(
-            std::env::var_os("SAMENOP_REQUIRE_FUSE").is_none(),
-            "FUSE is required here: {why}"
-        );
-        eprintln!("skipped: the power-cut harness needs FUSE ({why})");
-        return None;
-    }
-    Some(Mount::new(dir).expect("mount"))
+    Mount::for_test(dir)
 }
 
 fn sync_dir(path: &Path) {

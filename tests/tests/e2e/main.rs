@@ -6,6 +6,7 @@
 mod audit;
 mod audit_family;
 mod consult;
+mod device_power;
 mod directory;
 mod events;
 mod family;

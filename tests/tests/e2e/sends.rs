@@ -5,32 +5,16 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use samenop_client::{
-    Client, Expertise, Role, ViolenceType,
-    consult::{About, NewConsult, Urgency},
-    mls::Messenger,
-};
-use samenop_tests::{ORG_A, ORG_B, TestServer, within};
+use samenop_client::{Client, Expertise, Role, ViolenceType, mls::Messenger};
+use samenop_tests::{ORG_A, ORG_B, TestServer, accepted_anonymous_consult, within};
 use uuid::Uuid;
 
 const ABUSE: Expertise = Expertise::Violence(ViolenceType::ChildAbuse);
 
-/// An anonymous consult of `owner` addressed to `specialist`, accepted, its
-/// group made by `owner_device` with every participant's device added.
+/// An accepted anonymous consult of `owner` with `specialist`, its group
+/// made by `owner_device` with every participant's device added.
 async fn accepted_consult(owner: &Client, owner_device: &Messenger, specialist: &Client) -> Uuid {
-    let consult = owner
-        .open_consult(&NewConsult {
-            about: About::Anonymous,
-            question: "Hoe wegen wij deze signalen?".into(),
-            expertise: ABUSE,
-            urgency: Urgency::Normal,
-            respond_by: None,
-            specialist: Some(specialist.professional().expect("specialist")),
-        })
-        .await
-        .expect("open")
-        .id;
-    specialist.accept_consult(consult).await.expect("accept");
+    let consult = accepted_anonymous_consult(owner, specialist).await;
     owner_device.create_thread(consult).await.expect("create");
     owner_device.sync_members(consult).await.expect("sync");
     consult

@@ -1,0 +1,326 @@
+//! The embedded default backend: one redb database file in the data
+//! directory.
+//!
+//! Every keyspace is a one-byte prefix in a single table, so a batch is one
+//! redb write transaction, atomic across keyspaces. Durability: every write
+//! transaction commits with `Durability::Immediate`, so it is on disk
+//! (`fdatasync`: data and size) when `commit` returns; the database file
+//! and the data directory are `fsync`ed when they are created, so the file
+//! itself survives a power cut.
+//!
+//! Group commit: a single writer thread takes every batch waiting when it
+//! begins, applies them one after another in one write transaction (each
+//! with its own preconditions, checked against what the batches before it
+//! wrote: the same as one after the other), commits once, and answers each.
+//! So concurrent writers share one sync, and a writer under load waits for
+//! at most the transaction in progress and its own.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, mpsc},
+};
+
+use async_trait::async_trait;
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::{Batch, Entry, Keyspace, Store, StoreError, Write, audit, audit_index};
+
+/// The one table; keys are keyspace tag + key.
+const TABLE: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("samenop");
+
+/// The database file's name in the data directory.
+pub const FILE: &str = "samenop.redb";
+
+/// The most batches one write transaction takes.
+const GROUP_MAX: usize = 512;
+
+/// A batch waiting for the writer, and where its outcome goes.
+type Waiting = (Batch, tokio::sync::oneshot::Sender<Result<(), StoreError>>);
+
+/// A [`Store`] on redb. Clones share one database; when the last is
+/// dropped, the writer finishes what it was given and the file is closed
+/// (and its lock released) before the drop returns.
+#[derive(Clone)]
+pub struct RedbStore {
+    /// The writer thread (dropped first: see [`Writer`]).
+    writer: Arc<Writer>,
+    /// The database, for reads.
+    db: Arc<redb::Database>,
+}
+
+/// The writer thread and its queue.
+struct Writer {
+    /// The queue; `None` once closed.
+    queue: Option<mpsc::Sender<Waiting>>,
+    /// The thread, joined when the last store goes.
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread after its last transaction.
+        drop(self.queue.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn backend(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(err.to_string())
+}
+
+fn full_key(space: Keyspace, key: &[u8]) -> Vec<u8> {
+    let mut full = Vec::with_capacity(key.len() + 1);
+    full.push(space.tag());
+    full.extend_from_slice(key);
+    full
+}
+
+impl RedbStore {
+    /// Opens (or creates) the store in the directory `dir`, which must
+    /// exist; recovers it after a crash.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the database cannot be opened (another
+    /// process holds it, or the file is not a redb database).
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join(FILE);
+        let created = !path.exists();
+        let db = redb::Database::builder()
+            .create(&path)
+            .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+        {
+            let tx = db.begin_write().map_err(backend)?;
+            tx.open_table(TABLE).map_err(backend)?;
+            tx.commit().map_err(backend)?;
+        }
+        if created {
+            // The new file's name is durable only once its directory is.
+            sync_dir(dir)?;
+        }
+        let db = Arc::new(db);
+        let (sender, queue) = mpsc::channel();
+        let for_writer = db.clone();
+        let thread = std::thread::Builder::new()
+            .name("samenop-store-writer".into())
+            .spawn(move || write_loop(&for_writer, &queue))
+            .map_err(|e| StoreError::Backend(format!("cannot start the writer: {e}")))?;
+        let writer = Arc::new(Writer {
+            queue: Some(sender),
+            thread: Some(thread),
+        });
+        Ok(RedbStore { writer, db })
+    }
+
+    /// The database file of the store in `dir`.
+    pub fn file(dir: &Path) -> PathBuf {
+        dir.join(FILE)
+    }
+}
+
+/// `fsync` of directory `dir`: its entries (a created or renamed file)
+/// become durable.
+///
+/// # Errors
+/// [`StoreError::Backend`] when the directory cannot be synced.
+pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::Backend(format!("cannot sync {}: {e}", dir.display())))
+}
+
+/// The writer thread: one write transaction per group of waiting batches,
+/// until every sender is gone.
+fn write_loop(db: &redb::Database, queue: &mpsc::Receiver<Waiting>) {
+    while let Ok(first) = queue.recv() {
+        let mut group = vec![first];
+        while group.len() < GROUP_MAX {
+            match queue.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        let (batches, answers): (Vec<Batch>, Vec<_>) = group.into_iter().unzip();
+        match apply_group(db, &batches) {
+            Ok(outcomes) => {
+                for (answer, outcome) in answers.into_iter().zip(outcomes) {
+                    let _ = answer.send(outcome);
+                }
+            }
+            Err(err) => {
+                tracing::error!(cause = %err, "a write transaction failed");
+                for answer in answers {
+                    let _ = answer.send(Err(backend(&err)));
+                }
+            }
+        }
+    }
+}
+
+/// Applies `batches` in order in one write transaction and commits it:
+/// each batch's outcome, or the error that failed the whole transaction.
+fn apply_group(
+    db: &redb::Database,
+    batches: &[Batch],
+) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    let tx = db.begin_write().map_err(backend)?;
+    let mut outcomes = Vec::with_capacity(batches.len());
+    {
+        let mut table = tx.open_table(TABLE).map_err(backend)?;
+        for batch in batches {
+            outcomes.push(apply(&mut table, batch)?);
+        }
+    }
+    tx.commit().map_err(backend)?;
+    Ok(outcomes)
+}
+
+/// Applies one batch to `table`: `Ok(Err(..))` when a precondition does not
+/// hold or the audit head is unreadable (nothing of the batch written),
+/// `Err` when the storage fails (the whole transaction is lost).
+fn apply(
+    table: &mut redb::Table<'_, &[u8], &[u8]>,
+    batch: &Batch,
+) -> Result<Result<(), StoreError>, StoreError> {
+    for expect in &batch.expects {
+        let current = table
+            .get(full_key(expect.space, &expect.key).as_slice())
+            .map_err(backend)?
+            .map(|v| v.value().to_vec());
+        if current != expect.value {
+            return Ok(Err(StoreError::Conflict));
+        }
+    }
+    // The head is read before anything is written, so a corrupt head
+    // leaves the batch unwritten.
+    let head_key = full_key(Keyspace::Meta, audit::HEAD_KEY);
+    let mut head = if batch.audit.is_empty() {
+        None
+    } else {
+        let stored = table
+            .get(head_key.as_slice())
+            .map_err(backend)?
+            .map(|v| v.value().to_vec());
+        match audit::Head::decode(stored.as_deref()) {
+            Ok(head) => Some(head),
+            Err(corrupt) => return Ok(Err(corrupt)),
+        }
+    };
+    for write in &batch.writes {
+        match write {
+            Write::Put { space, key, value } => {
+                table
+                    .insert(full_key(*space, key).as_slice(), value.as_slice())
+                    .map_err(backend)?;
+            }
+            Write::Delete { space, key } => {
+                table
+                    .remove(full_key(*space, key).as_slice())
+                    .map_err(backend)?;
+            }
+        }
+    }
+    if let Some(head) = head.as_mut() {
+        for event in &batch.audit {
+            let (sequence, entry, next) = head.append(event.clone());
+            let key = full_key(Keyspace::Audit, &sequence.to_be_bytes());
+            table
+                .insert(
+                    key.as_slice(),
+                    prost::Message::encode_to_vec(&entry).as_slice(),
+                )
+                .map_err(backend)?;
+            for index in audit_index::index_keys(event, sequence) {
+                table
+                    .insert(
+                        full_key(Keyspace::AuditIndex, &index).as_slice(),
+                        [].as_slice(),
+                    )
+                    .map_err(backend)?;
+            }
+            *head = next;
+        }
+        table
+            .insert(head_key.as_slice(), head.encode().as_slice())
+            .map_err(backend)?;
+    }
+    Ok(Ok(()))
+}
+
+#[async_trait]
+impl Store for RedbStore {
+    async fn get(&self, space: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let tx = self.db.begin_read().map_err(backend)?;
+        let table = tx.open_table(TABLE).map_err(backend)?;
+        let value = table
+            .get(full_key(space, key).as_slice())
+            .map_err(backend)?;
+        Ok(value.map(|v| v.value().to_vec()))
+    }
+
+    async fn scan(
+        &self,
+        space: Keyspace,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let tx = self.db.begin_read().map_err(backend)?;
+        let table = tx.open_table(TABLE).map_err(backend)?;
+        let full_prefix = full_key(space, prefix);
+        let range = match after {
+            Some(after) => {
+                let start = full_key(space, after);
+                table.range::<&[u8]>((
+                    std::ops::Bound::Excluded(start.as_slice()),
+                    std::ops::Bound::Unbounded,
+                ))
+            }
+            None => table.range::<&[u8]>(full_prefix.as_slice()..),
+        }
+        .map_err(backend)?;
+        let mut entries = Vec::new();
+        for item in range {
+            if entries.len() >= limit {
+                break;
+            }
+            let (key, value) = item.map_err(backend)?;
+            let key = key.value();
+            if !key.starts_with(&full_prefix) {
+                break;
+            }
+            entries.push((key[1..].to_vec(), value.value().to_vec()));
+        }
+        Ok(entries)
+    }
+
+    async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+        let (answer, outcome) = tokio::sync::oneshot::channel();
+        let stopped = || StoreError::Backend("the store's writer has stopped".into());
+        self.writer
+            .queue
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send((batch, answer))
+            .map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        // Every commit is durable when it returns.
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redb_store_meets_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
+        super::super::contract::run_all(Arc::new(store)).await;
+    }
+}
