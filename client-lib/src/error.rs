@@ -40,6 +40,11 @@ pub enum ClientError {
     /// A size or rate limit was reached (RESOURCE_EXHAUSTED).
     #[error("resource exhausted: {0}")]
     ResourceExhausted(String),
+    /// What the call asks for is no longer kept (OUT_OF_RANGE): a
+    /// subscription cursor older than what the server still keeps of the
+    /// device's events; subscribe without one.
+    #[error("out of range: {0}")]
+    OutOfRange(String),
     /// The server does not implement the call (UNIMPLEMENTED).
     #[error("unimplemented: {0}")]
     Unimplemented(String),
@@ -98,6 +103,7 @@ impl From<Status> for ClientError {
             Code::FailedPrecondition => ClientError::FailedPrecondition(message),
             Code::Aborted => ClientError::Aborted(message),
             Code::ResourceExhausted => ClientError::ResourceExhausted(message),
+            Code::OutOfRange => ClientError::OutOfRange(message),
             Code::Unimplemented => ClientError::Unimplemented(message),
             Code::Unavailable => ClientError::Unavailable(message),
             code => ClientError::Server { code, message },

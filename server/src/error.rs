@@ -38,6 +38,9 @@ pub enum ServiceError {
     /// (ABORTED).
     #[error("{0}")]
     Aborted(String),
+    /// What the call asks for is no longer kept (OUT_OF_RANGE).
+    #[error("{0}")]
+    OutOfRange(String),
     /// A limit was reached (RESOURCE_EXHAUSTED).
     #[error("{0}")]
     ResourceExhausted(String),
@@ -64,6 +67,7 @@ impl From<ServiceError> for Status {
                 crate::audit::mark_denied(Status::failed_precondition(msg))
             }
             ServiceError::ResourceExhausted(msg) => Status::resource_exhausted(msg),
+            ServiceError::OutOfRange(msg) => Status::out_of_range(msg),
             ServiceError::AlreadyExists(msg) => Status::already_exists(msg),
             ServiceError::Aborted(msg) => Status::aborted(msg),
             ServiceError::Stream(status) if status.code() == Code::OutOfRange => {

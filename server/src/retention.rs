@@ -10,12 +10,20 @@
 //!   longer ago than the consent retention, while none of its consults is
 //!   open;
 //! - audit events older than the audit retention, up to a signed checkpoint
-//!   that becomes the chain's base, so what is left still verifies.
+//!   that becomes the chain's base, so what is left still verifies;
+//! - the chunks of an upload begun more than a day ago that never landed
+//!   (cut off by a crash).
+//!
+//! It also trims each device's event log of events older than the thread
+//! retention: they refer to nothing that is still kept, and a device away
+//! that long catches up with ListConsults and FetchThread. (A log is also
+//! trimmed up to where its device resumes its subscription.) Trimming a
+//! log of references is housekeeping, not audited.
 //!
 //! What is due is decided by the clock alone, so tests drive it with the
 //! manual clock.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use samenop_proto::v1::{self, AuditObjectType as Object};
 
@@ -26,6 +34,10 @@ use crate::{
     services::Context,
     store::{Batch, Keyspace, StoreError},
 };
+
+/// How long an upload may go without landing before its chunks count as
+/// left behind by a crash.
+const UPLOAD_ABANDONED_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// What one purge round removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +50,10 @@ pub(crate) struct Purged {
     pub consents: usize,
     /// The audit chain's new base, when events were removed.
     pub audit_base: Option<u64>,
+    /// Uploads cut off by a crash whose chunks were removed.
+    pub uploads: usize,
+    /// Device log events trimmed for their age.
+    pub events: u64,
 }
 
 /// Purges every `retention.interval` until the task is dropped.
@@ -126,6 +142,13 @@ pub(crate) async fn round(ctx: &Context, retention: &Retention) -> ServiceResult
         }
     }
     purged.consents = purge_consents(ctx, retention, now).await?;
+    purged.uploads = purge_abandoned_uploads(ctx, now).await?;
+    if let Some(before) = now.checked_sub(retention.thread) {
+        for device in ctx.threads.logged_devices().await? {
+            let through = ctx.threads.last_before(device, before).await?;
+            purged.events += ctx.threads.trim_log(device, through).await?;
+        }
+    }
     let cutoff = now.checked_sub(retention.audit);
     if let Some(cutoff) = cutoff {
         // One checkpoint's span at a time, until nothing more is due.
@@ -138,6 +161,39 @@ pub(crate) async fn round(ctx: &Context, retention: &Retention) -> ServiceResult
         }
     }
     Ok(purged)
+}
+
+/// Removes the chunks of uploads begun a day ago or more that never
+/// landed; returns how many uploads.
+async fn purge_abandoned_uploads(ctx: &Context, now: SystemTime) -> ServiceResult<usize> {
+    let Some(before) = now.checked_sub(UPLOAD_ABANDONED_AFTER) else {
+        return Ok(0);
+    };
+    let mut removed = 0;
+    for (mark, attachment, consult) in ctx.attachments.abandoned(before, 256).await? {
+        let mut batch = Batch::new();
+        if ctx.attachments.record(consult, attachment).await?.is_some() {
+            // It landed after all: only the mark was left.
+            ctx.attachments.stage_upload_done(&mut batch, &mark);
+            ctx.threads.commit(batch).await?;
+            continue;
+        }
+        let chunks = ctx
+            .attachments
+            .stage_abandon(&mut batch, &mark, attachment)
+            .await?;
+        batch.audit(purge_event(
+            now,
+            &[
+                (Object::Consult, consult.to_string()),
+                (Object::Attachment, attachment.to_string()),
+            ],
+            &format!("{chunks} chunks of an upload that never finished removed"),
+        ));
+        ctx.threads.commit(batch).await?;
+        removed += 1;
+    }
+    Ok(removed)
 }
 
 /// Removes the consents kept long enough; returns how many.

@@ -57,6 +57,9 @@ pub struct TestServer {
     pub clock: ManualClock,
     /// The bootstrap ORG_ADMIN of each allowed organisation, by slug.
     pub admins: HashMap<&'static str, Uuid>,
+    /// Whether the store syncs its commits (always, but for measuring what
+    /// durability costs: [`TestServer::start_volatile`]).
+    durable: bool,
     /// Sends the shutdown signal.
     stop: Option<oneshot::Sender<()>>,
     /// The server task.
@@ -66,6 +69,16 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server with a fresh PKI and an empty data directory.
     pub async fn start() -> TestServer {
+        Self::start_with(true).await
+    }
+
+    /// Like [`TestServer::start`], with a store that does not sync its
+    /// commits: only for measuring what durability costs.
+    pub async fn start_volatile() -> TestServer {
+        Self::start_with(false).await
+    }
+
+    async fn start_with(durable: bool) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let pki = PkiPaths::new(dir.path().join("pki"));
         let mut orgs = DEMO_ORGANISATIONS.to_vec();
@@ -82,6 +95,7 @@ impl TestServer {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             clock: ManualClock::new(SystemTime::now()),
             admins,
+            durable,
             stop: None,
             task: None,
         };
@@ -140,7 +154,13 @@ impl TestServer {
                 .expect("bind"),
         };
         self.addr = listener.local_addr().expect("local addr");
-        let store = open_when_released(|| samenop_server::open_store(&config)).await;
+        let durable = self.durable;
+        let store = open_when_released(|| {
+            samenop_server::create_durably(&config.data_dir)?;
+            samenop_server::store::redb::RedbStore::open_with(&config.data_dir, durable)
+                .map(|s| Arc::new(s) as Arc<dyn samenop_server::store::Store>)
+        })
+        .await;
         let (stop, stopped) = oneshot::channel::<()>();
         let clock = Arc::new(self.clock.clone());
         self.task = Some(tokio::spawn(samenop_server::run_with(
@@ -339,6 +359,37 @@ pub async fn forget_audit_indexes(data_dir: &std::path::Path) {
         }
     }
     batch.delete(Keyspace::Meta, SCHEMA_KEY.to_vec());
+    store.commit(batch).await.expect("write");
+}
+
+/// Leaves in the data directory of a stopped server what an upload cut off
+/// by a crash leaves: its mark, begun at `at`, and `chunks` chunks of bytes.
+pub async fn leave_upload_behind(
+    data_dir: &std::path::Path,
+    consult: Uuid,
+    attachment: Uuid,
+    at: SystemTime,
+    chunks: u64,
+) {
+    use samenop_server::store::{Batch, Keyspace, Store, records::to_millis, redb::RedbStore};
+    let store = open_when_released(|| RedbStore::open(data_dir)).await;
+    let mut batch = Batch::new();
+    batch.put(
+        Keyspace::Uploads,
+        [
+            to_millis(at).to_be_bytes().as_slice(),
+            attachment.as_bytes(),
+        ]
+        .concat(),
+        consult.as_bytes().to_vec(),
+    );
+    for index in 0..chunks {
+        batch.put(
+            Keyspace::AttachmentChunks,
+            [attachment.as_bytes().as_slice(), &index.to_be_bytes()].concat(),
+            vec![7; 1024],
+        );
+    }
     store.commit(batch).await.expect("write");
 }
 

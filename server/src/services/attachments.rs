@@ -163,6 +163,12 @@ pub(super) async fn upload(
     let (header, _) = header(consults, &caller, &mut stream, max_bytes).await?;
     let attachment = uuid::Uuid::now_v7();
     caller.audit.object(Object::Attachment, attachment);
+    // Marked in progress first: a crash from here on leaves chunks the
+    // purge finds by the mark's age.
+    let mark = ctx
+        .attachments
+        .begin_upload(attachment, header.consult, ctx.now())
+        .await?;
     let mut stored = 0;
     let received = receive(
         &ctx.attachments,
@@ -173,11 +179,11 @@ pub(super) async fn upload(
     )
     .await;
     let landed = match received {
-        Ok(()) => land(consults, &caller, &header, attachment).await,
+        Ok(()) => land(consults, &caller, &header, attachment, &mark).await,
         Err(err) => Err(err),
     };
     if let Err(err) = landed {
-        if let Err(cleanup) = ctx.attachments.drop_chunks(attachment, stored).await {
+        if let Err(cleanup) = ctx.attachments.drop_chunks(attachment, stored, &mark).await {
             tracing::warn!(error = %cleanup, "could not remove a failed upload's chunks");
         }
         return Err(err);
@@ -196,6 +202,7 @@ async fn land(
     caller: &Caller,
     header: &Header,
     attachment: uuid::Uuid,
+    mark: &[u8],
 ) -> ServiceResult<()> {
     let ctx = consults.context();
     let loaded = participating(consults, caller, header.consult).await?;
@@ -218,6 +225,7 @@ async fn land(
             chunk_bytes: STORED_CHUNK as u32,
         },
     );
+    ctx.attachments.stage_upload_done(&mut batch, mark);
     batch.audit(caller.audit.allowed());
     ctx.consults.commit(batch).await?;
     Ok(())

@@ -367,9 +367,11 @@ impl ThreadApi {
                     );
                 }
             }
+            // The log keeps only where the entry is; delivery reads it.
             let reference = v1::ThreadEntry {
-                mls_message: Vec::new(),
-                ..entry.clone()
+                consult_id: entry.consult_id.clone(),
+                sequence: entry.sequence,
+                ..Default::default()
             };
             for device in self.member_devices(&loaded.now).await? {
                 fanout.add(
@@ -631,6 +633,30 @@ impl ThreadService for ThreadApi {
         let last = self.ctx.threads.log_head(device.id).await?.last;
         if after > last {
             return Err(bad_field("cursor", "is past the end of this device's events").into());
+        }
+        // What the device read past is trimmed; a cursor before that would
+        // resume with a gap, so it is refused, and no cursor starts at the
+        // oldest event kept.
+        let trimmed = self.ctx.threads.trimmed(device.id).await?;
+        if req.cursor.is_empty() {
+            after = trimmed;
+        } else if after < trimmed {
+            return Err(ServiceError::OutOfRange(format!(
+                "this device's events up to {trimmed} are no longer kept (it read past them, or \
+                 they passed the retention period): subscribe without a cursor to start at the \
+                 oldest kept, and catch up with ListConsults and FetchThread"
+            ))
+            .into());
+        } else if after > trimmed {
+            // The device has everything up to its cursor: that much of its
+            // log is no longer needed.
+            let threads = self.ctx.threads.clone();
+            let (id, through) = (device.id, after);
+            tokio::spawn(async move {
+                if let Err(err) = threads.trim_log(id, through).await {
+                    tracing::warn!(error = %err, "a device's event log was not trimmed");
+                }
+            });
         }
         // Subscribed before the first read: growth after it wakes us.
         let mut subscription = self.ctx.hub.subscribe(device.id);

@@ -1,11 +1,12 @@
 //! Typed storage of thread attachments: encrypted bytes the server cannot
 //! read, in fixed-size chunks, and one record per attachment.
 //!
-//! An upload writes its chunks first, each in its own batch, and the record
-//! last, in the batch that carries the upload's audit event: an attachment
-//! exists (can be downloaded, is referred to) only once its record does. A
-//! failed upload removes its chunks; chunks without a record, left by a
-//! crash mid-upload, are never read and go with the purge job.
+//! An upload marks itself in progress, writes its chunks, each in its own
+//! batch, and the record last, in the batch that carries the upload's audit
+//! event and removes the mark: an attachment exists (can be downloaded, is
+//! referred to) only once its record does. A failed upload removes its
+//! chunks and its mark; the chunks of an upload cut off by a crash are found
+//! by their mark's age and purged (`retention`).
 
 use std::sync::Arc;
 
@@ -50,6 +51,14 @@ pub struct Attachments {
     store: Arc<dyn Store>,
 }
 
+fn upload_key(at: std::time::SystemTime, attachment: uuid::Uuid) -> Vec<u8> {
+    [
+        super::records::to_millis(at).to_be_bytes().as_slice(),
+        attachment.as_bytes(),
+    ]
+    .concat()
+}
+
 fn chunk_key(attachment: uuid::Uuid, index: u64) -> Vec<u8> {
     [attachment.as_bytes().as_slice(), &index.to_be_bytes()].concat()
 }
@@ -62,6 +71,81 @@ impl Attachments {
     /// Attachment storage on `store`.
     pub fn new(store: Arc<dyn Store>) -> Self {
         Attachments { store }
+    }
+
+    /// Marks the upload of `attachment` to `consult` as begun at `at`;
+    /// returns the mark, to remove when the upload lands or fails.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails.
+    pub async fn begin_upload(
+        &self,
+        attachment: uuid::Uuid,
+        consult: ConsultId,
+        at: std::time::SystemTime,
+    ) -> Result<Vec<u8>, StoreError> {
+        let mark = upload_key(at, attachment);
+        let mut batch = Batch::new();
+        batch.put(Keyspace::Uploads, mark.clone(), consult.as_bytes().to_vec());
+        self.store.commit(batch).await?;
+        Ok(mark)
+    }
+
+    /// Adds to `batch` the removal of an upload's mark (it landed).
+    pub fn stage_upload_done(&self, batch: &mut Batch, mark: &[u8]) {
+        batch.delete(Keyspace::Uploads, mark.to_vec());
+    }
+
+    /// Uploads begun before `before` and still marked in progress: mark,
+    /// attachment and consult, oldest first, at most `limit`.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails or a mark is corrupt.
+    pub async fn abandoned(
+        &self,
+        before: std::time::SystemTime,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, uuid::Uuid, ConsultId)>, StoreError> {
+        let cutoff = super::records::to_millis(before).to_be_bytes();
+        let mut found = Vec::new();
+        for (key, consult) in self.store.scan(Keyspace::Uploads, b"", None, limit).await? {
+            if key.get(..8).is_none_or(|at| at >= cutoff.as_slice()) {
+                break;
+            }
+            let attachment = key
+                .get(8..)
+                .and_then(|id| uuid::Uuid::from_slice(id).ok())
+                .ok_or_else(|| corrupt(Keyspace::Uploads, "key is not time + attachment"))?;
+            let consult = <[u8; 16]>::try_from(consult.as_slice())
+                .map(ConsultId::from_bytes)
+                .map_err(|_| corrupt(Keyspace::Uploads, "not a consult id"))?;
+            found.push((key, attachment, consult));
+        }
+        Ok(found)
+    }
+
+    /// Adds to `batch` the removal of an abandoned upload: its mark and
+    /// every chunk it stored; returns how many chunks.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails.
+    pub async fn stage_abandon(
+        &self,
+        batch: &mut Batch,
+        mark: &[u8],
+        attachment: uuid::Uuid,
+    ) -> Result<usize, StoreError> {
+        batch.delete(Keyspace::Uploads, mark.to_vec());
+        let chunks = super::scan_all(
+            self.store.as_ref(),
+            Keyspace::AttachmentChunks,
+            attachment.as_bytes(),
+        )
+        .await?;
+        for (key, _) in &chunks {
+            batch.delete(Keyspace::AttachmentChunks, key.clone());
+        }
+        Ok(chunks.len())
     }
 
     /// Stores chunk `index` of an upload in progress, durably.
@@ -83,15 +167,21 @@ impl Attachments {
         self.store.commit(batch).await
     }
 
-    /// Removes the first `count` chunks of a failed upload.
+    /// Removes the first `count` chunks of a failed upload, and its mark.
     ///
     /// # Errors
     /// [`StoreError`] when the backend fails.
-    pub async fn drop_chunks(&self, attachment: uuid::Uuid, count: u64) -> Result<(), StoreError> {
+    pub async fn drop_chunks(
+        &self,
+        attachment: uuid::Uuid,
+        count: u64,
+        mark: &[u8],
+    ) -> Result<(), StoreError> {
         let mut batch = Batch::new();
         for index in 0..count {
             batch.delete(Keyspace::AttachmentChunks, chunk_key(attachment, index));
         }
+        batch.delete(Keyspace::Uploads, mark.to_vec());
         self.store.commit(batch).await
     }
 

@@ -108,6 +108,14 @@ pub enum Keyspace {
     /// Index: family id + consult id → nothing, the same links the other
     /// way: the consults whose events belong to a family's history.
     AuditFamilyConsults,
+    /// Uploads in progress: start time (ms, 8 bytes, big-endian) +
+    /// attachment id → consult id. Written before an upload's first chunk,
+    /// removed with its record or its failure; what a crash leaves behind is
+    /// found by time and its chunks purged.
+    Uploads,
+    /// Device id → the number up to which the device's event log was
+    /// trimmed (8 bytes, big-endian).
+    EventTrims,
     /// Store metadata (schema version).
     Meta,
 }
@@ -150,6 +158,8 @@ impl Keyspace {
             Keyspace::AuditIndex => 31,
             Keyspace::AuditConsultFamily => 32,
             Keyspace::AuditFamilyConsults => 33,
+            Keyspace::Uploads => 34,
+            Keyspace::EventTrims => 35,
         }
     }
 }

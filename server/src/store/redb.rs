@@ -85,6 +85,18 @@ impl RedbStore {
     /// [`StoreError::Backend`] when the database cannot be opened (another
     /// process holds it, or the file is not a redb database).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(dir, true)
+    }
+
+    /// Like [`RedbStore::open`]; with `durable` false, commits are not
+    /// synced (redb's `Durability::None`): acknowledged writes survive a
+    /// crash of the process but not a power cut. Only for measuring what
+    /// durability costs (`samenop-tests`' `durability_cost` example), never
+    /// for data anyone needs.
+    ///
+    /// # Errors
+    /// As [`RedbStore::open`].
+    pub fn open_with(dir: &Path, durable: bool) -> Result<Self, StoreError> {
         let path = dir.join(FILE);
         let created = !path.exists();
         let db = redb::Database::builder()
@@ -104,7 +116,7 @@ impl RedbStore {
         let for_writer = db.clone();
         let thread = std::thread::Builder::new()
             .name("samenop-store-writer".into())
-            .spawn(move || write_loop(&for_writer, &queue))
+            .spawn(move || write_loop(&for_writer, &queue, durable))
             .map_err(|e| StoreError::Backend(format!("cannot start the writer: {e}")))?;
         let writer = Arc::new(Writer {
             queue: Some(sender),
@@ -132,7 +144,7 @@ pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 
 /// The writer thread: one write transaction per group of waiting batches,
 /// until every sender is gone.
-fn write_loop(db: &redb::Database, queue: &mpsc::Receiver<Waiting>) {
+fn write_loop(db: &redb::Database, queue: &mpsc::Receiver<Waiting>, durable: bool) {
     while let Ok(first) = queue.recv() {
         let mut group = vec![first];
         while group.len() < GROUP_MAX {
@@ -142,7 +154,7 @@ fn write_loop(db: &redb::Database, queue: &mpsc::Receiver<Waiting>) {
             }
         }
         let (batches, answers): (Vec<Batch>, Vec<_>) = group.into_iter().unzip();
-        match apply_group(db, &batches) {
+        match apply_group(db, &batches, durable) {
             Ok(outcomes) => {
                 for (answer, outcome) in answers.into_iter().zip(outcomes) {
                     let _ = answer.send(outcome);
@@ -163,8 +175,12 @@ fn write_loop(db: &redb::Database, queue: &mpsc::Receiver<Waiting>) {
 fn apply_group(
     db: &redb::Database,
     batches: &[Batch],
+    durable: bool,
 ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-    let tx = db.begin_write().map_err(backend)?;
+    let mut tx = db.begin_write().map_err(backend)?;
+    if !durable {
+        tx.set_durability(redb::Durability::None).map_err(backend)?;
+    }
     let mut outcomes = Vec::with_capacity(batches.len());
     {
         let mut table = tx.open_table(TABLE).map_err(backend)?;

@@ -390,6 +390,116 @@ impl Threads {
         last
     }
 
+    /// The number up to which a device's log was trimmed (0: never).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails or the record is corrupt.
+    pub async fn trimmed(&self, device: DeviceId) -> Result<u64, StoreError> {
+        Ok(self.trim_mark(device).await?.1)
+    }
+
+    async fn trim_mark(&self, device: DeviceId) -> Result<(Option<Vec<u8>>, u64), StoreError> {
+        let raw = self
+            .store
+            .get(Keyspace::EventTrims, device.as_bytes())
+            .await?;
+        let through = match &raw {
+            Some(raw) => u64_be(raw).ok_or_else(|| corrupt(Keyspace::EventTrims, "not 8 bytes"))?,
+            None => 0,
+        };
+        Ok((raw, through))
+    }
+
+    /// Removes a device's events up to number `through` (what its
+    /// subscription has passed, or what is older than the retention
+    /// allows), in steps; returns how many it removed. Best effort: a
+    /// concurrent trim of the same log makes this one stop.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails or an event is corrupt.
+    pub async fn trim_log(&self, device: DeviceId, through: u64) -> Result<u64, StoreError> {
+        const STEP: usize = 1024;
+        let mut removed = 0;
+        loop {
+            let (raw, trimmed) = self.trim_mark(device).await?;
+            if trimmed >= through {
+                return Ok(removed);
+            }
+            let step = self.events_after(device, trimmed, STEP).await?;
+            let reach = step
+                .iter()
+                .map(|(number, _)| *number)
+                .take_while(|number| *number <= through)
+                .last()
+                .filter(|_| step.len() == STEP)
+                .unwrap_or(through);
+            let mut batch = Batch::new();
+            batch.expect(Keyspace::EventTrims, device.as_bytes().to_vec(), raw);
+            for (number, _) in step.iter().filter(|(number, _)| *number <= reach) {
+                batch.delete(
+                    Keyspace::Events,
+                    [device.as_bytes().as_slice(), &number.to_be_bytes()].concat(),
+                );
+                removed += 1;
+            }
+            batch.put(
+                Keyspace::EventTrims,
+                device.as_bytes().to_vec(),
+                reach.to_be_bytes().to_vec(),
+            );
+            match self.store.commit(batch).await {
+                Ok(()) => {}
+                Err(StoreError::Conflict) => return Ok(removed),
+                Err(other) => return Err(other),
+            }
+        }
+    }
+
+    /// The number of the last event of a device's log that occurred
+    /// before `before` (0 when none): how far time alone trims it.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails or an event is corrupt.
+    pub async fn last_before(
+        &self,
+        device: DeviceId,
+        before: std::time::SystemTime,
+    ) -> Result<u64, StoreError> {
+        const STEP: usize = 256;
+        let mut last = self.trimmed(device).await?;
+        loop {
+            let step = self.events_after(device, last, STEP).await?;
+            for (number, event) in &step {
+                let at = event
+                    .occurred_at
+                    .and_then(|t| std::time::SystemTime::try_from(t).ok());
+                if at.is_none_or(|at| at >= before) {
+                    return Ok(last);
+                }
+                last = *number;
+            }
+            if step.len() < STEP {
+                return Ok(last);
+            }
+        }
+    }
+
+    /// Every device that has an event log.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails or a key is corrupt.
+    pub async fn logged_devices(&self) -> Result<Vec<DeviceId>, StoreError> {
+        super::scan_all(self.store.as_ref(), Keyspace::EventHeads, b"")
+            .await?
+            .iter()
+            .map(|(key, _)| {
+                <[u8; 16]>::try_from(key.as_slice())
+                    .map(DeviceId::from_bytes)
+                    .map_err(|_| corrupt(Keyspace::EventHeads, "key is not a device id"))
+            })
+            .collect()
+    }
+
     /// Up to `limit` events of a device's log after number `after`, with
     /// their numbers.
     ///

@@ -2,7 +2,7 @@
 //! stops it with exit code 64 before it binds; SIGTERM drains and flushes;
 //! SIGKILL loses nothing that was acknowledged.
 
-#![allow(missing_docs, clippy::unwrap_used)] // a failed unwrap in a test is a test failure
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)] // a failed unwrap in a test is a test failure
 
 use std::{
     net::TcpListener,
@@ -147,8 +147,31 @@ fn a_bad_configuration_exits_64_with_a_clear_message() {
 
 /// A server child process on a free loopback port.
 struct ServerProcess {
-    child: Child,
+    /// The process, until a test takes it over.
+    child: Option<Child>,
     port: u16,
+}
+
+impl ServerProcess {
+    fn child(&mut self) -> &mut Child {
+        self.child.as_mut().expect("the process, not yet taken")
+    }
+
+    /// The process, to wait for it by hand; no longer killed on drop.
+    fn into_child(mut self) -> Child {
+        self.child.take().expect("the process, not yet taken")
+    }
+}
+
+impl Drop for ServerProcess {
+    /// A test that fails leaves no server behind (nor a file system it
+    /// would keep busy).
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 fn free_port() -> u16 {
@@ -168,7 +191,10 @@ fn start(config: &Path, port: u16) -> ServerProcess {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    ServerProcess { child, port }
+    ServerProcess {
+        child: Some(child),
+        port,
+    }
 }
 
 /// Connects once the server serves (and, in dev mode, once it has written
@@ -210,7 +236,7 @@ async fn sigterm_drains_flushes_and_exits_cleanly() {
     let port = free_port();
     let (pki, text) = setup(dir.path(), port);
     let path = write_config(dir.path(), &text);
-    let server = start(&path, port);
+    let mut server = start(&path, port);
     let client = connect(&pki, server.port).await;
     let admin = client.acting_as(ADMIN.parse().unwrap());
     admin
@@ -219,13 +245,13 @@ async fn sigterm_drains_flushes_and_exits_cleanly() {
         .unwrap();
 
     let status = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
+        .args(["-TERM", &server.child().id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
     // Wait without blocking the runtime: the still-connected client must be
     // able to answer the server's HTTP/2 GOAWAY.
-    let child = server.child;
+    let child = server.into_child();
     let output = tokio::task::spawn_blocking(move || child.wait_with_output())
         .await
         .unwrap()
@@ -257,8 +283,8 @@ async fn an_acknowledged_write_survives_sigkill() {
         .await
         .unwrap();
 
-    server.child.kill().unwrap(); // SIGKILL: no shutdown, no flush
-    server.child.wait().unwrap();
+    server.child().kill().unwrap(); // SIGKILL: no shutdown, no flush
+    server.child().wait().unwrap();
 
     // Their audit events were acknowledged with them: the bootstrap admin's
     // registration, Sanne's, and the device's.
@@ -277,8 +303,8 @@ async fn an_acknowledged_write_survives_sigkill() {
     assert_eq!(devices, vec![device]);
     let unknown = admin.professional_with_devices(uuid::Uuid::now_v7()).await;
     assert!(matches!(unknown, Err(ClientError::NotFound(_))));
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
+    server.child().kill().unwrap();
+    server.child().wait().unwrap();
 }
 
 fn verify_offline(data: &Path) -> Output {
@@ -306,8 +332,8 @@ async fn offline_audit_verify_reports_a_changed_event_exactly() {
             .await
             .unwrap();
     }
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
+    server.child().kill().unwrap();
+    server.child().wait().unwrap();
 
     // Someone with the disk changes Eva's registration event.
     let data = dir.path().join("data");
@@ -502,8 +528,8 @@ async fn a_subscription_resumes_after_sigkill_without_loss_or_repeat() {
         cursor = event.cursor;
     }
 
-    server.child.kill().unwrap(); // SIGKILL: no shutdown, no flush
-    server.child.wait().unwrap();
+    server.child().kill().unwrap(); // SIGKILL: no shutdown, no flush
+    server.child().wait().unwrap();
     assert!(
         !matches!(
             within("the stream to break with the server", events.next()).await,
@@ -534,8 +560,8 @@ async fn a_subscription_resumes_after_sigkill_without_loss_or_repeat() {
         .unwrap()
         .unwrap();
     assert!(matches!(event.kind, EventKind::ThreadEntry(e) if e.sequence == 4));
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
+    server.child().kill().unwrap();
+    server.child().wait().unwrap();
 }
 
 #[tokio::test]
@@ -551,7 +577,7 @@ async fn offline_audit_verify_catches_removed_last_events_by_the_signed_checkpoi
     let port = free_port();
     let (pki, text) = setup(dir.path(), port);
     let path = write_config(dir.path(), &text);
-    let server = start(&path, port);
+    let mut server = start(&path, port);
     let admin = connect(&pki, port).await.acting_as(ADMIN.parse().unwrap());
     for name in ["Sanne", "Eva", "Pim", "Noor"] {
         admin
@@ -562,10 +588,10 @@ async fn offline_audit_verify_catches_removed_last_events_by_the_signed_checkpoi
     drop(admin);
     // A graceful stop signs a checkpoint of the chain's end (event 5).
     Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
+        .args(["-TERM", &server.child().id().to_string()])
         .status()
         .unwrap();
-    let child = server.child;
+    let child = server.into_child();
     let stopped = tokio::task::spawn_blocking(move || child.wait_with_output())
         .await
         .unwrap()

@@ -327,8 +327,8 @@ async fn under_load(mount: Option<&mut Mount>, cut: impl Fn(u64) -> Option<Cut>)
         // with the server.
         let kill = async {
             tokio::time::sleep(pause).await;
-            server.child.kill().unwrap(); // SIGKILL
-            server.child.wait().unwrap();
+            server.child().kill().unwrap(); // SIGKILL
+            server.child().wait().unwrap();
         };
         within("the load to end with the server", async {
             tokio::join!(load(&p, acked.clone()), reading, kill)
@@ -356,8 +356,8 @@ async fn under_load(mount: Option<&mut Mount>, cut: impl Fn(u64) -> Option<Cut>)
         .await
         .unwrap_or_else(|err| panic!("cycle {cycle}: the subscriber cannot resume: {err}"));
     }
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
+    server.child().kill().unwrap();
+    server.child().wait().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

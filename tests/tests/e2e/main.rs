@@ -13,6 +13,7 @@ mod family;
 mod handshake;
 mod identity;
 mod input;
+mod kept;
 mod matrix;
 mod posts;
 mod raw;
