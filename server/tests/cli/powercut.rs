@@ -314,12 +314,20 @@ async fn under_load(mount: Option<&mut Mount>, cut: impl Fn(u64) -> Option<Cut>)
     let p = people(&pki, port, dir.path()).await;
     let acked = Arc::new(Mutex::new(Acknowledged::default()));
     let mut events = p.eva_device.subscribe(None).await.unwrap();
-    let mut cursor = None;
+    let mut cursor: Option<String> = None;
+    let mut skipped = Vec::new();
+    let mut read = std::collections::BTreeMap::new();
     for cycle in 0..cycles() {
-        // Load for a while, the subscriber reading along.
+        // Load for a while, the subscriber reading along: every event once,
+        // numbered one after the other, across every resume.
         let pause = Duration::from_millis(100 + (cycle * 7919) % 400);
         let reading = async {
             while let Ok(Some(event)) = events.next().await {
+                let number = |c: &str| c.rsplit('.').next().and_then(|n| n.parse::<u64>().ok());
+                let previous = cursor.as_deref().and_then(number).unwrap_or(0);
+                if number(&event.cursor) != Some(previous + 1) {
+                    skipped.push(format!("{} after {previous}", event.cursor));
+                }
                 cursor = Some(event.cursor);
             }
         };
@@ -341,7 +349,31 @@ async fn under_load(mount: Option<&mut Mount>, cut: impl Fn(u64) -> Option<Cut>)
         server = start(&path, port);
         within("the server to serve again", connect(&pki, port)).await;
         let so_far = acked.lock().unwrap().clone();
-        let lost = within("the checks", lost(&p, &so_far)).await;
+        let mut lost = within("the checks", lost(&p, &so_far)).await;
+        // The specialist's device reads every acknowledged message where it
+        // was acknowledged, each once.
+        match within("the reader", p.eva_device.catch_up(p.consult)).await {
+            Ok(messages) => read.extend(messages.into_iter().map(|m| (m.sequence, m.text))),
+            Err(err) => lost.push(format!("the thread as read: {err}")),
+        }
+        let misread = so_far
+            .messages
+            .iter()
+            .filter(|(sequence, text)| read.get(sequence) != Some(text))
+            .count();
+        if misread > 0 {
+            lost.push(format!("{misread} messages as read"));
+        }
+        let distinct: std::collections::BTreeSet<&String> = read.values().collect();
+        if distinct.len() != read.len() {
+            lost.push("a message stored twice".into());
+        }
+        if !skipped.is_empty() {
+            lost.push(format!(
+                "events skipped or repeated: {}",
+                skipped.join(", ")
+            ));
+        }
         assert!(
             lost.is_empty(),
             "cycle {cycle} ({}): lost {}",
