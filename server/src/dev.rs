@@ -62,6 +62,72 @@ pub fn config(pki: &PkiPaths, data_dir: &Path, listen: SocketAddr) -> Result<Con
     file.check(Overrides::default(), &base)
 }
 
+/// The file in the development PKI's directory that lists the demo network
+/// for tools (`samenop profile import-dev`): the server, each organisation
+/// with its certificate and key, and each demo professional with id, roles
+/// and expertise. No secret is in it; the keys stay in their own files.
+pub const NETWORK_FILE: &str = "demo-network.json";
+
+/// Writes [`NETWORK_FILE`] for the network `dev` serves on `listen`.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] when the file cannot be written.
+pub fn write_network(
+    pki: &PkiPaths,
+    listen: SocketAddr,
+    people: &[DemoPerson],
+) -> Result<(), ConfigError> {
+    let organisations: Vec<_> = DEMO_ORGANISATIONS
+        .iter()
+        .map(|org| {
+            serde_json::json!({
+                "slug": org.slug,
+                "name": org.name,
+                "oin": org.oin,
+                "kind": org.kind,
+                "certificate": pki.org_cert(org.slug),
+                "key": pki.org_key(org.slug),
+            })
+        })
+        .collect();
+    let people: Vec<_> = people
+        .iter()
+        .map(|person| {
+            let p = &person.professional;
+            serde_json::json!({
+                "organisation": person.organisation,
+                "id": p.id.to_string(),
+                "name": p.display_name.as_str(),
+                "roles": p.roles.iter().map(|r| r.name().trim_start_matches("ROLE_")).collect::<Vec<_>>(),
+                "expertise": p.expertise.iter().map(|e| expertise_code(*e)).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let network = serde_json::json!({
+        "server": format!("https://localhost:{}", listen.port()),
+        "ca": pki.ca_cert(),
+        "organisations": organisations,
+        "people": people,
+    });
+    let text = serde_json::to_string_pretty(&network)
+        .map_err(|e| ConfigError::Invalid(format!("cannot describe the demo network: {e}")))?;
+    std::fs::write(pki.dir.join(NETWORK_FILE), text)
+        .map_err(|e| ConfigError::Invalid(format!("cannot write {NETWORK_FILE}: {e}")))
+}
+
+/// An expertise as the tools name it: CHILD, ADULT, or the violence type
+/// (PARTNER_VIOLENCE, …).
+fn expertise_code(expertise: crate::domain::Expertise) -> String {
+    match expertise {
+        crate::domain::Expertise::Child => "CHILD".to_owned(),
+        crate::domain::Expertise::Adult => "ADULT".to_owned(),
+        crate::domain::Expertise::Violence(kind) => kind
+            .as_str_name()
+            .trim_start_matches("VIOLENCE_TYPE_")
+            .to_owned(),
+    }
+}
+
 /// What `dev` prints once it serves: where everything is, who is in the demo
 /// network, and how to make a first call.
 pub fn welcome(
@@ -100,18 +166,7 @@ pub fn welcome(
                 .iter()
                 .map(|r| r.name().trim_start_matches("ROLE_"))
                 .collect();
-            let expertise: Vec<String> = p
-                .expertise
-                .iter()
-                .map(|e| match e {
-                    crate::domain::Expertise::Child => "CHILD".to_owned(),
-                    crate::domain::Expertise::Adult => "ADULT".to_owned(),
-                    crate::domain::Expertise::Violence(kind) => kind
-                        .as_str_name()
-                        .trim_start_matches("VIOLENCE_TYPE_")
-                        .to_owned(),
-                })
-                .collect();
+            let expertise: Vec<String> = p.expertise.iter().map(|e| expertise_code(*e)).collect();
             let _ = writeln!(
                 out,
                 "    {}  {:<26} {}{}",

@@ -188,6 +188,10 @@ async fn run_dev(pki_dir: PathBuf, data_dir: PathBuf, listen: SocketAddr) -> Exi
             return ExitCode::FAILURE;
         }
     };
+    if let Err(err) = dev::write_network(&pki, listen, &people) {
+        eprintln!("samenop-server: {err}");
+        return ExitCode::FAILURE;
+    }
     println!("{}", dev::welcome(&pki, &data_dir, listen, &people));
     let clock = std::sync::Arc::new(samenop_server::clock::SystemClock);
     finish(samenop_server::run_with(config, store, clock, listener, shutdown_signal()).await)

@@ -24,6 +24,29 @@ const MEDIA_TYPE_MAX: usize = 127;
 /// How often a broken download resumes from where it broke.
 const DOWNLOAD_ATTEMPTS: usize = 3;
 
+/// Told how an upload goes: bytes handed to the connection so far, and in
+/// all (the encrypted size).
+pub type Progress = std::sync::Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+/// The upload's chunks, telling `progress` as each is handed on. A free
+/// function, so the closure's type carries no lifetime of the caller (a
+/// closure inside an async method would, and its future's `Send` would
+/// then have to hold for every lifetime).
+fn told(
+    chunks: Vec<v1::UploadAttachmentRequest>,
+    progress: Option<Progress>,
+    total: u64,
+) -> impl Iterator<Item = v1::UploadAttachmentRequest> + Send + 'static {
+    use v1::upload_attachment_request::Part;
+    let mut sent = 0u64;
+    chunks.into_iter().inspect(move |part| {
+        if let (Some(progress), Some(Part::Chunk(chunk))) = (&progress, &part.part) {
+            sent += chunk.len() as u64;
+            progress(sent, total);
+        }
+    })
+}
+
 /// An attachment to send: the plaintext and how to present it.
 #[derive(Clone, Copy)]
 pub struct NewAttachment<'a> {
@@ -146,6 +169,7 @@ impl Messenger {
         &self,
         consult: Uuid,
         attachments: &[NewAttachment<'_>],
+        progress: Option<Progress>,
     ) -> Result<Vec<Attachment>> {
         let mut uploaded = Vec::with_capacity(attachments.len());
         for new in attachments {
@@ -159,7 +183,9 @@ impl Messenger {
             }
             let (key, sealed) = seal(consult, new.bytes)?;
             let sha256 = digest::digest(&digest::SHA256, &sealed).as_ref().to_vec();
-            let id = self.upload(consult, sealed, sha256.clone()).await?;
+            let id = self
+                .upload(consult, sealed, sha256.clone(), progress.clone())
+                .await?;
             uploaded.push(Attachment {
                 id,
                 key,
@@ -173,7 +199,13 @@ impl Messenger {
     }
 
     /// Uploads encrypted bytes in chunks; returns the server's id.
-    async fn upload(&self, consult: Uuid, sealed: Vec<u8>, sha256: Vec<u8>) -> Result<Uuid> {
+    async fn upload(
+        &self,
+        consult: Uuid,
+        sealed: Vec<u8>,
+        sha256: Vec<u8>,
+        progress: Option<Progress>,
+    ) -> Result<Uuid> {
         use v1::upload_attachment_request::Part;
         let header = v1::UploadAttachmentRequest {
             part: Some(Part::Header(v1::AttachmentHeader {
@@ -183,13 +215,15 @@ impl Messenger {
                 sha256,
             })),
         };
+        let total = sealed.len() as u64;
         let chunks: Vec<_> = sealed
             .chunks(CHUNK)
             .map(|chunk| v1::UploadAttachmentRequest {
                 part: Some(Part::Chunk(chunk.to_vec())),
             })
             .collect();
-        let parts = tokio_stream::iter(std::iter::once(header).chain(chunks));
+        let parts =
+            tokio_stream::iter(std::iter::once(header).chain(told(chunks, progress, total)));
         let answer = self
             .threads()
             .upload_attachment(self.client.request(parts)?)

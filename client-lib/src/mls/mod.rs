@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::{Client, ClientError, Result, consult::ParticipantStatus};
-pub use attachment::{Attachment, NewAttachment};
+pub use attachment::{Attachment, NewAttachment, Progress};
 use state::DurableState;
 
 /// The ciphersuite of every consult group.
@@ -166,6 +166,10 @@ pub struct ThreadMessage {
     pub attachments: Vec<Attachment>,
     /// Whether this device sent it.
     pub own: bool,
+    /// When the server stored it (from the thread entry; for this
+    /// device's own messages, when the server answered).
+    #[serde(default)]
+    pub posted_at: Option<std::time::SystemTime>,
 }
 
 /// What [`Messenger::sync_members`] changed.
@@ -1007,6 +1011,23 @@ impl Messenger {
         reply_to: Option<u64>,
         attachments: &[NewAttachment<'_>],
     ) -> Result<u64> {
+        self.send_reporting(consult, text, reply_to, attachments, None)
+            .await
+    }
+
+    /// Like [`Messenger::send_with`], telling `progress` how each
+    /// attachment's upload goes.
+    ///
+    /// # Errors
+    /// As [`Messenger::send_with`].
+    pub async fn send_reporting(
+        &self,
+        consult: Uuid,
+        text: &str,
+        reply_to: Option<u64>,
+        attachments: &[NewAttachment<'_>],
+        progress: Option<Progress>,
+    ) -> Result<u64> {
         let queue = self.send_queue(consult);
         let _turn = queue.lock().await;
         if !self.joined(consult).await? {
@@ -1026,7 +1047,9 @@ impl Messenger {
             }
             tracing::warn!(error = %err, "an earlier message whose answer was lost was refused");
         }
-        let attachments = self.upload_attachments(consult, attachments).await?;
+        let attachments = self
+            .upload_attachments(consult, attachments, progress)
+            .await?;
         {
             let mut inner = self.inner.lock().await;
             let mut thread = inner.thread(consult)?;
@@ -1117,6 +1140,7 @@ impl Messenger {
                             .then_some(content.reply_to_sequence),
                         attachments,
                         own: true,
+                        posted_at: Some(std::time::SystemTime::now()),
                     };
                     let extra = vec![(message_key(consult, sequence), Some(json(&message)?))];
                     inner.persist(consult, &thread, extra)?;
@@ -1465,6 +1489,9 @@ impl Messenger {
                     reply_to: (content.reply_to_sequence != 0).then_some(content.reply_to_sequence),
                     attachments,
                     own: false,
+                    posted_at: entry
+                        .posted_at
+                        .and_then(|t| std::time::SystemTime::try_from(t).ok()),
                 };
                 extra.push((message_key(consult, sequence), Some(json(&message)?)));
                 out = Some(message);
