@@ -69,6 +69,10 @@ pub enum ClientError {
     /// participant, or with another signature key.
     #[error("group mismatch: {0}")]
     GroupMismatch(String),
+    /// The device's state is in use by another process (each device has one
+    /// owner at a time: its state directory is locked while open).
+    #[error("the device's state in {0} is in use by another process")]
+    DeviceInUse(String),
     /// The device's local state cannot be read or written.
     #[error("local state: {0}")]
     LocalState(String),

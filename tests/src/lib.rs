@@ -78,6 +78,32 @@ impl TestServer {
         Self::start_with(false).await
     }
 
+    /// Like [`TestServer::start`], with the demo network of `samenop-server
+    /// dev` registered and its `demo-network.json` written beside the PKI,
+    /// for the tools that use it.
+    pub async fn start_demo() -> TestServer {
+        let mut server = Self::start_with(true).await;
+        server.stop().await;
+        {
+            let store = open_when_released(|| {
+                samenop_server::store::redb::RedbStore::open(&server.data_dir)
+            })
+            .await;
+            let directory = samenop_server::store::directory::Directory::new(Arc::new(store));
+            let people = samenop_server::bootstrap::seed_demo_network(
+                &directory,
+                DEMO_ORGANISATIONS,
+                server.clock_now(),
+            )
+            .await
+            .expect("the demo network");
+            samenop_server::dev::write_network(&server.pki, server.addr, &people)
+                .expect("demo-network.json");
+        }
+        server.launch().await;
+        server
+    }
+
     async fn start_with(durable: bool) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let pki = PkiPaths::new(dir.path().join("pki"));

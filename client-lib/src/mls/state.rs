@@ -59,8 +59,12 @@ impl DurableState {
         restrict(dir, 0o700)?;
         let path = dir.join(FILE);
         let created = !path.exists();
-        let db = redb::Database::create(&path)
-            .map_err(|e| local("cannot open the state database", e))?;
+        let db = redb::Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                ClientError::DeviceInUse(dir.display().to_string())
+            }
+            other => local("cannot open the state database", other),
+        })?;
         {
             let tx = db
                 .begin_write()

@@ -1,0 +1,509 @@
+//! The `samenop` binary itself against a real server (in this process, on
+//! loopback over mutual TLS, with the demo network): the demo's story step
+//! by step, the commands as people and scripts use them, an exit code for
+//! each class of failure, `watch` across a server restart, completions and
+//! the manual page.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    time::Duration,
+};
+
+use samenop_tests::{TestServer, within};
+use serde_json::Value;
+use tempfile::TempDir;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_samenop");
+
+/// The demo network's server, and profiles for its people.
+struct Setup {
+    server: TestServer,
+    /// The profile file and the devices' state (XDG_DATA_HOME).
+    dir: TempDir,
+}
+
+impl Setup {
+    async fn new() -> Setup {
+        let server = TestServer::start_demo().await;
+        let dir = tempfile::tempdir().unwrap();
+        let setup = Setup { server, dir };
+        let pki = setup.server.pki.dir.display().to_string();
+        let imported = setup
+            .run(None, &["profile", "import-dev", "--pki", &pki])
+            .await;
+        assert!(
+            imported.status.success(),
+            "{}",
+            String::from_utf8_lossy(&imported.stderr)
+        );
+        setup
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    fn command(&self, profile: Option<&str>, args: &[&str]) -> Command {
+        let mut command = Command::new(BINARY);
+        command
+            .arg("--config")
+            .arg(self.config())
+            .env("XDG_DATA_HOME", self.dir.path().join("data"))
+            .env("NO_COLOR", "1")
+            .env_remove("SAMENOP_PROFILE");
+        if let Some(profile) = profile {
+            command.args(["--profile", profile]);
+        }
+        command.args(args);
+        command
+    }
+
+    /// Runs `samenop` as `profile` and waits for it.
+    async fn run(&self, profile: Option<&str>, args: &[&str]) -> Output {
+        let mut command = self.command(profile, args);
+        within(
+            &format!("samenop {}", args.join(" ")),
+            tokio::task::spawn_blocking(move || command.output().unwrap()),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Runs `samenop --json` as `profile`; its one JSON document, after
+    /// checking it succeeded.
+    async fn json(&self, profile: &str, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend(args);
+        let output = self.run(Some(profile), &all).await;
+        assert!(
+            output.status.success(),
+            "samenop {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}): {}",
+                String::from_utf8_lossy(&output.stdout)
+            )
+        })
+    }
+}
+
+const SANNE: &str = "wijkteam-oost/sanne";
+const EVA: &str = "veilig-thuis/eva";
+const NOOR: &str = "veilig-thuis/noor";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_tells_the_story_step_by_step_and_plays_again() {
+    let s = Setup::new().await;
+    let endpoint = s.server.endpoint();
+    let pki = s.server.pki.dir.display().to_string();
+    let mut families = Vec::new();
+    for _ in 0..2 {
+        let story = s
+            .json(SANNE, &["demo", "--server", &endpoint, "--pki", &pki])
+            .await;
+        let steps = story["steps"].as_array().unwrap();
+        assert_eq!(steps.len(), 9, "{story}");
+        let said = |n: usize| steps[n - 1]["then"].to_string();
+        assert!(said(1).contains("on record"));
+        assert!(said(2).contains("recorded"));
+        // The 9-year-old cannot consent on her own.
+        assert!(
+            steps[2]["refused"].as_str().unwrap().contains("under 12"),
+            "{story}"
+        );
+        assert!(said(4).contains("waits in the pool"));
+        assert!(said(5).contains("pool request") && said(5).contains("veiligheidsplan"));
+        // The child specialist reads only what followed her joining.
+        assert!(said(6).contains("1 message(s)") && said(6).contains("Samenvatting"));
+        // The revoked consent suspends the consult, and a post is refused.
+        assert!(said(7).contains("suspended"));
+        assert!(
+            steps[6]["refused"].as_str().unwrap().contains("suspended"),
+            "{story}"
+        );
+        assert!(said(8).contains("closed (joint approach)"));
+        assert!(said(9).contains("the trail verifies"), "{story}");
+        families.push(story["family_id"].clone());
+    }
+    assert_ne!(families[0], families[1], "a new family each time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_work_through_it_and_scripts_read_it() {
+    let s = Setup::new().await;
+    let me = s.json(SANNE, &["whoami"]).await;
+    assert_eq!(me["name"], "Sanne Contact");
+
+    let family = s
+        .json(
+            SANNE,
+            &[
+                "family",
+                "register",
+                "--member",
+                "parent:16+",
+                "--member",
+                "child:under-12",
+            ],
+        )
+        .await;
+    let family_id = family["id"].as_str().unwrap().to_owned();
+    let short = &family_id[..8];
+    assert_eq!(family["members"][1]["age_band"], "under_12");
+    let consent = s
+        .json(
+            SANNE,
+            &[
+                "consent",
+                "record",
+                short,
+                "--concerned",
+                "2",
+                "--given-by",
+                "1",
+                "--expertise",
+                "child-abuse",
+                "--evidence",
+                "gesprek",
+            ],
+        )
+        .await;
+    let consent_id = consent["id"].as_str().unwrap().to_owned();
+    let opened = s
+        .json(
+            SANNE,
+            &[
+                "open",
+                "--family",
+                short,
+                "--concerned",
+                "2",
+                "--consent",
+                &consent_id,
+                "--expertise",
+                "child-abuse",
+                "--question",
+                "Zijn dit signalen van mishandeling?",
+                "--urgency",
+                "acute",
+            ],
+        )
+        .await;
+    let consult = opened["id"].as_str().unwrap().to_owned();
+    assert_eq!(opened["state"], "requested");
+
+    // The specialist sees it in her inbox, by a short id too.
+    let inbox = s.json(EVA, &["inbox"]).await;
+    assert!(
+        inbox["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == consult.as_str())
+    );
+    let people = s.run(Some(EVA), &["inbox"]).await;
+    let table = String::from_utf8_lossy(&people.stdout);
+    assert!(
+        table.contains("1 request waiting") && table.contains("TIME LEFT"),
+        "{table}"
+    );
+    assert!(
+        table.contains("in 3 h"),
+        "acute: four hours to accept, {table}"
+    );
+    s.json(EVA, &["accept", &consult[..13]]).await;
+
+    // The thread, end to end encrypted, with a file.
+    s.json(
+        SANNE,
+        &["send", &consult, "De school meldt blauwe plekken."],
+    )
+    .await;
+    let file = s.dir.path().join("verslag.txt");
+    std::fs::write(&file, "verslag van de school").unwrap();
+    let file_arg = file.display().to_string();
+    s.json(
+        EVA,
+        &["send", &consult, "Het protocol", "--file", &file_arg],
+    )
+    .await;
+    let read = s.json(SANNE, &["read", &consult]).await;
+    let messages = read["messages"].as_array().unwrap();
+    let texts: Vec<&str> = messages
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["De school meldt blauwe plekken.", "Het protocol"]);
+    let attachment = messages[1]["attachments"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let saved = s.dir.path().join("ontvangen.txt");
+    let saved_arg = saved.display().to_string();
+    s.json(
+        SANNE,
+        &["download", &consult, &attachment[..13], "--out", &saved_arg],
+    )
+    .await;
+    assert_eq!(
+        std::fs::read_to_string(&saved).unwrap(),
+        "verslag van de school"
+    );
+    let shown = s.run(Some(EVA), &["read", &consult]).await;
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains("Sanne Contact") && shown.contains("(you)"),
+        "{shown}"
+    );
+
+    // An exit code for each class of failure, with words to act on.
+    let code = |output: &Output| output.status.code().unwrap();
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let not_found = s.run(Some(EVA), &["show", &unknown]).await;
+    assert_eq!(
+        code(&not_found),
+        3,
+        "{}",
+        String::from_utf8_lossy(&not_found.stderr)
+    );
+    let usage = s.run(Some(EVA), &["show", "01a2"]).await;
+    assert_eq!(code(&usage), 2);
+    let young = s
+        .run(
+            Some(SANNE),
+            &[
+                "consent",
+                "record",
+                short,
+                "--concerned",
+                "2",
+                "--given-by",
+                "2",
+                "--expertise",
+                "child-abuse",
+                "--evidence",
+                "x",
+            ],
+        )
+        .await;
+    assert_eq!(code(&young), 5);
+    let words = String::from_utf8_lossy(&young.stderr);
+    assert!(
+        words.contains("under 12") && words.contains("a parent or carer consents"),
+        "{words}"
+    );
+    let not_allowed = s.run(Some(NOOR), &["audit", "verify"]).await;
+    assert_eq!(
+        code(&not_allowed),
+        4,
+        "{}",
+        String::from_utf8_lossy(&not_allowed.stderr)
+    );
+    let invalid = s
+        .run(
+            Some(SANNE),
+            &[
+                "open",
+                "--family",
+                short,
+                "--concerned",
+                "2",
+                "--ground",
+                "veilig-thuis-report",
+                "--justification",
+                "te kort",
+                "--expertise",
+                "child-abuse",
+                "--question",
+                "?",
+            ],
+        )
+        .await;
+    assert_eq!(
+        code(&invalid),
+        8,
+        "{}",
+        String::from_utf8_lossy(&invalid.stderr)
+    );
+    let missing = s.run(Some("nobody/here"), &["whoami"]).await;
+    assert_eq!(code(&missing), 9);
+    // Two child specialists, one pool request: the second is told it is
+    // taken.
+    let pool = s
+        .json(
+            SANNE,
+            &[
+                "open",
+                "--anonymous",
+                "--expertise",
+                "child",
+                "--question",
+                "Wie kijkt mee?",
+            ],
+        )
+        .await;
+    let pool = pool["id"].as_str().unwrap().to_owned();
+    s.json("jeugdbescherming/mila", &["accept", &pool]).await;
+    let taken = s
+        .run(Some("jeugdbescherming/ruben"), &["accept", &pool])
+        .await;
+    assert_eq!(
+        code(&taken),
+        6,
+        "{}",
+        String::from_utf8_lossy(&taken.stderr)
+    );
+    let errors: Value = {
+        let out = s.run(Some(EVA), &["--json", "show", &unknown]).await;
+        serde_json::from_slice(&out.stderr).unwrap()
+    };
+    assert_eq!(errors["error"]["class"], "not_found");
+    assert_eq!(errors["error"]["exit_code"], 3);
+
+    // Scripts read the listings too.
+    let consults = s.json(SANNE, &["consults", "--state", "accepted"]).await;
+    assert!(
+        consults["consults"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["state"] == "accepted")
+    );
+    let trail = s
+        .json(
+            "wijkteam-oost/ilse",
+            &["audit", "query", "--family", &family_id],
+        )
+        .await;
+    assert!(!trail["events"].as_array().unwrap().is_empty());
+}
+
+/// A `samenop --json watch` process and its output lines.
+struct Watch {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Watch {
+    fn start(s: &Setup, profile: &str) -> Watch {
+        let mut child = s
+            .command(Some(profile), &["--json", "watch"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Watch { child, lines }
+    }
+
+    /// The next message the watch shows.
+    async fn message(&self) -> Value {
+        loop {
+            let line = within("watch to show a message", async {
+                loop {
+                    if let Ok(line) = self.lines.try_recv() {
+                        return line;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await;
+            let value: Value = serde_json::from_str(&line).unwrap();
+            if value["kind"] == "message" {
+                return value;
+            }
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_goes_on_across_a_server_restart_without_loss_or_repeat() {
+    let mut s = Setup::new().await;
+    let pool = s
+        .json(
+            SANNE,
+            &[
+                "open",
+                "--anonymous",
+                "--expertise",
+                "child-abuse",
+                "--question",
+                "Wat is normaal?",
+            ],
+        )
+        .await;
+    let consult = pool["id"].as_str().unwrap().to_owned();
+    s.json(EVA, &["accept", &consult]).await;
+    s.json(SANNE, &["send", &consult, "een"]).await;
+    let watch = Watch::start(&s, EVA);
+    assert_eq!(watch.message().await["message"]["text"], "een");
+
+    s.server.restart().await;
+    s.json(SANNE, &["send", &consult, "twee"]).await;
+    let next = watch.message().await;
+    assert_eq!(
+        next["message"]["text"], "twee",
+        "the next, not a repeat: {next}"
+    );
+    s.json(SANNE, &["send", &consult, "drie"]).await;
+    assert_eq!(watch.message().await["message"]["text"], "drie");
+    drop(watch);
+
+    // A new watch goes on from where the last one stopped.
+    s.json(SANNE, &["send", &consult, "vier"]).await;
+    let again = Watch::start(&s, EVA);
+    assert_eq!(again.message().await["message"]["text"], "vier");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_and_the_manual_page_are_generated() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(BINARY)
+            .arg("--config")
+            .arg(dir.path().join("config.toml"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for (shell, mark) in [
+        ("bash", "_samenop"),
+        ("zsh", "#compdef samenop"),
+        ("fish", "complete -c samenop"),
+    ] {
+        let out = run(&["completions", shell]);
+        assert!(out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(mark),
+            "{shell}"
+        );
+    }
+    let man = run(&["man"]);
+    assert!(String::from_utf8_lossy(&man.stdout).contains(".TH samenop"));
+    let help = run(&["send", "--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("Example"));
+    let wrong = run(&["send"]);
+    assert_eq!(wrong.status.code(), Some(2));
+}
