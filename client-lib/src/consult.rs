@@ -317,6 +317,8 @@ pub struct Consult {
     pub question: String,
     /// The expertise wanted.
     pub expertise: Expertise,
+    /// How soon an answer is needed.
+    pub urgency: Urgency,
     /// The named specialist, if any.
     pub addressed: Option<Uuid>,
     /// The owner.
@@ -483,6 +485,7 @@ impl TryFrom<v1::Consult> for Consult {
                 .collect::<Result<_>>()?,
             question: raw.question_summary.clone(),
             expertise: Expertise::from_proto(&required("expertise", raw.expertise)?)?,
+            urgency: urgency_from(raw.urgency)?,
             addressed: optional_uuid("addressed_specialist_id", &raw.addressed_specialist_id)?,
             owner: uuid("owner_professional_id", &raw.owner_professional_id)?,
             state,

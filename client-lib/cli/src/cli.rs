@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// The exit codes, shown at the end of `samenop --help`.
-const EXIT_CODES: &str = "\
+/// Exit codes, ids and the error object: shown under `-h` and `--help`.
+macro_rules! exit_codes {
+    () => {
+        "\
 Exit codes:
   0  success
   1  failure: a server error, a message that failed verification, broken local state
@@ -21,11 +24,81 @@ Exit codes:
 
 Ids: a consult, family or attachment can be given by a unique prefix of at least 6 characters.
 With --json every command prints one JSON document (JSON lines for `watch`), and a failure one
-JSON object {\"error\": {\"class\", \"message\", \"hint\", \"exit_code\"}} on stderr.";
+JSON object {\"error\": {\"class\", \"message\", \"hint\", \"exit_code\"}} on stderr."
+    };
+}
+
+const EXIT_CODES: &str = exit_codes!();
+
+/// Under `--help` (and in the manual page): the exit codes, and the JSON
+/// field names, which are stable: new fields may come, none is renamed or
+/// removed. They are made in `cmd/json.rs`; the tests check every field a
+/// command prints is named here.
+const LONG_HELP: &str = concat!(
+    exit_codes!(),
+    "
+
+A dropped connection is tried again for about four seconds where that is safe: reads, and
+`send`, whose message goes under one request id so it is stored once. Others say unavailable.
+
+JSON documents (--json), by command:
+  inbox                {requests: [consult]}
+  consults             {consults: [consult]}
+  show, accept, open, invite, remove, basis, close
+                       consult
+  decline              {consult_id, declined, consult}
+  leave                {consult_id, left}
+  read                 {consult_id, messages: [message]}
+  send                 {consult_id, sequence}
+  download             {attachment_id, path, size}
+  watch (JSON lines)   {cursor, kind: consult, event: {consult_id, change, state, actor_id,
+                        consult}} | {cursor, kind: welcome, consult_id}
+                       | {cursor, kind: message, message}
+  whoami               professional and {profile, devices}
+  specialists          {specialists: [professional]}
+  device list          {devices: [{id, label, registered_at, revoked_at}]}
+  family register, show
+                       family
+  family handover      {family, moved_consult_ids}
+  family export        {family, consents: [consent], consults: [consult], threads:
+                        [{consult_id, messages, attachments}]}
+  family erase         {family_id, consents_erased, consults_erased, audit_event_id}
+  consent record       consent
+  consent revoke       {consent, suspended_consult_ids}
+  consent list         {consents: [consent]}
+  audit query          {events: [{sequence, id, action, occurred_at, outcome, status, reason,
+                        professional_id, organisation_oin, by_server, objects: [{kind, id}],
+                        detail}]}
+  audit export         the server's export as it is: JSON lines (its checkpoint on stderr)
+  audit verify         {ok, events_checked, last_sequence, checkpoints_checked, first_broken,
+                        fault, detail}
+  report               {from, to, rows: [{expertise, urgency, consults, accepted,
+                        accepted_in_time, accepted_in_time_share, median_time_to_accept_seconds,
+                        p90_time_to_accept_seconds, answered, expired}]}
+  demo                 {family_id, consult_id, steps: [{step, says, then, refused}]}
+
+consult: id, state, state_text, question, expertise, urgency, family_id,
+  concerned_member_ids, owner_id, addressed_specialist_id, legal_basis {ground, consent_id},
+  justification, flagged_for_review, respond_by, accepted_at, first_answer_at, closed_at,
+  participants: [{professional_id, organisation_oin, owner, status}]
+message: consult_id, sequence, sender_professional_id, sender_device_id, own, posted_at,
+  reply_to, text, attachments: [{id, name, media_type, size}]
+family: id, members: [{number, id, role, age_band}], contact_person_id, contact_person_oin
+consent: id, family_id, status, concerned_member_ids, given_by_member_ids, expertise,
+  organisation_oins, valid_from, valid_until
+professional: id, name, organisation_oin, roles, expertise, availability, active
+Times are RFC 3339 in UTC; ids are whole UUIDs; absent values are null."
+);
 
 /// samenop: consult specialists together, end-to-end encrypted.
 #[derive(Debug, Parser)]
-#[command(name = "samenop", version, about, after_help = EXIT_CODES)]
+#[command(
+    name = "samenop",
+    version,
+    about,
+    after_help = EXIT_CODES,
+    after_long_help = LONG_HELP
+)]
 pub(crate) struct Cli {
     /// The profile file (default: config.toml in the platform's config directory, under samenop/).
     #[arg(long, global = true, env = "SAMENOP_CONFIG", value_name = "FILE")]
@@ -46,7 +119,7 @@ pub(crate) struct Cli {
     pub(crate) command: Command,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub(crate) enum Command {
     /// Manage profiles: one per professional you act as.
     #[command(subcommand)]
@@ -239,7 +312,7 @@ pub(crate) enum Command {
     },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub(crate) enum ProfileCommand {
     /// Every profile; the current one marked.
     #[command(after_help = "Example:\n  samenop profile list")]
@@ -300,7 +373,7 @@ pub(crate) enum ProfileCommand {
     },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub(crate) enum DeviceCommand {
     /// Register this machine's device (done on first use otherwise).
     #[command(after_help = "Example:\n  samenop device register --label \"laptop Jeroen\"")]
@@ -320,7 +393,7 @@ pub(crate) enum DeviceCommand {
     },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub(crate) enum FamilyCommand {
     /// Register a family: its members by role and age band.
     #[command(
@@ -371,7 +444,7 @@ pub(crate) enum FamilyCommand {
     },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub(crate) enum ConsentCommand {
     /// Record a consent given by the family.
     #[command(
@@ -427,7 +500,7 @@ pub(crate) enum ConsentCommand {
     },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub(crate) enum AuditCommand {
     /// Events of your share of the trail.
     #[command(after_help = "Example:\n  samenop audit query --family 01a2b3c4")]
@@ -440,7 +513,7 @@ pub(crate) enum AuditCommand {
     Export(AuditFilterArgs),
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(crate) struct AuditFilterArgs {
     /// Only events about this family.
     #[arg(long)]
@@ -453,7 +526,7 @@ pub(crate) struct AuditFilterArgs {
     pub(crate) professional: Option<uuid::Uuid>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(crate) struct OpenArgs {
     /// The family the question is about.
     #[arg(
@@ -484,7 +557,7 @@ pub(crate) struct OpenArgs {
     pub(crate) to: Option<uuid::Uuid>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(crate) struct BasisArgs {
     /// The consent it rests on.
     #[arg(long, conflicts_with = "ground")]

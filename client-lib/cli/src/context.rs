@@ -42,7 +42,15 @@ impl Ctx {
         )?;
         config.server_name.clone_from(&profile.server_name);
         let client = Client::connect(config)
-            .await?
+            .await
+            .map_err(|err| match err {
+                samenop_client::ClientError::Unavailable(why) => CliError::new(
+                    crate::error::Class::Unavailable,
+                    crate::text::cannot_reach(profile.server.as_str(), &why),
+                )
+                .hint(crate::text::HINT_UNAVAILABLE),
+                other => other.into(),
+            })?
             .acting_as(profile.professional);
         Ok(Ctx {
             name,

@@ -22,6 +22,7 @@ mod context;
 mod error;
 mod ids;
 mod output;
+mod retry;
 mod text;
 mod time;
 

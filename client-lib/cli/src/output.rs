@@ -107,6 +107,14 @@ impl Printer {
         }
     }
 
+    /// A remark on stderr for a person (never with `--json`, whose stderr
+    /// holds only the failure object).
+    pub(crate) fn note(&self, text: &str) {
+        if !self.json {
+            let _ = writeln!(std::io::stderr().lock(), "{text}");
+        }
+    }
+
     /// Ends a progress line.
     pub(crate) fn progress_done(&self) {
         if !self.json && std::io::stderr().is_terminal() {

@@ -181,3 +181,22 @@ pub(crate) fn change(c: ConsultChange) -> &'static str {
         _ => "changed",
     }
 }
+
+/// Said while the server cannot be reached and a safe command tries again.
+pub(crate) fn trying_again(wait: std::time::Duration) -> String {
+    format!(
+        "the server cannot be reached; trying again in {} ms",
+        wait.as_millis()
+    )
+}
+
+/// Said when a message an earlier send left unconfirmed was delivered
+/// before this one.
+pub(crate) fn earlier_delivered(sequence: u64) -> String {
+    format!("an earlier message whose sending was not confirmed went first, as message #{sequence}")
+}
+
+/// Said when the connection to the server cannot be made.
+pub(crate) fn cannot_reach(server: &str, why: &str) -> String {
+    format!("cannot reach the server at {server} ({why})")
+}

@@ -1,8 +1,8 @@
 //! The `samenop` binary itself against a real server (in this process, on
 //! loopback over mutual TLS, with the demo network): the demo's story step
 //! by step, the commands as people and scripts use them, an exit code for
-//! each class of failure, `watch` across a server restart, completions and
-//! the manual page.
+//! each class of failure, `watch` across a server restart, reads and sends
+//! tried again while the server is away, completions and the manual page.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -24,13 +24,33 @@ struct Setup {
     server: TestServer,
     /// The profile file and the devices' state (XDG_DATA_HOME).
     dir: TempDir,
+    /// Every field name the JSON documents printed so far carried.
+    fields: std::sync::Mutex<std::collections::BTreeSet<String>>,
+}
+
+/// Adds the field names in `value`, at any depth, to `fields`.
+fn field_names(value: &Value, fields: &mut std::collections::BTreeSet<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map {
+                fields.insert(key.clone());
+                field_names(inner, fields);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| field_names(v, fields)),
+        _ => {}
+    }
 }
 
 impl Setup {
     async fn new() -> Setup {
         let server = TestServer::start_demo().await;
         let dir = tempfile::tempdir().unwrap();
-        let setup = Setup { server, dir };
+        let setup = Setup {
+            server,
+            dir,
+            fields: std::sync::Mutex::default(),
+        };
         let pki = setup.server.pki.dir.display().to_string();
         let imported = setup
             .run(None, &["profile", "import-dev", "--pki", &pki])
@@ -73,6 +93,27 @@ impl Setup {
         .unwrap()
     }
 
+    /// An anonymous child-abuse consult Sanne opened to the pool and Eva
+    /// accepted; its id.
+    async fn accepted_pool_consult(&self) -> String {
+        let pool = self
+            .json(
+                SANNE,
+                &[
+                    "open",
+                    "--anonymous",
+                    "--expertise",
+                    "child-abuse",
+                    "--question",
+                    "Wat is normaal?",
+                ],
+            )
+            .await;
+        let consult = pool["id"].as_str().unwrap().to_owned();
+        self.json(EVA, &["accept", &consult]).await;
+        consult
+    }
+
     /// Runs `samenop --json` as `profile`; its one JSON document, after
     /// checking it succeeded.
     async fn json(&self, profile: &str, args: &[&str]) -> Value {
@@ -85,12 +126,14 @@ impl Setup {
             args.join(" "),
             String::from_utf8_lossy(&output.stderr)
         );
-        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        let value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
             panic!(
                 "not JSON ({e}): {}",
                 String::from_utf8_lossy(&output.stdout)
             )
-        })
+        });
+        field_names(&value, &mut self.fields.lock().unwrap());
+        value
     }
 }
 
@@ -383,6 +426,27 @@ async fn people_work_through_it_and_scripts_read_it() {
         )
         .await;
     assert!(!trail["events"].as_array().unwrap().is_empty());
+    s.json("wijkteam-oost/ilse", &["audit", "verify"]).await;
+    s.json(SANNE, &["report"]).await;
+    s.json(EVA, &["whoami"]).await;
+    s.json(EVA, &["device", "list"]).await;
+
+    // Every field name printed is documented under --help.
+    let help = s.run(None, &["--help"]).await;
+    let help = String::from_utf8_lossy(&help.stdout);
+    let words: std::collections::BTreeSet<&str> = help
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .collect();
+    let fields = s.fields.lock().unwrap().clone();
+    assert!(fields.len() > 40, "{fields:?}");
+    let undocumented: Vec<&String> = fields
+        .iter()
+        .filter(|f| !words.contains(f.as_str()))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "fields missing from --help: {undocumented:?}"
+    );
 }
 
 /// A `samenop --json watch` process and its output lines.
@@ -441,21 +505,7 @@ impl Drop for Watch {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_goes_on_across_a_server_restart_without_loss_or_repeat() {
     let mut s = Setup::new().await;
-    let pool = s
-        .json(
-            SANNE,
-            &[
-                "open",
-                "--anonymous",
-                "--expertise",
-                "child-abuse",
-                "--question",
-                "Wat is normaal?",
-            ],
-        )
-        .await;
-    let consult = pool["id"].as_str().unwrap().to_owned();
-    s.json(EVA, &["accept", &consult]).await;
+    let consult = s.accepted_pool_consult().await;
     s.json(SANNE, &["send", &consult, "een"]).await;
     let watch = Watch::start(&s, EVA);
     assert_eq!(watch.message().await["message"]["text"], "een");
@@ -475,6 +525,65 @@ async fn watch_goes_on_across_a_server_restart_without_loss_or_repeat() {
     s.json(SANNE, &["send", &consult, "vier"]).await;
     let again = Watch::start(&s, EVA);
     assert_eq!(again.message().await["message"]["text"], "vier");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_connection_is_tried_again_where_safe_and_reported_when_it_stays() {
+    let mut s = Setup::new().await;
+    let consult = s.accepted_pool_consult().await;
+    let first = s.json(SANNE, &["send", &consult, "een"]).await;
+    let first = first["sequence"].as_u64().unwrap();
+
+    // A server that stays away: a read tries a few times, saying so, then
+    // exits with the unavailable code and what to check.
+    s.server.stop().await;
+    let away = s.run(Some(EVA), &["inbox"]).await;
+    let said = String::from_utf8_lossy(&away.stderr);
+    assert_eq!(away.status.code(), Some(7), "{said}");
+    assert!(said.contains("trying again"), "{said}");
+    assert!(said.contains("is the server running"), "{said}");
+
+    // A server back within the retries: a send and a read that started
+    // while it was away both succeed, the message stored once.
+    let spawn = |profile: &str, args: &[&str]| {
+        let mut command = s.command(Some(profile), args);
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        command.spawn().unwrap()
+    };
+    let send = spawn(SANNE, &["--json", "send", &consult, "twee"]);
+    let read = spawn(EVA, &["--json", "read", &consult]);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    s.server.launch().await;
+    let finish = |child: Child| async move {
+        within(
+            "samenop to finish",
+            tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()),
+        )
+        .await
+        .unwrap()
+    };
+    let sent = finish(send).await;
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let sent: Value = serde_json::from_slice(&sent.stdout).unwrap();
+    assert_eq!(sent["sequence"].as_u64(), Some(first + 1), "{sent}");
+    let read = finish(read).await;
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    let thread = s.json(EVA, &["read", &consult]).await;
+    let texts: Vec<&str> = thread["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["een", "twee"], "{thread}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1073,6 +1073,33 @@ impl Messenger {
             .ok_or_else(|| local("the message to send", "it left the outbox unsent"))
     }
 
+    /// Posts the message a failed send left in `consult`'s outbox (the
+    /// server could not be reached, or its answer was lost) under the
+    /// request id it was first sent with, so the server stores it once
+    /// however often this is tried; returns its sequence, or `None` when no
+    /// message waits.
+    ///
+    /// # Errors
+    /// As [`Messenger::send`]; the message stays in the outbox unless the
+    /// server refused it for good.
+    pub async fn deliver_pending(&self, consult: Uuid) -> Result<Option<u64>> {
+        let queue = self.send_queue(consult);
+        let _turn = queue.lock().await;
+        self.deliver_outbox(consult).await
+    }
+
+    /// Whether a message waits in `consult`'s outbox for
+    /// [`Messenger::deliver_pending`] (or the next send, which delivers it
+    /// first).
+    ///
+    /// # Errors
+    /// [`ClientError::LocalState`] when the device's state cannot be read.
+    pub async fn pending(&self, consult: Uuid) -> Result<bool> {
+        let queue = self.send_queue(consult);
+        let _turn = queue.lock().await;
+        Ok(self.inner.lock().await.thread(consult)?.outbox.is_some())
+    }
+
     /// The send queue of `consult` (see the `sending` field).
     fn send_queue(&self, consult: Uuid) -> Arc<tokio::sync::Mutex<()>> {
         let mut queues = self.sending.lock().unwrap_or_else(PoisonError::into_inner);

@@ -1,7 +1,8 @@
 //! One device under load: many sends at once on one `Messenger`, to one
 //! consult and to several, each stored exactly once at the sequence it
 //! reported; and a device whose one-time key packages ran out, added to
-//! more than a hundred consults with its last-resort one.
+//! more than a hundred consults with its last-resort one; and a send the
+//! server could not take, delivered later from the outbox exactly once.
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -134,4 +135,80 @@ async fn a_device_without_one_time_key_packages_is_added_with_its_last_resort_on
     let read = eva_device.messages(last).await.expect("history");
     assert_eq!(read.len(), 1);
     assert_eq!(read[0].text, "Welkom in het laatste consult");
+}
+
+#[tokio::test]
+async fn a_send_the_server_could_not_take_waits_in_the_outbox_and_is_delivered_once() {
+    let mut server = TestServer::start().await;
+    let (sanne, sanne_device, eva, eva_device, _dirs) = two_devices(&server).await;
+    let consult = accepted_consult(&sanne, &sanne_device, &eva).await;
+    within("Eva's device joins", eva_device.catch_up(consult))
+        .await
+        .expect("join");
+    assert!(!sanne_device.pending(consult).await.expect("pending"));
+    assert_eq!(
+        sanne_device
+            .deliver_pending(consult)
+            .await
+            .expect("nothing"),
+        None,
+        "nothing waits, so nothing is posted"
+    );
+
+    server.stop().await;
+    let err = within(
+        "a send to a stopped server",
+        sanne_device.send(consult, "Bel mij", None),
+    )
+    .await
+    .expect_err("the server is down");
+    assert!(
+        matches!(err, samenop_client::ClientError::Unavailable(_)),
+        "{err:?}"
+    );
+    assert!(sanne_device.pending(consult).await.expect("pending"));
+
+    server.launch().await;
+    let sequence = within("the waiting message goes", async {
+        loop {
+            match sanne_device.deliver_pending(consult).await {
+                Err(samenop_client::ClientError::Unavailable(_)) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                other => break other,
+            }
+        }
+    })
+    .await
+    .expect("delivered")
+    .expect("it waited");
+    assert!(!sanne_device.pending(consult).await.expect("pending"));
+    assert_eq!(
+        sanne_device.deliver_pending(consult).await.expect("again"),
+        None,
+        "delivered once, so nothing waits any more"
+    );
+    let next = sanne_device
+        .send(consult, "Of mail", None)
+        .await
+        .expect("the next send");
+    assert_eq!(next, sequence + 1);
+
+    within("Eva reads", eva_device.catch_up(consult))
+        .await
+        .expect("catch up");
+    let texts: Vec<(u64, String)> = eva_device
+        .messages(consult)
+        .await
+        .expect("history")
+        .into_iter()
+        .map(|m| (m.sequence, m.text))
+        .collect();
+    assert_eq!(
+        texts,
+        vec![
+            (sequence, "Bel mij".to_owned()),
+            (next, "Of mail".to_owned())
+        ]
+    );
 }

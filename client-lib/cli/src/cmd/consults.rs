@@ -52,8 +52,7 @@ impl<'a> Names<'a> {
     }
 }
 
-/// The urgency a consult was opened with, read from its respond-by time
-/// against its request (the protocol's defaults: acute 4 h, soon 3 d).
+/// How long is left to accept a consult, and whether it is overdue.
 fn time_left(c: &Consult, now: SystemTime) -> (String, bool) {
     match c.respond_by {
         Some(by) if by < now => (format!("overdue {}", time::relative(by, now)), true),
@@ -71,7 +70,13 @@ fn owner_oin(c: &Consult) -> &str {
 
 pub(crate) async fn inbox(ctx: &Ctx) -> Result<()> {
     let mut requests = ctx.client.list_consults(ListScope::Inbox).await?;
-    requests.sort_by_key(|c| c.respond_by);
+    // Most urgent first; then whichever must be accepted soonest.
+    let rank = |u: Urgency| match u {
+        Urgency::Acute => 0,
+        Urgency::Soon => 1,
+        Urgency::Normal => 2,
+    };
+    requests.sort_by_key(|c| (rank(c.urgency), c.respond_by));
     remember(ctx, &[], &requests.iter().map(|c| c.id).collect::<Vec<_>>());
     let now = SystemTime::now();
     let mut names = Names::new(ctx);
@@ -94,8 +99,14 @@ pub(crate) async fn inbox(ctx: &Ctx) -> Result<()> {
         let table: Vec<Vec<String>> = rows
             .iter()
             .map(|(c, left, overdue, from, addressed)| {
+                let urgency = text::urgency(c.urgency);
                 vec![
                     ids::short(&c.id),
+                    if c.urgency == Urgency::Acute {
+                        out.warn(urgency)
+                    } else {
+                        urgency.into()
+                    },
                     if *overdue {
                         out.warn(left)
                     } else {
@@ -118,6 +129,7 @@ pub(crate) async fn inbox(ctx: &Ctx) -> Result<()> {
             out.table(
                 &[
                     "CONSULT",
+                    "URGENCY",
                     "TIME LEFT",
                     "EXPERTISE",
                     "TO",
@@ -196,11 +208,12 @@ pub(crate) async fn show(ctx: &Ctx, given: &str) -> Result<()> {
     let now = SystemTime::now();
     ctx.out.show(&json::consult(&c), |out| {
         let mut text = format!(
-            "{} {}\n  {}\n  expertise   {}\n  state       {}",
+            "{} {}\n  {}\n  expertise   {} ({})\n  state       {}",
             out.bold("consult"),
             c.id,
             c.question,
             text::expertise(c.expertise),
+            text::urgency(c.urgency),
             text::state(c.state)
         );
         if let Some(family) = c.family {

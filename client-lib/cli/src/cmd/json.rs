@@ -49,6 +49,7 @@ pub(crate) fn consult(c: &Consult) -> Value {
         "state_text": text::state(c.state),
         "question": c.question,
         "expertise": text::expertise(c.expertise),
+        "urgency": text::urgency(c.urgency),
         "family_id": c.family.map(|f| f.to_string()),
         "concerned_member_ids": c.concerned.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "owner_id": c.owner.to_string(),

@@ -51,9 +51,47 @@ pub(crate) async fn run(args: Cli) -> Result<()> {
         Command::Demo { server, pki } => demo::run(&server, &pki, out).await,
         command => {
             let (name, profile) = Config::load(&path)?.profile(args.profile.as_deref())?;
-            let ctx = Ctx::connect(name, profile, out).await?;
-            dispatch(&ctx, command).await
+            if reads_only(&command) {
+                crate::retry::when_unavailable(out, || {
+                    let (name, profile, command) = (name.clone(), profile.clone(), command.clone());
+                    async move { dispatch(&Ctx::connect(name, profile, out).await?, command).await }
+                })
+                .await
+            } else {
+                // Connecting is always safe to try again: nothing was asked.
+                let ctx = crate::retry::when_unavailable(out, || {
+                    Ctx::connect(name.clone(), profile.clone(), out)
+                })
+                .await?;
+                dispatch(&ctx, command).await
+            }
         }
+    }
+}
+
+/// Whether `command` only reads, so trying it again when the server could
+/// not be reached changes nothing. (A read may apply the thread's commits
+/// to the device: applying them again is a no-op. Reading is audited, so a
+/// retried read may be audited twice, as it was asked twice.)
+fn reads_only(command: &Command) -> bool {
+    use crate::cli::{AuditCommand, ConsentCommand, DeviceCommand, FamilyCommand};
+    use Command as C;
+    match command {
+        C::Whoami
+        | C::Specialists { .. }
+        | C::Inbox
+        | C::Consults { .. }
+        | C::Show { .. }
+        | C::Read { .. }
+        | C::Download { .. }
+        | C::Report { .. }
+        | C::Device(DeviceCommand::List)
+        | C::Family(FamilyCommand::Show { .. } | FamilyCommand::Export { .. })
+        | C::Consent(ConsentCommand::List { .. })
+        | C::Audit(AuditCommand::Query(_) | AuditCommand::Verify | AuditCommand::Export(_)) => true,
+        // `send` tries again itself, under the message's request id; `watch`
+        // resumes from its cursor.
+        _ => false,
     }
 }
 

@@ -146,8 +146,9 @@ pub(crate) async fn send(
     if text_arg.is_none() && file.is_none() {
         return Err(CliError::usage("give a text to send, a --file, or both"));
     }
-    let consult = consult_id(ctx, given).await?;
-    let device = caught_up(ctx, consult).await?;
+    let out = ctx.out;
+    let consult = crate::retry::when_unavailable(out, || consult_id(ctx, given)).await?;
+    let device = crate::retry::when_unavailable(out, || caught_up(ctx, consult)).await?;
     let bytes = match file {
         Some(path) => Some(std::fs::read(path).map_err(|e| {
             CliError::new(
@@ -169,7 +170,6 @@ pub(crate) async fn send(
         }],
         _ => Vec::new(),
     };
-    let out = ctx.out;
     let progress: samenop_client::mls::Progress = Arc::new(move |sent, total| {
         let percent = (sent * 100).checked_div(total).unwrap_or(100);
         let filled = usize::try_from(percent / 5).unwrap_or(20);
@@ -179,23 +179,50 @@ pub(crate) async fn send(
             " ".repeat(20 - filled.min(20))
         ));
     });
-    let sequence = device
-        .send_reporting(
-            consult,
-            text_arg.unwrap_or_default(),
-            None,
-            &attachments,
-            (!attachments.is_empty()).then_some(progress),
-        )
-        .await
-        .map_err(|err| {
-            let err = not_member(err);
-            if err.class == Class::Precondition {
-                err.hint("the consult takes no messages now: `samenop show` says why")
-            } else {
-                err
+    // A message an earlier send left unconfirmed (the server was gone, or
+    // its answer was lost) goes first, under its own request id.
+    if device.pending(consult).await? {
+        let earlier = crate::retry::when_unavailable(out, || async {
+            Ok(device.deliver_pending(consult).await?)
+        })
+        .await?;
+        if let Some(earlier) = earlier {
+            out.note(&crate::text::earlier_delivered(earlier));
+        }
+    }
+    let text = text_arg.unwrap_or_default();
+    let progress = (!attachments.is_empty()).then_some(progress);
+    let attachments = &attachments;
+    let sequence = crate::retry::when_unavailable(out, || {
+        let progress = progress.clone();
+        async move {
+            // Waiting now means this send's own message is stored in the
+            // outbox: it goes again under the same request id, so the
+            // server keeps it once. Nothing waiting means nothing was
+            // stored: the whole send may go again.
+            if device.pending(consult).await? {
+                return device
+                    .deliver_pending(consult)
+                    .await
+                    .map_err(not_member)?
+                    .ok_or_else(|| {
+                        CliError::new(Class::Failure, "the message left the outbox unsent")
+                    });
             }
-        })?;
+            device
+                .send_reporting(consult, text, None, attachments, progress)
+                .await
+                .map_err(not_member)
+        }
+    })
+    .await
+    .map_err(|err| {
+        if err.class == Class::Precondition {
+            err.hint("the consult takes no messages now: `samenop show` says why")
+        } else {
+            err
+        }
+    })?;
     if !attachments.is_empty() {
         out.progress_done();
     }
