@@ -198,6 +198,16 @@ pub fn welcome(
             listen.port()
         );
     }
+    let server = if listen.port() == 7443 {
+        String::new()
+    } else {
+        format!(" --server https://localhost:{}", listen.port())
+    };
+    let _ = writeln!(
+        out,
+        "\nor with the command line (cargo install --path client-lib/cli):\n  samenop profile import-dev --pki {pki}\n  samenop demo{server} --pki {pki}",
+        pki = pki.dir.display(),
+    );
     let _ = writeln!(
         out,
         "\nor from Rust with samenop-client: Client::connect(ClientConfig {{ .. }}). Ctrl-C stops."

@@ -20,14 +20,23 @@ pub(crate) fn relative(at: SystemTime, now: SystemTime) -> String {
     }
 }
 
-/// A span in its largest whole unit; `None` under a minute.
+/// A span in its largest whole unit, with the next unit while the first is
+/// under ten ("2 d 23 h", "5 h 50 min"), rounded down so time left is never
+/// overstated; `None` under a minute.
 pub(crate) fn span(duration: Duration) -> Option<String> {
     let minutes = duration.as_secs() / 60;
+    let two = |big: u64, big_unit: &str, small: u64, small_unit: &str| {
+        if big < 10 && small > 0 {
+            format!("{big} {big_unit} {small} {small_unit}")
+        } else {
+            format!("{big} {big_unit}")
+        }
+    };
     match minutes {
         0 => None,
         1..=59 => Some(format!("{minutes} min")),
-        60..=2879 => Some(format!("{} h", minutes / 60)),
-        _ => Some(format!("{} d", minutes / 1440)),
+        60..=2879 => Some(two(minutes / 60, "h", minutes % 60, "min")),
+        _ => Some(two(minutes / 1440, "d", minutes % 1440 / 60, "h")),
     }
 }
 
@@ -149,6 +158,19 @@ mod tests {
         assert_eq!(
             relative(now + Duration::from_secs(5 * 86_400), now),
             "in 5 d"
+        );
+        assert_eq!(
+            relative(now + Duration::from_secs(3 * 86_400 - 60), now),
+            "in 2 d 23 h",
+            "time left is never rounded up"
+        );
+        assert_eq!(
+            relative(now - Duration::from_secs(5 * 3600 + 50 * 60), now),
+            "5 h 50 min ago"
+        );
+        assert_eq!(
+            relative(now + Duration::from_secs(12 * 86_400 + 7 * 3600), now),
+            "in 12 d"
         );
         assert_eq!(absolute(now), "2025-12-01 14:40");
         assert_eq!(rfc3339(now), "2025-12-01T14:40:00Z");
