@@ -83,6 +83,29 @@ impl Ctx {
     pub(crate) fn state_file(&self, name: &str) -> PathBuf {
         self.profile.state.join(name)
     }
+
+    /// Replaces the state file `name` with `bytes`, whole or not at all
+    /// (written beside, then renamed). The state directory is made when
+    /// missing, readable by its owner only (0700), as the device's keys
+    /// will live there; the file is 0600.
+    pub(crate) fn write_state(&self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut dir = std::fs::DirBuilder::new();
+        dir.recursive(true);
+        let mut file = std::fs::OpenOptions::new();
+        file.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+            dir.mode(0o700);
+            file.mode(0o600);
+        }
+        dir.create(&self.profile.state)?;
+        let path = self.state_file(name);
+        let partial = path.with_extension("partial");
+        file.open(&partial)?.write_all(bytes)?;
+        std::fs::rename(&partial, &path)
+    }
 }
 
 /// Opens the device in `state`, waiting a little while another samenop

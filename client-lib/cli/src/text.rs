@@ -21,8 +21,9 @@ pub(crate) const HINT_DEVICE_IN_USE: &str =
     "another samenop of this profile is writing with its keys; wait for it, or stop it";
 /// How long a command waits for the device while another samenop holds it.
 pub(crate) const DEVICE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-pub(crate) const HINT_NOT_A_MEMBER: &str = "this device is not in the consult's thread yet: the consult's owner adds it (their \
-     `samenop watch` does so when you accept)";
+pub(crate) const HINT_NOT_A_MEMBER: &str = "this device is not in the consult's thread yet: the consult's owner adds it, their \
+     `samenop watch` as soon as you accept, or else their next `send` or `read` in the consult; try again then";
+pub(crate) const HINT_NO_POSTS: &str = "the consult takes no messages now: `samenop show` says why";
 
 /// The expertise names the command line takes and shows.
 pub(crate) const EXPERTISE_NAMES: &[&str] = &[

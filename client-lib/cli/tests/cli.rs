@@ -200,6 +200,21 @@ async fn people_work_through_it_and_scripts_read_it() {
     let family_id = family["id"].as_str().unwrap().to_owned();
     let short = &family_id[..8];
     assert_eq!(family["members"][1]["age_band"], "under_12");
+    // What the profile keeps (here the ids it saw; its device's keys
+    // later) is its owner's only, from the first file on.
+    let state = s
+        .dir
+        .path()
+        .join("data/samenop/devices/wijkteam-oost_sanne");
+    let mode = |path: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    };
+    assert_eq!(mode(&state), 0o700);
+    for file in std::fs::read_dir(&state).unwrap() {
+        let file = file.unwrap().path();
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
     let consent = s
         .json(
             SANNE,
@@ -531,6 +546,12 @@ async fn watch_goes_on_across_a_server_restart_without_loss_or_repeat() {
 async fn a_dropped_connection_is_tried_again_where_safe_and_reported_when_it_stays() {
     let mut s = Setup::new().await;
     let consult = s.accepted_pool_consult().await;
+    // Until the owner's device adds hers, Eva's device cannot write; she is
+    // told why and when to try again.
+    let early = s.run(Some(EVA), &["send", &consult, "nul"]).await;
+    let said = String::from_utf8_lossy(&early.stderr);
+    assert_eq!(early.status.code(), Some(5), "{said}");
+    assert!(said.contains("not in the consult's thread yet"), "{said}");
     let first = s.json(SANNE, &["send", &consult, "een"]).await;
     let first = first["sequence"].as_u64().unwrap();
 

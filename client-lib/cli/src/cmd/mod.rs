@@ -172,10 +172,8 @@ fn remember(ctx: &Ctx, families: &[Uuid], consults: &[Uuid]) {
     let mut seen = known(ctx);
     seen.families.extend(families);
     seen.consults.extend(consults);
-    if std::fs::create_dir_all(&ctx.profile.state).is_ok()
-        && let Ok(raw) = serde_json::to_vec(&seen)
-    {
-        let _ = std::fs::write(ctx.state_file(KNOWN_FILE), raw);
+    if let Ok(raw) = serde_json::to_vec(&seen) {
+        let _ = ctx.write_state(KNOWN_FILE, &raw);
     }
 }
 

@@ -217,8 +217,8 @@ pub(crate) async fn send(
     })
     .await
     .map_err(|err| {
-        if err.class == Class::Precondition {
-            err.hint("the consult takes no messages now: `samenop show` says why")
+        if err.class == Class::Precondition && err.hint.is_none() {
+            err.hint(text::HINT_NO_POSTS)
         } else {
             err
         }

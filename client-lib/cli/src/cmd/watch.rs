@@ -33,11 +33,7 @@ fn saved_cursor(ctx: &Ctx) -> Option<String> {
 
 /// Keeps the cursor of the last event shown, whole or not at all.
 fn save_cursor(ctx: &Ctx, cursor: &str) {
-    let path = ctx.state_file(CURSOR_FILE);
-    let partial = path.with_extension("partial");
-    if std::fs::write(&partial, cursor).is_ok() {
-        let _ = std::fs::rename(&partial, &path);
-    }
+    let _ = ctx.write_state(CURSOR_FILE, cursor.as_bytes());
 }
 
 pub(crate) async fn run(ctx: &Ctx, from: Option<String>) -> Result<()> {
@@ -105,13 +101,14 @@ async fn handle(ctx: &Ctx, event: &Event) -> Result<()> {
             let value = json!({"cursor": event.cursor, "kind": "consult", "event": json::consult_event(change)});
             ctx.out.event(&value, |out| {
                 let state = text::state(change.state);
-                let mut line = format!(
-                    "{} {}",
-                    out.bold(&ids::short(&change.consult)),
-                    text::change(change.change)
-                );
-                if state != text::change(change.change) {
-                    line.push_str(&format!(" {}", out.dim(&format!("({state})"))));
+                let said = text::change(change.change);
+                // "suspended (consent revoked)" says both the change and the
+                // state; "specialist invited (accepted)" needs both.
+                let mut line = format!("{} ", out.bold(&ids::short(&change.consult)));
+                if state.starts_with(said) {
+                    line.push_str(&state);
+                } else {
+                    line.push_str(&format!("{said} {}", out.dim(&format!("({state})"))));
                 }
                 if let Some(view) = &change.view {
                     line.push_str(&format!(
