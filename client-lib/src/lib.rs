@@ -119,16 +119,8 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects over mutual TLS.
-    ///
-    /// With TLS 1.3 the server checks the client certificate after the
-    /// client considers the handshake done: a refused certificate shows on
-    /// the first call, as [`ClientError::Unavailable`].
-    ///
-    /// # Errors
-    /// [`ClientError::Config`] for an unusable configuration,
-    /// [`ClientError::Unavailable`] when the server cannot be reached.
-    pub async fn connect(config: ClientConfig) -> Result<Self> {
+    /// The endpoint of `config`: mutual TLS, timeouts.
+    fn endpoint(config: &ClientConfig) -> Result<Endpoint> {
         let mut tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(&config.ca_certificate_pem))
             .identity(Identity::from_pem(
@@ -144,9 +136,36 @@ impl Client {
             .map_err(|e| ClientError::Config(format!("TLS: {e}")))?
             .timeout(config.timeout)
             .connect_timeout(Duration::from_secs(10));
-        let channel = endpoint.connect().await?;
+        Ok(endpoint)
+    }
+
+    /// Connects over mutual TLS; see [`Client::connect_lazy`] for a
+    /// connection made on first use.
+    ///
+    /// With TLS 1.3 the server checks the client certificate after the
+    /// client considers the handshake done: a refused certificate shows on
+    /// the first call, as [`ClientError::Unavailable`].
+    ///
+    /// # Errors
+    /// [`ClientError::Config`] for an unusable configuration,
+    /// [`ClientError::Unavailable`] when the server cannot be reached.
+    pub async fn connect(config: ClientConfig) -> Result<Self> {
+        let channel = Self::endpoint(&config)?.connect().await?;
         Ok(Client {
             channel,
+            professional: None,
+        })
+    }
+
+    /// A connection made on its first call, and made again by later calls
+    /// after the server went away: for a long-running process (the agent)
+    /// that starts whether or not the server is up.
+    ///
+    /// # Errors
+    /// [`ClientError::Config`] for an unusable configuration.
+    pub fn connect_lazy(config: &ClientConfig) -> Result<Self> {
+        Ok(Client {
+            channel: Self::endpoint(config)?.connect_lazy(),
             professional: None,
         })
     }

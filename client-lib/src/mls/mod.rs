@@ -188,6 +188,16 @@ pub struct Event {
     pub cursor: String,
     /// What happened.
     pub kind: EventKind,
+    /// The event as the server sent it.
+    wire: v1::SubscribeResponse,
+}
+
+impl Event {
+    /// The event as the server sent it, for relaying it on unchanged (the
+    /// agent passes consult events to its callers so).
+    pub fn wire(&self) -> &v1::SubscribeResponse {
+        &self.wire
+    }
 }
 
 /// What an [`Event`] carries.
@@ -223,6 +233,7 @@ impl Events {
         let Some(message) = self.stream.message().await? else {
             return Ok(None);
         };
+        let wire = message.clone();
         let kind = match message.event {
             Some(v1::subscribe_response::Event::ThreadEntry(entry)) => {
                 EventKind::ThreadEntry(entry)
@@ -239,6 +250,7 @@ impl Events {
         Ok(Some(Event {
             cursor: message.cursor,
             kind,
+            wire,
         }))
     }
 }
@@ -1244,7 +1256,12 @@ impl Messenger {
         Ok(!removed && inner.load_group(consult)?.is_some_and(|g| g.is_active()))
     }
 
-    async fn joined(&self, consult: Uuid) -> Result<bool> {
+    /// Whether this device holds the consult's group: it made it, or
+    /// joined it from a Welcome.
+    ///
+    /// # Errors
+    /// [`ClientError::LocalState`] when the state cannot be read.
+    pub async fn joined(&self, consult: Uuid) -> Result<bool> {
         Ok(self.inner.lock().await.load_group(consult)?.is_some())
     }
 
@@ -1262,6 +1279,14 @@ impl Messenger {
         // A group this device was removed from gives way to the new one;
         // its own sender count goes on, so others see no repeat.
         let before = inner.thread(consult)?;
+        // Another task of this device joined from this Welcome (or a later
+        // one) while the lock was free: the group it made stands.
+        if !before.removed
+            && before.next_sequence > welcome.commit_sequence
+            && inner.load_group(consult)?.is_some_and(|g| g.is_active())
+        {
+            return Ok(());
+        }
         if let Some(mut old) = inner.load_group(consult)? {
             old.delete(inner.state.provider().storage())
                 .map_err(|e| local("cannot drop the group it was removed from", e))?;
@@ -1363,6 +1388,17 @@ impl Messenger {
                 None
             };
             let mut inner = self.inner.lock().await;
+            // Another task of this device may have applied it (or more)
+            // while the lock was free: its keys are gone, so it must not be
+            // decrypted twice.
+            let next = inner.thread(consult)?.next_sequence;
+            if entry.sequence != next {
+                drop(inner);
+                if entry.sequence > next {
+                    received.extend(Box::pin(self.catch_up(consult)).await?);
+                }
+                continue;
+            }
             let result = self.apply_one(&mut inner, consult, &entry, listed.as_ref());
             match result {
                 Ok(message) => received.extend(message),
@@ -1577,6 +1613,30 @@ impl Messenger {
         inner
             .state
             .scan(&format!("message/{consult}/"))?
+            .into_iter()
+            .map(|(_, raw)| from_json(&raw))
+            .collect()
+    }
+
+    /// At most `limit` messages of a consult's thread this device has read
+    /// or sent, after the sequence `after`, in order.
+    ///
+    /// # Errors
+    /// [`ClientError::LocalState`] when the state cannot be read.
+    pub async fn messages_after(
+        &self,
+        consult: Uuid,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<ThreadMessage>> {
+        let inner = self.inner.lock().await;
+        inner
+            .state
+            .scan_from(
+                &format!("message/{consult}/"),
+                &message_key(consult, after.saturating_add(1)),
+                limit,
+            )?
             .into_iter()
             .map(|(_, raw)| from_json(&raw))
             .collect()

@@ -104,13 +104,24 @@ impl DurableState {
 
     /// Every stored entry whose key starts with `prefix`, in key order.
     fn entries(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.entries_from(prefix, prefix, usize::MAX)
+    }
+
+    /// At most `limit` stored entries whose key starts with `prefix`, from
+    /// the key `from` on, in key order.
+    fn entries_from(
+        &self,
+        prefix: &[u8],
+        from: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let read = |e: &dyn std::fmt::Display| local("cannot read the state", e);
         let tx = self.db.begin_read().map_err(|e| read(&e))?;
         let table = tx.open_table(TABLE).map_err(|e| read(&e))?;
         let mut found = Vec::new();
-        for item in table.range::<&[u8]>(prefix..).map_err(|e| read(&e))? {
+        for item in table.range::<&[u8]>(from..).map_err(|e| read(&e))? {
             let (key, value) = item.map_err(|e| read(&e))?;
-            if !key.value().starts_with(prefix) {
+            if !key.value().starts_with(prefix) || found.len() == limit {
                 break;
             }
             found.push((key.value().to_vec(), value.value().to_vec()));
@@ -129,8 +140,19 @@ impl DurableState {
 
     /// The client's own records whose key starts with `prefix`.
     pub(crate) fn scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        self.scan_from(prefix, prefix, usize::MAX)
+    }
+
+    /// At most `limit` of the client's own records whose key starts with
+    /// `prefix`, from the key `from` on.
+    pub(crate) fn scan_from(
+        &self,
+        prefix: &str,
+        from: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>> {
         Ok(self
-            .entries(&own_key(prefix))?
+            .entries_from(&own_key(prefix), &own_key(from), limit)?
             .into_iter()
             .map(|(key, value)| {
                 let key = String::from_utf8_lossy(&key[OWN_PREFIX.len()..]).into_owned();

@@ -2,7 +2,9 @@
 //! consult and to several, each stored exactly once at the sequence it
 //! reported; and a device whose one-time key packages ran out, added to
 //! more than a hundred consults with its last-resort one; and a send the
-//! server could not take, delivered later from the outbox exactly once.
+//! server could not take, delivered later from the outbox exactly once;
+//! and one device reading a thread from many tasks at once, each message
+//! decrypted once.
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -211,4 +213,49 @@ async fn a_send_the_server_could_not_take_waits_in_the_outbox_and_is_delivered_o
             (next, "Of mail".to_owned())
         ]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_tasks_reading_one_device_join_once_and_decrypt_each_message_once() {
+    let server = TestServer::start().await;
+    let (sanne, sanne_device, eva, eva_device, _dirs) = two_devices(&server).await;
+    let consult = accepted_consult(&sanne, &sanne_device, &eva).await;
+    let mut sent = Vec::new();
+    for n in 0..6 {
+        let text = format!("bericht {n}");
+        let sequence = sanne_device.send(consult, &text, None).await.expect("send");
+        sent.push((sequence, text));
+    }
+    // Eva's device joins and reads from eight tasks at once: the Welcome is
+    // taken once and no message is decrypted twice (its keys are gone after
+    // the first time).
+    let eva_device = Arc::new(eva_device);
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            let device = Arc::clone(&eva_device);
+            tokio::spawn(async move { device.catch_up(consult).await })
+        })
+        .collect();
+    let mut read_by_any = Vec::new();
+    for reader in readers {
+        let read = within("a reader", reader)
+            .await
+            .expect("task")
+            .expect("every concurrent read succeeds");
+        read_by_any.extend(read.into_iter().map(|m| m.sequence));
+    }
+    read_by_any.sort_unstable();
+    assert_eq!(
+        read_by_any,
+        sent.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        "each message is returned by exactly one read"
+    );
+    let stored: Vec<(u64, String)> = eva_device
+        .messages(consult)
+        .await
+        .expect("history")
+        .into_iter()
+        .map(|m| (m.sequence, m.text))
+        .collect();
+    assert_eq!(stored, sent);
 }
