@@ -150,6 +150,11 @@ impl Devices {
         let messenger = Messenger::open(&client, &dir, &label)
             .await
             .map_err(from_client)?;
+        // Others claim a key package each time they add this device; the
+        // device tops up after each Welcome, and here at every start.
+        if let Err(err) = messenger.top_up_key_packages().await {
+            warn!(%professional, error = %err, "key packages not topped up yet");
+        }
         let last = self
             .log
             .last(professional)

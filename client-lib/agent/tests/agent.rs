@@ -670,7 +670,7 @@ async fn watch_resumes_after_the_agent_and_the_server_restart_without_loss_or_re
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_agent_per_data_directory_and_its_socket_is_its_owners() {
+async fn one_agent_per_data_directory_its_socket_its_owners_and_sigterm_drains() {
     use std::os::unix::fs::PermissionsExt;
     let server = TestServer::start_demo().await;
     let dir = tempfile::tempdir().unwrap();
@@ -716,6 +716,26 @@ async fn one_agent_per_data_directory_and_its_socket_is_its_owners() {
         .unwrap();
     assert!(good.status.success());
     assert!(String::from_utf8_lossy(&good.stdout).contains("configuration ok"));
+
+    // SIGTERM: a Watch in flight is told to resume, the agent drains, exits
+    // 0 and takes its socket with it.
+    let mut watching = Watching::start(first.channel().await, SANNE, "").await;
+    let term = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let ended = within("the watch to end", watching.stream.message()).await;
+    assert_eq!(ended.unwrap_err().code(), Code::Unavailable);
+    let mut child = first.child.take().unwrap();
+    let status = within(
+        "the agent to exit",
+        tokio::task::spawn_blocking(move || child.wait().unwrap()),
+    )
+    .await
+    .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(!first.socket.exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
