@@ -176,8 +176,23 @@ impl Devices {
 }
 
 /// Whether a failure is passing: the same event is handled again later.
+/// Only what the same event would meet again is final (a message that
+/// fails verification, a consult that refuses, a device removed); a
+/// timeout, an unreachable server, a full disk pass.
 fn passing(err: &ClientError) -> bool {
-    matches!(err, ClientError::Unavailable(_) | ClientError::Aborted(_))
+    !matches!(
+        err,
+        ClientError::Rejected(_)
+            | ClientError::GroupMismatch(_)
+            | ClientError::FailedPrecondition(_)
+            | ClientError::NotFound(_)
+            | ClientError::PermissionDenied(_)
+            | ClientError::InvalidArgument(_)
+            | ClientError::InvalidInput(_)
+            | ClientError::AlreadyExists(_)
+            | ClientError::Protocol(_)
+            | ClientError::NoProfessional
+    )
 }
 
 /// The follower of one device: its subscription at the server, for as
@@ -189,11 +204,18 @@ async fn follow(device: Arc<Device>, log: Arc<Log>, mut stop: watch::Receiver<bo
         if *stop.borrow() {
             return;
         }
+        // Without the cursor the server would replay from where it trimmed,
+        // and callers would see events again: wait until it reads.
         let cursor = match log.server_cursor(professional) {
             Ok(cursor) => cursor,
             Err(err) => {
                 warn!(%professional, error = %err, "cannot read where the subscription stands");
-                None
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => return,
+                }
+                wait = (wait * 2).min(MAX_BACKOFF);
+                continue;
             }
         };
         let subscribed = tokio::select! {
@@ -251,13 +273,15 @@ async fn handle(device: &Device, log: &Log, event: &Event) -> Result<Batch, Clie
             .and_then(|t| SystemTime::try_from(t).ok()),
         ..Batch::default()
     };
+    // A consult event goes to callers as the server sent it, one this
+    // version does not know too.
+    if let Some(v1::subscribe_response::Event::Consult(raw)) = &event.wire().event {
+        batch
+            .events
+            .push(agent::watch_response::Event::Consult(raw.clone()));
+    }
     match &event.kind {
         EventKind::Consult(change) => {
-            if let Some(v1::subscribe_response::Event::Consult(raw)) = &event.wire().event {
-                batch
-                    .events
-                    .push(agent::watch_response::Event::Consult(raw.clone()));
-            }
             let owner_of_open = change.view.as_ref().is_some_and(|view| {
                 view.owner == device.professional
                     && matches!(view.state, ConsultState::Requested | ConsultState::Accepted)

@@ -151,11 +151,7 @@ pub async fn run(
     }
     match &config.listen {
         Listen::Unix(path) => {
-            let parent = path.parent().unwrap_or(&config.data_dir);
-            fsutil::private_dir(parent).map_err(bind_error)?;
-            // A socket left by an agent that ended without cleaning up: the
-            // lock says no other agent uses it.
-            let _ = std::fs::remove_file(path);
+            fsutil::socket_place(path).map_err(bind_error)?;
             let listener = tokio::net::UnixListener::bind(path).map_err(bind_error)?;
             restrict_socket(path).map_err(bind_error)?;
             let served = serve!(UnixListenerStream::new(listener));

@@ -76,7 +76,14 @@ impl Log {
     /// # Errors
     /// [`LogError`] when the file cannot be opened; it is left as it is.
     pub(crate) fn open(dir: &Path) -> Result<Log, LogError> {
-        let db = Database::create(dir.join("events.redb")).map_err(err)?;
+        let path = dir.join("events.redb");
+        let db = Database::create(&path).map_err(err)?;
+        // It holds decrypted messages: its owner's only.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+        }
         let mut tx = db.begin_write().map_err(err)?;
         tx.set_durability(Durability::Immediate).map_err(err)?;
         tx.open_table(EVENTS).map_err(err)?;

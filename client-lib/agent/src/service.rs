@@ -77,14 +77,19 @@ async fn ready_to_write(device: &Device, consult: Uuid) -> Result<(), Status> {
 
 /// A send's failure, saying what became of the message.
 async fn send_failure(device: &Device, consult: Uuid, err: ClientError) -> Status {
-    let waiting = matches!(err, ClientError::Unavailable(_))
-        && device.messenger.pending(consult).await.unwrap_or(false);
+    // Whatever went wrong, a message still in the outbox goes first with
+    // the next send: the caller must know, or a retry would post it twice.
+    let waiting = device.messenger.pending(consult).await.unwrap_or(false);
     let status = from_client(err);
     if waiting {
-        Status::unavailable(format!(
-            "{}; the message waits on this device and goes first with the next send to this consult",
-            status.message()
-        ))
+        Status::new(
+            status.code(),
+            format!(
+                "{}; the message waits on this device and goes first with the next send to this \
+                 consult (do not send it again)",
+                status.message()
+            ),
+        )
     } else {
         status
     }
@@ -157,7 +162,9 @@ impl AgentService for Agent {
                 start.size_bytes, self.max_attachment
             )));
         }
-        let mut bytes = Vec::with_capacity(usize::try_from(start.size_bytes).unwrap_or(0));
+        // Grown as chunks come, not reserved on the start's word.
+        let mut bytes =
+            Vec::with_capacity(usize::try_from(start.size_bytes.min(1 << 20)).unwrap_or(0));
         while let Some(part) = stream.message().await? {
             match part.part {
                 Some(Part::Chunk(chunk)) => {
@@ -206,13 +213,16 @@ impl AgentService for Agent {
             Ok(sequence) => sequence,
             Err(err) => return Err(send_failure(&device, consult, err).await),
         };
+        // The message as stored (it may lie beyond entries the device has
+        // not read yet, so not from a page).
         let stored = device
             .messenger
-            .messages_after(consult, sequence.saturating_sub(1), 1)
+            .messages(consult)
             .await
             .map_err(from_client)?;
         let attachment_id = stored
-            .first()
+            .iter()
+            .find(|m| m.sequence == sequence)
             .and_then(|m| m.attachments.first())
             .map(|a| a.id.to_string())
             .unwrap_or_default();
@@ -304,6 +314,13 @@ impl AgentService for Agent {
         request: Request<agent::WatchRequest>,
     ) -> Result<Response<Stream2<agent::WatchResponse>>, Status> {
         let device = self.device(&request).await?;
+        // The server decides whether the professional may still read: one
+        // call to it (audited) before the log is replayed.
+        device
+            .client
+            .professional_with_devices(device.professional)
+            .await
+            .map_err(from_client)?;
         let cursor = request.into_inner().cursor;
         let mut after: u64 = if cursor.is_empty() {
             0

@@ -23,6 +23,10 @@ pub(crate) fn from_client(err: ClientError) -> Status {
         ClientError::Unimplemented(_) => Code::Unimplemented,
         ClientError::Unavailable(_) => Code::Unavailable,
         ClientError::Server { code, .. } => *code,
+        // A message of the thread failed decryption or verification, or the
+        // group is not what the consult says: the thread's integrity.
+        ClientError::Rejected(_) | ClientError::GroupMismatch(_) => Code::DataLoss,
+        ClientError::DeviceInUse(_) => Code::Unavailable,
         _ => Code::Internal,
     };
     let message = match err {
@@ -37,7 +41,7 @@ pub(crate) fn from_client(err: ClientError) -> Status {
         | ClientError::ResourceExhausted(m)
         | ClientError::OutOfRange(m)
         | ClientError::Unimplemented(m) => m,
-        ClientError::Unavailable(m) => format!("the samenop server cannot be reached: {m}"),
+        ClientError::Unavailable(m) => format!("the samenop server is unavailable: {m}"),
         ClientError::Server { message, .. } => message,
         other => format!("the agent: {other}"),
     };

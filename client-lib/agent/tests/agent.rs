@@ -690,6 +690,19 @@ async fn one_agent_per_data_directory_its_socket_its_owners_and_sigterm_drains()
             && said.contains(&format!("process {pid}")),
         "{said}"
     );
+    // Another agent (another data directory) told the same socket does not
+    // take it over.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = Agent::configure(
+        &server,
+        VEILIG_THUIS,
+        other_dir.path(),
+        &format!("listen = \"unix:{}\"\n", first.socket.display()),
+    );
+    let taken = other.command("run").output().unwrap();
+    let said = String::from_utf8_lossy(&taken.stderr);
+    assert!(!taken.status.success(), "{said}");
+    assert!(said.contains("another process listens on"), "{said}");
     // The first still serves.
     let answer = DirectoryServiceClient::new(first.channel().await)
         .list_specialists(acting(SANNE, v1::ListSpecialistsRequest::default()))

@@ -216,6 +216,9 @@ pub enum EventKind {
     },
     /// A consult changed (or a request arrived).
     Consult(crate::consult::ConsultEvent),
+    /// An event this version of the library does not know (a newer
+    /// server's): skip it and go on; [`Event::wire`] holds it as sent.
+    Unknown,
 }
 
 /// A device's live event stream.
@@ -242,10 +245,16 @@ impl Events {
                 consult: crate::types::uuid("consult_id", &welcome.consult_id)?,
                 commit_sequence: welcome.commit_sequence,
             },
-            Some(v1::subscribe_response::Event::Consult(change)) => {
-                EventKind::Consult(change.try_into()?)
-            }
-            None => return Err(ClientError::Protocol("an event without content".into())),
+            Some(v1::subscribe_response::Event::Consult(change)) => match change.try_into() {
+                Ok(change) => EventKind::Consult(change),
+                // A change or state a newer server added.
+                Err(err) => {
+                    tracing::warn!(error = %err, "a consult event this version does not know");
+                    EventKind::Unknown
+                }
+            },
+            // A kind of event a newer server added.
+            None => EventKind::Unknown,
         };
         Ok(Some(Event {
             cursor: message.cursor,
@@ -275,11 +284,14 @@ pub struct Messenger {
     device: Uuid,
     /// The MLS state.
     inner: tokio::sync::Mutex<Inner>,
-    /// One queue per consult for sends: a thread has one outbox slot, so a
-    /// send holds its consult's queue from the outbox's first write to its
-    /// answer, and concurrent sends to one consult go one after another,
-    /// in the order they came (tokio's mutex is fair), each with its own
-    /// outcome.
+    /// One queue per consult for what this device writes in a thread:
+    /// sends and commits. A thread has one outbox slot, so a send holds
+    /// its consult's queue from the outbox's first write to its answer; a
+    /// commit (sync_members, update_keys) holds it from its catch-up to the
+    /// merge of what the server stored, as a second commit begun meanwhile
+    /// would clear the first one's pending state while the server has it.
+    /// Concurrent writers of one consult go one after another, in the order
+    /// they came (tokio's mutex is fair), each with its own outcome.
     sending: std::sync::Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -796,6 +808,8 @@ impl Messenger {
     /// # Errors
     /// [`ClientError`] when a step fails; what was committed stays.
     pub async fn sync_members(&self, consult: Uuid) -> Result<MembershipChange> {
+        let queue = self.send_queue(consult);
+        let _turn = queue.lock().await;
         let mut change = MembershipChange::default();
         for _ in 0..POST_ATTEMPTS {
             self.catch_up(consult).await?;
@@ -974,6 +988,8 @@ impl Messenger {
     /// # Errors
     /// [`ClientError`] when the state or the server fails.
     pub async fn update_keys(&self, consult: Uuid) -> Result<u64> {
+        let queue = self.send_queue(consult);
+        let _turn = queue.lock().await;
         for _ in 0..POST_ATTEMPTS {
             self.catch_up(consult).await?;
             let mut inner = self.inner.lock().await;
@@ -1619,7 +1635,10 @@ impl Messenger {
     }
 
     /// At most `limit` messages of a consult's thread this device has read
-    /// or sent, after the sequence `after`, in order.
+    /// or sent, after the sequence `after`, in order, up to where the
+    /// device has applied the thread: its own message stored at a sequence
+    /// beyond entries it has not read yet waits until they are read, so a
+    /// reader paging on never skips a message of others.
     ///
     /// # Errors
     /// [`ClientError::LocalState`] when the state cannot be read.
@@ -1630,16 +1649,20 @@ impl Messenger {
         limit: usize,
     ) -> Result<Vec<ThreadMessage>> {
         let inner = self.inner.lock().await;
-        inner
-            .state
-            .scan_from(
-                &format!("message/{consult}/"),
-                &message_key(consult, after.saturating_add(1)),
-                limit,
-            )?
-            .into_iter()
-            .map(|(_, raw)| from_json(&raw))
-            .collect()
+        let applied = inner.thread(consult)?.next_sequence;
+        let mut messages = Vec::new();
+        for (_, raw) in inner.state.scan_from(
+            &format!("message/{consult}/"),
+            &message_key(consult, after.saturating_add(1)),
+            limit,
+        )? {
+            let message: ThreadMessage = from_json(&raw)?;
+            if message.sequence >= applied {
+                break;
+            }
+            messages.push(message);
+        }
+        Ok(messages)
     }
 
     /// The group's current epoch, or `None` when this device is not in it.

@@ -44,6 +44,31 @@ async fn two_devices(
     (sanne, sanne_device, eva, eva_device, dir)
 }
 
+/// Sanne and Eva with their devices, in an accepted consult whose thread
+/// both devices are in.
+struct Joined {
+    sanne_device: Messenger,
+    eva: Client,
+    eva_device: Messenger,
+    consult: Uuid,
+    _dirs: tempfile::TempDir,
+}
+
+async fn joined(server: &TestServer) -> Joined {
+    let (sanne, sanne_device, eva, eva_device, dirs) = two_devices(server).await;
+    let consult = accepted_consult(&sanne, &sanne_device, &eva).await;
+    within("Eva's device joins", eva_device.catch_up(consult))
+        .await
+        .expect("join");
+    Joined {
+        sanne_device,
+        eva,
+        eva_device,
+        consult,
+        _dirs: dirs,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_sends_on_one_device_are_each_stored_once_where_they_say() {
     let server = TestServer::start().await;
@@ -142,11 +167,13 @@ async fn a_device_without_one_time_key_packages_is_added_with_its_last_resort_on
 #[tokio::test]
 async fn a_send_the_server_could_not_take_waits_in_the_outbox_and_is_delivered_once() {
     let mut server = TestServer::start().await;
-    let (sanne, sanne_device, eva, eva_device, _dirs) = two_devices(&server).await;
-    let consult = accepted_consult(&sanne, &sanne_device, &eva).await;
-    within("Eva's device joins", eva_device.catch_up(consult))
-        .await
-        .expect("join");
+    let Joined {
+        sanne_device,
+        eva_device,
+        consult,
+        _dirs,
+        ..
+    } = joined(&server).await;
     assert!(!sanne_device.pending(consult).await.expect("pending"));
     assert_eq!(
         sanne_device
@@ -258,4 +285,99 @@ async fn many_tasks_reading_one_device_join_once_and_decrypt_each_message_once()
         .map(|m| (m.sequence, m.text))
         .collect();
     assert_eq!(stored, sent);
+}
+
+#[tokio::test]
+async fn a_page_of_the_thread_ends_where_the_device_has_read_it() {
+    let server = TestServer::start().await;
+    let Joined {
+        sanne_device,
+        eva_device,
+        consult,
+        _dirs,
+        ..
+    } = joined(&server).await;
+    let from_eva = eva_device
+        .send(consult, "van Eva", None)
+        .await
+        .expect("send");
+    // Sanne sends before she has read Eva's message: hers lands after it.
+    let own = sanne_device
+        .send(consult, "van Sanne", None)
+        .await
+        .expect("send");
+    assert_eq!(own, from_eva + 1);
+    let page = sanne_device
+        .messages_after(consult, 0, 10)
+        .await
+        .expect("page");
+    assert!(
+        page.iter().all(|m| m.sequence < from_eva),
+        "her own message waits until Eva's is read, so paging on skips nothing: {page:?}"
+    );
+    sanne_device.catch_up(consult).await.expect("catch up");
+    let page: Vec<u64> = sanne_device
+        .messages_after(consult, 0, 10)
+        .await
+        .expect("page")
+        .iter()
+        .map(|m| m.sequence)
+        .collect();
+    assert_eq!(page, [from_eva, own]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_owner_device_syncing_from_many_tasks_keeps_its_thread() {
+    let server = TestServer::start().await;
+    let Joined {
+        sanne_device,
+        eva,
+        eva_device,
+        consult,
+        _dirs,
+        ..
+    } = joined(&server).await;
+    // A second device of Eva's arrives while Eva posts: the owner's device
+    // adds it from several tasks at once, and writes on.
+    let dir = tempfile::tempdir().expect("dir");
+    let second = Messenger::open(&eva, dir.path(), "telefoon")
+        .await
+        .expect("second device");
+    let sanne_device = Arc::new(sanne_device);
+    let eva_device = Arc::new(eva_device);
+    let mut tasks = Vec::new();
+    for n in 0..4 {
+        let owner = Arc::clone(&sanne_device);
+        tasks.push(tokio::spawn(async move {
+            owner.sync_members(consult).await.map(|_| ())
+        }));
+        let poster = Arc::clone(&eva_device);
+        tasks.push(tokio::spawn(async move {
+            poster
+                .send(consult, &format!("Eva {n}"), None)
+                .await
+                .map(|_| ())
+        }));
+    }
+    for task in tasks {
+        within("a writer", task)
+            .await
+            .expect("task")
+            .expect("every concurrent write succeeds");
+    }
+    let last = sanne_device
+        .send(consult, "Sanne schrijft verder", None)
+        .await
+        .expect("the owner's thread still works");
+    within("the second device joins", second.catch_up(consult))
+        .await
+        .expect("catch up");
+    let read: Vec<u64> = second
+        .messages(consult)
+        .await
+        .expect("history")
+        .iter()
+        .map(|m| m.sequence)
+        .collect();
+    assert!(read.contains(&last), "{read:?}");
 }
