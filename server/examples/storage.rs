@@ -118,8 +118,7 @@ async fn post(threads: &Threads, consult: ConsultId, devices: [DeviceId; 2], fam
             ..Default::default()
         };
         for device in devices {
-            let head = threads.log_head(device).await.unwrap();
-            threads.stage_events(&mut batch, &head, std::slice::from_ref(&reference));
+            threads.stage_events(&mut batch, device, std::slice::from_ref(&reference));
         }
         batch.audit(audit_event(consult, family, devices[0]));
         match threads.commit(batch).await {

@@ -120,7 +120,14 @@ pub struct Config {
     pub audit_checkpoint_interval: Duration,
     /// How long data is kept.
     pub retention: Retention,
+    /// Where the admin listener serves `/metrics` and `/health` over plain
+    /// HTTP; `None` when it is off.
+    pub admin_listen: Option<SocketAddr>,
 }
+
+/// Where the admin listener binds unless told otherwise: loopback only,
+/// the port Prometheus exporters commonly take.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9464";
 
 /// The file's shape.
 #[derive(Debug, Deserialize)]
@@ -128,6 +135,9 @@ pub struct Config {
 pub struct FileConfig {
     /// Listen address, e.g. "0.0.0.0:7443".
     pub listen: Option<String>,
+    /// The admin listener (`/metrics`, `/health`, plain HTTP), e.g.
+    /// "127.0.0.1:9464" (the default), or "off".
+    pub admin_listen: Option<String>,
     /// Data directory.
     pub data_dir: Option<PathBuf>,
     /// Seconds in-flight calls get at shutdown.
@@ -266,6 +276,8 @@ pub struct Overrides {
     pub listen: Option<String>,
     /// Replaces `data_dir`.
     pub data_dir: Option<PathBuf>,
+    /// Replaces `admin_listen`.
+    pub admin_listen: Option<String>,
 }
 
 impl FileConfig {
@@ -296,6 +308,19 @@ impl FileConfig {
         let listen = listen_text.parse().map_err(|_| {
             ConfigError::Invalid(format!("listen {listen_text:?} is not an address:port"))
         })?;
+        let admin_text = overrides
+            .admin_listen
+            .or(self.admin_listen)
+            .unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.to_owned());
+        let admin_listen = if admin_text == "off" {
+            None
+        } else {
+            Some(admin_text.parse().map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "admin_listen {admin_text:?} is neither an address:port nor \"off\""
+                ))
+            })?)
+        };
         let data_dir = overrides
             .data_dir
             .or(self.data_dir)
@@ -381,6 +406,7 @@ impl FileConfig {
             ),
             audit_checkpoint_interval: Duration::from_secs(checkpoint_seconds),
             retention,
+            admin_listen,
         })
     }
 }

@@ -12,6 +12,7 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
 
 use crate::domain::DeviceId;
@@ -31,6 +32,8 @@ pub struct Hub {
     mailboxes: Arc<Mutex<HashMap<DeviceId, Mailbox>>>,
     /// Set at shutdown: every subscription ends.
     closing: Arc<watch::Sender<bool>>,
+    /// Subscriptions alive now.
+    live: Gauge,
 }
 
 /// A device's subscription as the hub sees it.
@@ -43,6 +46,14 @@ pub struct Subscription {
     current: watch::Receiver<u64>,
     /// Changes at shutdown.
     closing: watch::Receiver<bool>,
+    /// The hub's count of live subscriptions, less one when this ends.
+    live: Gauge,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.live.dec();
+    }
 }
 
 /// Why a subscription must stop waiting.
@@ -83,7 +94,13 @@ impl Hub {
         Hub {
             mailboxes: Arc::default(),
             closing: Arc::new(watch::channel(false).0),
+            live: Gauge::default(),
         }
+    }
+
+    /// The gauge of subscriptions alive now, for the metrics.
+    pub fn live_subscriptions(&self) -> Gauge {
+        self.live.clone()
     }
 
     /// Tells a device's subscription that its log now ends at `last`.
@@ -119,11 +136,13 @@ impl Hub {
         });
         let mut head = mailbox.head.subscribe();
         head.mark_unchanged();
+        self.live.inc();
         Subscription {
             head,
             generation,
             current: mailbox.generation.subscribe(),
             closing: self.closing.subscribe(),
+            live: self.live.clone(),
         }
     }
 

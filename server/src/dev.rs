@@ -34,6 +34,8 @@ pub fn config(pki: &PkiPaths, data_dir: &Path, listen: SocketAddr) -> Result<Con
     }
     let file = FileConfig {
         listen: Some(listen.to_string()),
+        // `dev` binds its own admin listener (`--admin-listen`).
+        admin_listen: Some("off".into()),
         data_dir: Some(data_dir.to_owned()),
         shutdown_grace_seconds: Some(5),
         handshake_timeout_seconds: None,
@@ -75,6 +77,7 @@ pub const NETWORK_FILE: &str = "demo-network.json";
 pub fn write_network(
     pki: &PkiPaths,
     listen: SocketAddr,
+    admin: Option<SocketAddr>,
     people: &[DemoPerson],
 ) -> Result<(), ConfigError> {
     let organisations: Vec<_> = DEMO_ORGANISATIONS
@@ -105,6 +108,7 @@ pub fn write_network(
         .collect();
     let network = serde_json::json!({
         "server": format!("https://localhost:{}", listen.port()),
+        "metrics": admin.map(|a| format!("http://{a}/metrics")),
         "ca": pki.ca_cert(),
         "organisations": organisations,
         "people": people,
@@ -134,6 +138,7 @@ pub fn welcome(
     pki: &PkiPaths,
     data_dir: &Path,
     listen: SocketAddr,
+    admin: Option<SocketAddr>,
     people: &[DemoPerson],
 ) -> String {
     let mut out = String::new();
@@ -142,6 +147,12 @@ pub fn welcome(
         "samenop dev server on {listen} (gRPC over mutual TLS, TLS 1.3)"
     );
     let _ = writeln!(out, "  data directory: {}", data_dir.display());
+    if let Some(admin) = admin {
+        let _ = writeln!(
+            out,
+            "  metrics: http://{admin}/metrics  health: http://{admin}/health (plain HTTP)"
+        );
+    }
     let _ = writeln!(out, "  CA certificate: {}", pki.ca_cert().display());
     let _ = writeln!(
         out,

@@ -30,6 +30,7 @@ pub mod dev;
 pub mod domain;
 pub mod error;
 pub mod layers;
+pub mod metrics;
 mod retention;
 pub mod services;
 pub mod store;
@@ -76,6 +77,14 @@ pub enum RunError {
     /// The audit key could not be read or made.
     #[error(transparent)]
     AuditKey(#[from] audit_key::AuditKeyError),
+    /// The admin listener could not be bound.
+    #[error("cannot listen on {addr} for /metrics and /health: {reason}")]
+    Admin {
+        /// The configured address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        reason: std::io::Error,
+    },
 }
 
 /// Aborts a background task when dropped.
@@ -145,15 +154,41 @@ pub async fn run(
     run_with(config, store, Arc::new(SystemClock), listener, shutdown).await
 }
 
-/// Like [`run`], on a given store and clock.
+/// Like [`run`], on a given store and clock; binds the configured admin
+/// listener.
 ///
 /// # Errors
-/// [`RunError`] when the store or the transport fails.
+/// [`RunError`] when the store or the transport fails, or the admin
+/// listener cannot be bound.
 pub async fn run_with(
     config: Config,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let admin = match config.admin_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|reason| RunError::Admin { addr, reason })?,
+        ),
+        None => None,
+    };
+    serve(config, store, clock, listener, admin, shutdown).await
+}
+
+/// Like [`run_with`], with the admin listener (`/metrics`, `/health`)
+/// already bound, or none.
+///
+/// # Errors
+/// [`RunError`] when the store or the transport fails.
+pub async fn serve(
+    config: Config,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     if store::audit_index::upgrade(&store).await? {
@@ -187,6 +222,25 @@ pub async fn run_with(
         ctx.clone(),
         config.audit_checkpoint_interval,
     )));
+    let mut metrics = metrics::Metrics::new(
+        &[
+            samenop_proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+        ],
+        hub.live_subscriptions(),
+    );
+    store.register_metrics(metrics.registry());
+    let metrics = Arc::new(metrics);
+    let serving = metrics::Serving::default();
+    serving.set(true);
+    let _admin = admin.map(|listener| {
+        AbortOnDrop(tokio::spawn(metrics::serve_admin(
+            listener,
+            metrics.clone(),
+            ctx.clone(),
+            serving.clone(),
+        )))
+    });
     let max = config.limits.max_message_bytes;
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -203,6 +257,8 @@ pub async fn run_with(
         // re-handshakes (certificate and CRL checked again) at least hourly.
         .max_connection_age(MAX_CONNECTION_AGE)
         .trace_fn(layers::request_span)
+        // Outermost: every call is counted and timed as the caller sees it.
+        .layer(metrics.layer())
         // The audit layer sees each answer as it leaves (after the status
         // fix below), and commits the call's event before it does.
         .layer(audit::AuditLayer::new(store.clone(), ctx.clock.clone()))
@@ -240,6 +296,7 @@ pub async fn run_with(
         result = &mut serve => result?,
         () = shutdown => {
             tracing::info!(grace = ?config.shutdown_grace, "shutting down: draining in-flight calls");
+            serving.set(false);
             health
                 .set_service_status("", tonic_health::ServingStatus::NotServing)
                 .await;

@@ -41,6 +41,10 @@ enum Command {
         /// Data directory; overrides `data_dir` in the file.
         #[arg(long, env = "SAMENOP_DATA_DIR")]
         data_dir: Option<PathBuf>,
+        /// Where /metrics and /health are served over plain HTTP, or "off";
+        /// overrides `admin_listen` in the file (default 127.0.0.1:9464).
+        #[arg(long, env = "SAMENOP_ADMIN_LISTEN")]
+        admin_listen: Option<String>,
     },
     /// Run on loopback with the development PKI and the demo network.
     Dev {
@@ -53,6 +57,10 @@ enum Command {
         /// Listen address (loopback only).
         #[arg(long, env = "SAMENOP_LISTEN", default_value = "127.0.0.1:7443")]
         listen: SocketAddr,
+        /// Where /metrics and /health are served over plain HTTP (a free
+        /// loopback port unless given; printed at start), or "off".
+        #[arg(long, env = "SAMENOP_ADMIN_LISTEN", default_value = "127.0.0.1:0")]
+        admin_listen: String,
     },
     /// Work on the audit trail of a stopped server's data directory.
     Audit {
@@ -109,17 +117,24 @@ fn main() -> ExitCode {
                 config,
                 listen,
                 data_dir,
+                admin_listen,
             } => {
                 // A relative --data-dir is relative to where the operator
                 // stands, not to the configuration file.
                 let data_dir = data_dir.map(|dir| std::path::absolute(&dir).unwrap_or(dir));
-                run(config, Overrides { listen, data_dir }).await
+                let overrides = Overrides {
+                    listen,
+                    data_dir,
+                    admin_listen,
+                };
+                run(config, overrides).await
             }
             Command::Dev {
                 pki,
                 data_dir,
                 listen,
-            } => run_dev(pki, data_dir, listen).await,
+                admin_listen,
+            } => run_dev(pki, data_dir, listen, &admin_listen).await,
             Command::Audit {
                 command: AuditCommand::Verify { data, audit_key },
             } => verify_audit(&data, audit_key).await,
@@ -148,7 +163,24 @@ async fn run(path: PathBuf, overrides: Overrides) -> ExitCode {
     finish(samenop_server::run(config, listener, shutdown_signal()).await)
 }
 
-async fn run_dev(pki_dir: PathBuf, data_dir: PathBuf, listen: SocketAddr) -> ExitCode {
+async fn run_dev(
+    pki_dir: PathBuf,
+    data_dir: PathBuf,
+    listen: SocketAddr,
+    admin_listen: &str,
+) -> ExitCode {
+    let admin_addr: Option<SocketAddr> = match admin_listen {
+        "off" => None,
+        text => match text.parse::<SocketAddr>() {
+            Ok(addr) if addr.ip().is_loopback() => Some(addr),
+            _ => {
+                eprintln!(
+                    "samenop-server: --admin-listen {text:?} is not a loopback address:port nor \"off\""
+                );
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+    };
     let pki = samenop_certs_dev::PkiPaths::new(pki_dir);
     match dev::ensure_pki(&pki) {
         Ok(true) => tracing::info!(dir = %pki.dir.display(), "development PKI created"),
@@ -188,13 +220,27 @@ async fn run_dev(pki_dir: PathBuf, data_dir: PathBuf, listen: SocketAddr) -> Exi
             return ExitCode::FAILURE;
         }
     };
-    if let Err(err) = dev::write_network(&pki, listen, &people) {
+    let admin = match admin_addr {
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(admin) => Some(admin),
+            Err(err) => {
+                eprintln!("samenop-server: cannot listen on {addr} for /metrics: {err}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    let admin_addr = admin.as_ref().and_then(|a| a.local_addr().ok());
+    if let Err(err) = dev::write_network(&pki, listen, admin_addr, &people) {
         eprintln!("samenop-server: {err}");
         return ExitCode::FAILURE;
     }
-    println!("{}", dev::welcome(&pki, &data_dir, listen, &people));
+    println!(
+        "{}",
+        dev::welcome(&pki, &data_dir, listen, admin_addr, &people)
+    );
     let clock = std::sync::Arc::new(samenop_server::clock::SystemClock);
-    finish(samenop_server::run_with(config, store, clock, listener, shutdown_signal()).await)
+    finish(samenop_server::serve(config, store, clock, listener, admin, shutdown_signal()).await)
 }
 
 /// `audit verify`: checks the chain of a stopped server's store.

@@ -53,6 +53,8 @@ pub struct TestServer {
     pub data_dir: PathBuf,
     /// Where the server listens now.
     pub addr: SocketAddr,
+    /// Where it serves `/metrics` and `/health` (plain HTTP) now.
+    pub admin_addr: SocketAddr,
     /// The server's clock, which tests move by hand.
     pub clock: ManualClock,
     /// The bootstrap ORG_ADMIN of each allowed organisation, by slug.
@@ -97,7 +99,7 @@ impl TestServer {
             )
             .await
             .expect("the demo network");
-            samenop_server::dev::write_network(&server.pki, server.addr, &people)
+            samenop_server::dev::write_network(&server.pki, server.addr, None, &people)
                 .expect("demo-network.json");
         }
         server.launch().await;
@@ -119,6 +121,7 @@ impl TestServer {
             dir,
             pki,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             clock: ManualClock::new(SystemTime::now()),
             admins,
             durable,
@@ -133,6 +136,8 @@ impl TestServer {
     pub fn config(&self) -> Config {
         let file = FileConfig {
             listen: Some("127.0.0.1:0".into()),
+            // Bound by `launch` on a free port (see `admin_addr`).
+            admin_listen: Some("off".into()),
             data_dir: Some(self.data_dir.clone()),
             shutdown_grace_seconds: Some(5),
             handshake_timeout_seconds: Some(5),
@@ -180,6 +185,13 @@ impl TestServer {
                 .expect("bind"),
         };
         self.addr = listener.local_addr().expect("local addr");
+        let admin = match tokio::net::TcpListener::bind(self.admin_addr).await {
+            Ok(admin) => admin,
+            Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind"),
+        };
+        self.admin_addr = admin.local_addr().expect("local addr");
         let durable = self.durable;
         let store = open_when_released(|| {
             samenop_server::create_durably(&config.data_dir)?;
@@ -189,11 +201,12 @@ impl TestServer {
         .await;
         let (stop, stopped) = oneshot::channel::<()>();
         let clock = Arc::new(self.clock.clone());
-        self.task = Some(tokio::spawn(samenop_server::run_with(
+        self.task = Some(tokio::spawn(samenop_server::serve(
             config,
             store,
             clock,
             listener,
+            Some(admin),
             async {
                 let _ = stopped.await;
             },

@@ -20,8 +20,6 @@ use crate::{
     store::{Batch, Keyspace, StoreError, threads::StoredEvent},
 };
 
-/// How often a change is tried again when only a device log head moved.
-const ATTEMPTS: usize = 16;
 /// Specialists read per directory page when finding a pool's inboxes.
 const POOL_PAGE: usize = 500;
 
@@ -49,19 +47,25 @@ impl Fanout {
         self.events.entry(device).or_default().push(event);
     }
 
-    /// Stages the events into `batch` on the device logs' current heads;
-    /// returns each device's new last event number, to notify after commit.
-    pub(super) async fn stage(
-        &self,
-        ctx: &Context,
-        batch: &mut Batch,
-    ) -> ServiceResult<Vec<(DeviceId, u64)>> {
-        let mut notify = Vec::with_capacity(self.events.len());
+    /// Stages the events into `batch`, each device's at the end of its log
+    /// as it is when the batch commits.
+    pub(super) fn stage(&self, ctx: &Context, batch: &mut Batch) {
         for (device, events) in &self.events {
-            let head = ctx.threads.log_head(*device).await?;
-            notify.push((*device, ctx.threads.stage_events(batch, &head, events)));
+            ctx.threads.stage_events(batch, *device, events);
         }
-        Ok(notify)
+    }
+
+    /// Commits `batch` (with [`Fanout::stage`] done on it, and no other log
+    /// append) and wakes each device's subscription.
+    ///
+    /// # Errors
+    /// As [`crate::store::threads::Threads::commit`].
+    pub(super) async fn commit(&self, ctx: &Context, batch: Batch) -> Result<(), StoreError> {
+        let lasts = ctx.threads.commit_logged(batch).await?;
+        for (device, last) in self.events.keys().zip(lasts) {
+            ctx.hub.notify(*device, last);
+        }
+        Ok(())
     }
 
     /// Adds `event` to every active device of `professional`.
@@ -218,39 +222,16 @@ async fn forget_welcomes(
     Ok(())
 }
 
-/// Commits `batch` with `fanout` staged on the current log heads, retrying
-/// as [`commit`] does.
+/// Commits `batch` with `fanout`'s events appended to the device logs
+/// (which never conflicts: see [`crate::store::Batch::logs`]), and wakes
+/// the subscriptions.
 pub(super) async fn commit_fanout(
     ctx: &Context,
-    batch: Batch,
+    mut batch: Batch,
     fanout: &Fanout,
 ) -> ServiceResult<()> {
-    for _ in 0..ATTEMPTS {
-        let mut attempt = batch.clone();
-        let notify = fanout.stage(ctx, &mut attempt).await?;
-        match ctx.threads.commit(attempt).await {
-            Ok(()) => {
-                for (device, last) in notify {
-                    ctx.hub.notify(device, last);
-                }
-                return Ok(());
-            }
-            Err(StoreError::Conflict) => {
-                if !ctx
-                    .threads
-                    .holds_apart_from(&batch, Keyspace::EventHeads)
-                    .await?
-                {
-                    return Err(StoreError::Conflict.into());
-                }
-                tokio::task::yield_now().await;
-            }
-            Err(other) => return Err(other.into()),
-        }
-    }
-    Err(ServiceError::Aborted(
-        "too many concurrent changes for the devices concerned; try again".into(),
-    ))
+    fanout.stage(ctx, &mut batch);
+    Ok(fanout.commit(ctx, batch).await?)
 }
 
 /// Fills in a stored consult event for delivery to `viewer`: the consult as

@@ -385,15 +385,10 @@ impl ThreadApi {
                     },
                 );
             }
-            let notify = fanout.stage(&self.ctx, &mut batch).await?;
+            fanout.stage(&self.ctx, &mut batch);
             batch.audit(caller.audit.allowed());
-            match self.ctx.threads.commit(batch).await {
-                Ok(()) => {
-                    for (device, last) in notify {
-                        self.ctx.hub.notify(device, last);
-                    }
-                    return Ok((entry.sequence, epoch_after));
-                }
+            match fanout.commit(&self.ctx, batch).await {
+                Ok(()) => return Ok((entry.sequence, epoch_after)),
                 Err(StoreError::Conflict) => tokio::time::sleep(RETRY_PAUSE).await,
                 Err(other) => return Err(other.into()),
             }

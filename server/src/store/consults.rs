@@ -607,6 +607,39 @@ impl Consults {
         )
     }
 
+    /// The consult requests still waiting (REQUESTED), at most `limit`:
+    /// each one's expertise, and whether its respond-by time is past at
+    /// `now` (the sweep expires such requests at its next round).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails or a record is corrupt.
+    pub async fn waiting(
+        &self,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<(crate::domain::Expertise, bool)>, StoreError> {
+        let entries = self
+            .store
+            .scan(Keyspace::ConsultDeadlines, &[], None, limit)
+            .await?;
+        let due: std::collections::HashSet<[u8; 16]> =
+            super::records::due_ids(Keyspace::ConsultDeadlines, entries.clone(), now)?
+                .into_iter()
+                .map(|(_, id)| id)
+                .collect();
+        let mut waiting = Vec::with_capacity(entries.len());
+        for (key, _) in entries {
+            let id = super::records::id_bytes(
+                Keyspace::ConsultDeadlines,
+                key.get(8..).unwrap_or_default(),
+            )?;
+            if let Some(consult) = self.consult(ConsultId::from_bytes(id)).await? {
+                waiting.push((consult.expertise, due.contains(&id)));
+            }
+        }
+        Ok(waiting)
+    }
+
     /// Consults requested in `[from, until)`, by request time, at most `limit`.
     ///
     /// # Errors

@@ -19,7 +19,9 @@ pub(crate) async fn run_all(store: Arc<dyn Store>) {
     audit_index_is_written_with_the_event(store.as_ref()).await;
     audit_index_walks_many_prefixes_in_order(store.as_ref()).await;
     concurrent_conditional_writes_have_one_winner(store.clone()).await;
-    concurrent_audit_appends_stay_gapless(store).await;
+    concurrent_audit_appends_stay_gapless(store.clone()).await;
+    concurrent_log_appends_are_numbered_without_conflict(store.clone()).await;
+    log_appends_go_with_their_batch(store).await;
 }
 
 /// The stored chain: (key, raw entry) in order.
@@ -288,6 +290,86 @@ async fn concurrent_audit_appends_stay_gapless(store: Arc<dyn Store>) {
     let sequences: Vec<u64> = events.iter().map(|e| e.sequence).collect();
     let expected: Vec<u64> = (1..=u64::try_from(chain.len()).unwrap()).collect();
     assert_eq!(sequences, expected, "gapless, in order");
+}
+
+/// Many writers appending to the same two device logs at once: no append
+/// conflicts, each log is numbered 1, 2, 3 … without gap or repeat, each
+/// writer is told the numbers its own events got, and the head is the last.
+async fn concurrent_log_appends_are_numbered_without_conflict(store: Arc<dyn Store>) {
+    const WRITERS: u8 = 8;
+    const EACH: u8 = 10;
+    let (a, b) = ([0xa1; 16], [0xb2; 16]);
+    let mut writers = Vec::new();
+    for writer in 0..WRITERS {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            let mut told = Vec::new();
+            for n in 0..EACH {
+                let mut batch = Batch::new();
+                // Two events to a, one to b: a's numbers move by two.
+                batch.append_log(a, vec![vec![writer, n, 0], vec![writer, n, 1]]);
+                batch.append_log(b, vec![vec![writer, n]]);
+                let lasts = store.commit_logged(batch).await.unwrap();
+                told.push((vec![writer, n], lasts));
+            }
+            told
+        }));
+    }
+    let mut told = Vec::new();
+    for writer in writers {
+        told.extend(writer.await.unwrap());
+    }
+    let log = |device: [u8; 16]| {
+        let store = store.clone();
+        async move {
+            super::scan_all(store.as_ref(), Keyspace::Events, &device)
+                .await
+                .unwrap()
+        }
+    };
+    let (log_a, log_b) = (log(a).await, log(b).await);
+    let total = usize::from(WRITERS) * usize::from(EACH);
+    assert_eq!(log_a.len(), 2 * total);
+    assert_eq!(log_b.len(), total);
+    for (entries, device) in [(&log_a, a), (&log_b, b)] {
+        for (i, (key, _)) in entries.iter().enumerate() {
+            let number = u64::from_be_bytes(key[16..24].try_into().unwrap());
+            assert_eq!(number, i as u64 + 1, "gapless, in order");
+            assert_eq!(key[..16], device);
+        }
+    }
+    for (id, lasts) in told {
+        let [last_a, last_b] = lasts[..] else {
+            panic!("one number per append, got {lasts:?}");
+        };
+        let at = |entries: &[(Vec<u8>, Vec<u8>)], n: u64| {
+            entries[usize::try_from(n - 1).unwrap()].1.clone()
+        };
+        assert_eq!(at(&log_a, last_a - 1), [id.as_slice(), &[0]].concat());
+        assert_eq!(at(&log_a, last_a), [id.as_slice(), &[1]].concat());
+        assert_eq!(at(&log_b, last_b), id);
+    }
+    let head = store.get(Keyspace::EventHeads, &a).await.unwrap();
+    assert_eq!(head, Some((2 * total as u64).to_be_bytes().to_vec()));
+}
+
+/// A batch whose precondition fails appends nothing to its logs.
+async fn log_appends_go_with_their_batch(store: Arc<dyn Store>) {
+    let device = [0xc3; 16];
+    let mut batch = Batch::new();
+    batch.expect(Keyspace::Meta, b"log-gate".to_vec(), Some(b"open".to_vec()));
+    batch.append_log(device, vec![b"never".to_vec()]);
+    assert!(matches!(
+        store.commit_logged(batch).await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(
+        store.get(Keyspace::EventHeads, &device).await.unwrap(),
+        None
+    );
+    let mut batch = Batch::new();
+    batch.append_log(device, vec![b"first".to_vec()]);
+    assert_eq!(store.commit_logged(batch).await.unwrap(), vec![1]);
 }
 
 async fn get_put_delete(store: &dyn Store) {

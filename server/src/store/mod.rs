@@ -207,6 +207,21 @@ pub struct Batch {
     /// Audit events, appended to the audit chain in the same transaction,
     /// in order (their sequence and hashes are set then).
     pub audit: Vec<samenop_proto::v1::AuditEvent>,
+    /// Events appended to device logs, numbered in the same transaction
+    /// after each log's head as it is then: appends never conflict, so
+    /// changes that reach the same devices (a specialist's device is in
+    /// every consult it takes part in) commit side by side.
+    pub logs: Vec<LogAppend>,
+}
+
+/// Events for the end of one device's event log (keyspaces
+/// [`Keyspace::Events`] and [`Keyspace::EventHeads`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogAppend {
+    /// The device (its id's bytes).
+    pub device: [u8; 16],
+    /// The encoded events, in order.
+    pub events: Vec<Vec<u8>>,
 }
 
 impl Batch {
@@ -235,6 +250,12 @@ impl Batch {
     /// Adds an audit event, appended to the chain with the batch.
     pub fn audit(&mut self, event: samenop_proto::v1::AuditEvent) {
         self.audit.push(event);
+    }
+
+    /// Adds events to the end of `device`'s log; their numbers are given
+    /// when the batch commits (see [`Store::commit_logged`]).
+    pub fn append_log(&mut self, device: [u8; 16], events: Vec<Vec<u8>>) {
+        self.logs.push(LogAppend { device, events });
     }
 
     /// Whether every precondition outside `ignore` still holds in `store`:
@@ -340,11 +361,26 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// [`StoreError::Conflict`] when a precondition fails (nothing written),
     /// [`StoreError::Backend`] when the backend fails.
-    async fn commit(&self, batch: Batch) -> Result<(), StoreError>;
+    async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+        self.commit_logged(batch).await.map(drop)
+    }
+
+    /// Like [`Store::commit`], answering the number of the last event of
+    /// each log append of the batch, in the order of [`Batch::logs`].
+    ///
+    /// # Errors
+    /// As [`Store::commit`].
+    async fn commit_logged(&self, batch: Batch) -> Result<Vec<u64>, StoreError>;
 
     /// Makes everything committed so far durable (used at shutdown).
     ///
     /// # Errors
     /// [`StoreError::Backend`] when the backend fails.
     async fn flush(&self) -> Result<(), StoreError>;
+
+    /// Registers the backend's own metrics (commit latency, group sizes,
+    /// syncs) in `registry`; none by default.
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        let _ = registry;
+    }
 }

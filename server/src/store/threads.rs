@@ -92,8 +92,6 @@ pub type StoredEvent = v1::SubscribeResponse;
 pub struct LogHead {
     /// The device.
     pub device: DeviceId,
-    /// The stored bytes (`None` before the first event).
-    raw: Option<Vec<u8>>,
     /// The number of the last event (0: none).
     pub last: u64,
 }
@@ -369,25 +367,16 @@ impl Threads {
             Some(raw) => u64_be(raw).ok_or_else(|| corrupt(Keyspace::EventHeads, "not 8 bytes"))?,
             None => 0,
         };
-        Ok(LogHead { device, raw, last })
+        Ok(LogHead { device, last })
     }
 
-    /// Adds to `batch` events appended to a device's log after `head` (as
-    /// read); returns the new head's number.
-    pub fn stage_events(&self, batch: &mut Batch, head: &LogHead, events: &[StoredEvent]) -> u64 {
-        let key = head.device.as_bytes().to_vec();
-        batch.expect(Keyspace::EventHeads, key.clone(), head.raw.clone());
-        let mut last = head.last;
-        for event in events {
-            last += 1;
-            batch.put(
-                Keyspace::Events,
-                [head.device.as_bytes().as_slice(), &last.to_be_bytes()].concat(),
-                event.encode_to_vec(),
-            );
-        }
-        batch.put(Keyspace::EventHeads, key, last.to_be_bytes().to_vec());
-        last
+    /// Adds to `batch` events appended to the end of `device`'s log, as it
+    /// is when the batch commits (see [`Threads::commit_logged`]).
+    pub fn stage_events(&self, batch: &mut Batch, device: DeviceId, events: &[StoredEvent]) {
+        batch.append_log(
+            *device.as_bytes(),
+            events.iter().map(prost::Message::encode_to_vec).collect(),
+        );
     }
 
     /// The number up to which a device's log was trimmed (0: never).
@@ -598,5 +587,14 @@ impl Threads {
     /// [`StoreError::Conflict`] when a head moved since it was read.
     pub async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
         self.store.commit(batch).await
+    }
+
+    /// Like [`Threads::commit`], answering the last event number of each
+    /// device log the batch appended to, in the order they were staged.
+    ///
+    /// # Errors
+    /// As [`Threads::commit`].
+    pub async fn commit_logged(&self, batch: Batch) -> Result<Vec<u64>, StoreError> {
+        self.store.commit_logged(batch).await
     }
 }

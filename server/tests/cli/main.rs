@@ -54,6 +54,7 @@ fn setup(dir: &Path, port: u16) -> (PkiPaths, String) {
 fn config_text(pki: &PkiPaths, port: u16, data: &Path, admins: &[&str]) -> String {
     let mut text = format!(
         r#"listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:0"
 data_dir = "{data}"
 shutdown_grace_seconds = 5
 [tls]

@@ -1,5 +1,5 @@
 //! End-to-end tests of samenop: a real server on loopback, real mutual TLS,
-//! real sled storage. One test binary; one module per concern.
+//! real storage on disk. One test binary; one module per concern.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, missing_docs)]
 
@@ -15,6 +15,7 @@ mod identity;
 mod input;
 mod kept;
 mod matrix;
+mod metrics;
 mod posts;
 mod raw;
 mod restart;
