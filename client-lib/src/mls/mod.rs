@@ -127,6 +127,26 @@ struct Outbox {
     request_id: Uuid,
     /// The encoded `ThreadContent`, with its sender count.
     content: Vec<u8>,
+    /// The MLS message of `content` as last encrypted (and durable with
+    /// the ratchet step that made it): posted again as it is after a lost
+    /// answer or a crash, encrypted anew only when the server refused it
+    /// for a newer epoch. Absent in outboxes of earlier versions.
+    #[serde(default)]
+    sealed: Option<Vec<u8>>,
+}
+
+/// The client's own records one write puts (key, value) or removes (key,
+/// `None`).
+type Records = Vec<(String, Option<Vec<u8>>)>;
+
+/// A message a send puts into the outbox.
+struct NewMessage<'a> {
+    /// Its text.
+    text: &'a str,
+    /// The sequence it answers.
+    reply_to: Option<u64>,
+    /// Its attachments, uploaded.
+    attachments: &'a [Attachment],
 }
 
 /// Whether a post refused with `code` was certainly not stored (a post that
@@ -369,15 +389,32 @@ impl Inner {
 
     /// Persists the MLS changes with `thread` and `extra` records; on
     /// failure, undoes the MLS changes.
-    fn persist(
+    fn persist(&mut self, consult: Uuid, thread: &ThreadRecord, extra: Records) -> Result<()> {
+        self.persist_with(consult, thread, extra, true)
+    }
+
+    /// Like [`Inner::persist`], without waiting for the disk: for what can
+    /// be found again after a power cut (see `deliver_outbox_with`). The
+    /// next durable write carries it.
+    fn persist_lazily(
         &mut self,
         consult: Uuid,
         thread: &ThreadRecord,
-        extra: Vec<(String, Option<Vec<u8>>)>,
+        extra: Records,
+    ) -> Result<()> {
+        self.persist_with(consult, thread, extra, false)
+    }
+
+    fn persist_with(
+        &mut self,
+        consult: Uuid,
+        thread: &ThreadRecord,
+        extra: Records,
+        durable: bool,
     ) -> Result<()> {
         let mut own = vec![(thread_key(consult), Some(json(thread)?))];
         own.extend(extra);
-        let result = self.state.persist(&own);
+        let result = self.state.persist_with(&own, durable);
         if result.is_err() {
             self.state.roll_back();
         }
@@ -1058,13 +1095,18 @@ impl Messenger {
     ) -> Result<u64> {
         let queue = self.send_queue(consult);
         let _turn = queue.lock().await;
-        if !self.joined(consult).await? {
-            return Err(not_member(consult));
-        }
-        if !self.active(consult).await? {
-            return Err(ClientError::FailedPrecondition(format!(
-                "this device was removed from consult {consult}'s group"
-            )));
+        {
+            // One read of the group for both checks: loading it decodes
+            // the whole group state.
+            let inner = self.inner.lock().await;
+            let group = inner
+                .load_group(consult)?
+                .ok_or_else(|| not_member(consult))?;
+            if inner.thread(consult)?.removed || !group.is_active() {
+                return Err(ClientError::FailedPrecondition(format!(
+                    "this device was removed from consult {consult}'s group"
+                )));
+            }
         }
         // A message whose answer was lost goes first, under its own id. If
         // the server now refuses it for good (the outbox is empty again),
@@ -1078,25 +1120,14 @@ impl Messenger {
         let attachments = self
             .upload_attachments(consult, attachments, progress)
             .await?;
-        {
-            let mut inner = self.inner.lock().await;
-            let mut thread = inner.thread(consult)?;
-            let content = v1::ThreadContent {
-                version: CONTENT_VERSION,
-                sender_counter: thread.sent + 1,
-                text: text.to_owned(),
-                reply_to_sequence: reply_to.unwrap_or(0),
-                attachments: attachments.iter().map(Attachment::to_reference).collect(),
-            };
-            thread.outbox = Some(Outbox {
-                request_id: Uuid::new_v4(),
-                content: content.encode_to_vec(),
-            });
-            inner.persist(consult, &thread, Vec::new())?;
-        }
+        let message = NewMessage {
+            text,
+            reply_to,
+            attachments: &attachments,
+        };
         // Only a send holding this consult's queue fills or empties the
         // outbox, so the message delivered here is this send's own.
-        self.deliver_outbox(consult)
+        self.deliver_outbox_with(consult, Some(message))
             .await?
             .ok_or_else(|| local("the message to send", "it left the outbox unsent"))
     }
@@ -1128,6 +1159,45 @@ impl Messenger {
         Ok(self.inner.lock().await.thread(consult)?.outbox.is_some())
     }
 
+    /// `texts` encrypted as application messages of `consult`'s group at
+    /// its current epoch, in the thread's content layout, and not posted:
+    /// for a load generator that posts ciphertexts made before it starts
+    /// timing, so that it measures the server's cost and not its own
+    /// (samenop-bench). The ratchet steps are on disk when this returns, as
+    /// for a send, in one write. The device never learns what becomes of
+    /// them: use a device made for the load, not one whose thread is read.
+    ///
+    /// # Errors
+    /// NotFound when this device is not in the group;
+    /// [`ClientError::LocalState`] when its state cannot be read or written.
+    pub async fn seal_unsent(&self, consult: Uuid, texts: &[&str]) -> Result<Vec<Vec<u8>>> {
+        let queue = self.send_queue(consult);
+        let _turn = queue.lock().await;
+        let mut inner = self.inner.lock().await;
+        let thread = inner.thread(consult)?;
+        let mut group = inner
+            .load_group(consult)?
+            .ok_or_else(|| not_member(consult))?;
+        let mut sealed = Vec::with_capacity(texts.len());
+        for text in texts {
+            let content = v1::ThreadContent {
+                version: CONTENT_VERSION,
+                text: (*text).to_owned(),
+                ..v1::ThreadContent::default()
+            };
+            let encrypted = group
+                .create_message(
+                    inner.state.provider(),
+                    &inner.signer,
+                    &content.encode_to_vec(),
+                )
+                .map_err(|e| local("cannot encrypt the message", e))?;
+            sealed.push(serialize(&encrypted)?);
+        }
+        inner.persist(consult, &thread, Vec::new())?;
+        Ok(sealed)
+    }
+
     /// The send queue of `consult` (see the `sending` field).
     fn send_queue(&self, consult: Uuid) -> Arc<tokio::sync::Mutex<()>> {
         let mut queues = self.sending.lock().unwrap_or_else(PoisonError::into_inner);
@@ -1137,74 +1207,119 @@ impl Messenger {
         queues.entry(consult).or_default().clone()
     }
 
-    /// Posts the message waiting in a thread's outbox, if any, catching up
-    /// and encrypting it again when the thread moved to a newer epoch;
-    /// returns its sequence. A refusal that certainly stored nothing empties
-    /// the outbox; any other failure leaves it for the next send.
+    /// Posts the message waiting in a thread's outbox, if any; returns its
+    /// sequence (see [`Messenger::deliver_outbox_with`]).
     async fn deliver_outbox(&self, consult: Uuid) -> Result<Option<u64>> {
+        self.deliver_outbox_with(consult, None).await
+    }
+
+    /// Posts the message waiting in a thread's outbox (first putting
+    /// `message` there, when given), catching up and encrypting it again
+    /// when the thread moved to a newer epoch; returns its sequence. A
+    /// refusal that certainly stored nothing empties the outbox; any other
+    /// failure leaves it for the next send.
+    ///
+    /// One durable write per attempt: the outbox with the message's
+    /// ciphertext and the ratchet step that made it, before the ciphertext
+    /// leaves. What the answer changes (the outbox emptied, the message
+    /// kept as the device's own) is written without waiting for the disk:
+    /// the next durable write carries it, and if a power cut takes it
+    /// first, the outbox still holds the ciphertext under its request id,
+    /// which the server answers with the same sequence when it is posted
+    /// again, or which reading the thread finds stored (see `apply_one`).
+    /// The device's lock is not held while the server answers, so sends to
+    /// other consults go on meanwhile; this consult's queue keeps its own
+    /// sends in order.
+    async fn deliver_outbox_with(
+        &self,
+        consult: Uuid,
+        mut message: Option<NewMessage<'_>>,
+    ) -> Result<Option<u64>> {
+        // Whether the server refused the last ciphertext for a newer epoch.
+        let mut stale = false;
         for attempt in 0..POST_ATTEMPTS {
             if attempt > 0 {
                 self.catch_up(consult).await?;
             }
-            let mut inner = self.inner.lock().await;
-            let mut thread = inner.thread(consult)?;
-            let Some(outbox) = thread.outbox.clone() else {
-                return Ok(None);
+            let (request, request_id) = {
+                let mut inner = self.inner.lock().await;
+                let mut thread = inner.thread(consult)?;
+                if let Some(new) = message.take() {
+                    let content = v1::ThreadContent {
+                        version: CONTENT_VERSION,
+                        sender_counter: thread.sent + 1,
+                        text: new.text.to_owned(),
+                        reply_to_sequence: new.reply_to.unwrap_or(0),
+                        attachments: new
+                            .attachments
+                            .iter()
+                            .map(Attachment::to_reference)
+                            .collect(),
+                    };
+                    thread.outbox = Some(Outbox {
+                        request_id: Uuid::new_v4(),
+                        content: content.encode_to_vec(),
+                        sealed: None,
+                    });
+                }
+                let Some(mut outbox) = thread.outbox.clone() else {
+                    return Ok(None);
+                };
+                let sealed = match outbox.sealed.take() {
+                    Some(sealed) if !stale => sealed,
+                    _ => {
+                        let mut group = inner
+                            .load_group(consult)?
+                            .ok_or_else(|| not_member(consult))?;
+                        let encrypted = group
+                            .create_message(inner.state.provider(), &inner.signer, &outbox.content)
+                            .map_err(|e| local("cannot encrypt the message", e))?;
+                        let sealed = serialize(&encrypted)?;
+                        outbox.sealed = Some(sealed.clone());
+                        thread.outbox = Some(outbox.clone());
+                        // The ratchet's step is on disk before the
+                        // ciphertext leaves.
+                        inner.persist(consult, &thread, Vec::new())?;
+                        sealed
+                    }
+                };
+                let request = v1::PostMessageRequest {
+                    consult_id: consult.to_string(),
+                    device_id: self.device.to_string(),
+                    mls_message: sealed,
+                    request_id: outbox.request_id.to_string(),
+                };
+                (self.client.request(request)?, outbox.request_id)
             };
-            let mut group = inner
-                .load_group(consult)?
-                .ok_or_else(|| not_member(consult))?;
-            let encrypted = group
-                .create_message(inner.state.provider(), &inner.signer, &outbox.content)
-                .map_err(|e| local("cannot encrypt the message", e))?;
-            // The ratchet's step is on disk before the ciphertext leaves.
-            inner.persist(consult, &thread, Vec::new())?;
-            let request = v1::PostMessageRequest {
-                consult_id: consult.to_string(),
-                device_id: self.device.to_string(),
-                mls_message: serialize(&encrypted)?,
-                request_id: outbox.request_id.to_string(),
-            };
-            match self
-                .threads()
-                .post_message(self.client.request(request)?)
-                .await
-            {
+            match self.threads().post_message(request).await {
                 Ok(answer) => {
                     let sequence = answer.into_inner().sequence;
-                    let content = v1::ThreadContent::decode(outbox.content.as_slice())
-                        .map_err(|e| local("the outbox", e))?;
-                    thread.sent = content.sender_counter;
-                    thread.outbox = None;
-                    if sequence == thread.next_sequence {
-                        thread.next_sequence += 1;
-                    }
-                    let attachments = content
-                        .attachments
-                        .into_iter()
-                        .map(Attachment::from_reference)
-                        .collect::<std::result::Result<Vec<_>, _>>()
-                        .map_err(|e| local("the outbox", e))?;
-                    let message = ThreadMessage {
-                        consult,
-                        sequence,
-                        sender_device: self.device,
-                        sender_professional: inner.device.professional,
-                        text: content.text,
-                        reply_to: (content.reply_to_sequence != 0)
-                            .then_some(content.reply_to_sequence),
-                        attachments,
-                        own: true,
-                        posted_at: Some(std::time::SystemTime::now()),
+                    let mut inner = self.inner.lock().await;
+                    let mut thread = inner.thread(consult)?;
+                    return match thread.outbox.take() {
+                        Some(outbox) if outbox.request_id == request_id => {
+                            let (thread, extra) =
+                                self.posted(&inner, consult, thread, outbox, sequence)?;
+                            inner.persist_lazily(consult, &thread, extra)?;
+                            Ok(Some(sequence))
+                        }
+                        // Reading the thread found it stored meanwhile and
+                        // completed it.
+                        _ => Ok(Some(sequence)),
                     };
-                    let extra = vec![(message_key(consult, sequence), Some(json(&message)?))];
-                    inner.persist(consult, &thread, extra)?;
-                    return Ok(Some(sequence));
                 }
-                Err(status) if status.code() == tonic::Code::Aborted => {}
+                Err(status) if status.code() == tonic::Code::Aborted => stale = true,
                 Err(status) if not_stored(status.code()) => {
-                    thread.outbox = None;
-                    inner.persist(consult, &thread, Vec::new())?;
+                    let mut inner = self.inner.lock().await;
+                    let mut thread = inner.thread(consult)?;
+                    if thread
+                        .outbox
+                        .as_ref()
+                        .is_some_and(|o| o.request_id == request_id)
+                    {
+                        thread.outbox = None;
+                        inner.persist(consult, &thread, Vec::new())?;
+                    }
                     return Err(status.into());
                 }
                 Err(status) => return Err(status.into()),
@@ -1213,6 +1328,47 @@ impl Messenger {
         Err(ClientError::Aborted(format!(
             "the thread of consult {consult} kept moving; send again"
         )))
+    }
+
+    /// `thread` once `outbox`'s message is stored at `sequence`: the
+    /// outbox emptied, the sender count moved on, and the message's record
+    /// as this device's own, to be written with it.
+    fn posted(
+        &self,
+        inner: &Inner,
+        consult: Uuid,
+        mut thread: ThreadRecord,
+        outbox: Outbox,
+        sequence: u64,
+    ) -> Result<(ThreadRecord, Records)> {
+        let content = v1::ThreadContent::decode(outbox.content.as_slice())
+            .map_err(|e| local("the outbox", e))?;
+        thread.sent = thread.sent.max(content.sender_counter);
+        thread.outbox = None;
+        if sequence == thread.next_sequence {
+            thread.next_sequence += 1;
+        }
+        let attachments = content
+            .attachments
+            .into_iter()
+            .map(Attachment::from_reference)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| local("the outbox", e))?;
+        let message = ThreadMessage {
+            consult,
+            sequence,
+            sender_device: self.device,
+            sender_professional: inner.device.professional,
+            text: content.text,
+            reply_to: (content.reply_to_sequence != 0).then_some(content.reply_to_sequence),
+            attachments,
+            own: true,
+            posted_at: Some(std::time::SystemTime::now()),
+        };
+        Ok((
+            thread,
+            vec![(message_key(consult, sequence), Some(json(&message)?))],
+        ))
     }
 
     /// Reads what is new in a consult's thread (joining its group first when
@@ -1263,13 +1419,6 @@ impl Messenger {
                 return Ok(received);
             }
         }
-    }
-
-    /// Whether this device is an active member of the consult's group.
-    async fn active(&self, consult: Uuid) -> Result<bool> {
-        let inner = self.inner.lock().await;
-        let removed = inner.thread(consult)?.removed;
-        Ok(!removed && inner.load_group(consult)?.is_some_and(|g| g.is_active()))
     }
 
     /// Whether this device holds the consult's group: it made it, or
@@ -1448,6 +1597,19 @@ impl Messenger {
         let sender_professional =
             crate::types::uuid("sender_professional_id", &entry.sender_professional_id)?;
         if sender == self.device {
+            // The message in the outbox, stored although its answer was
+            // lost (or a power cut took what the answer wrote): kept as
+            // this device's own now, as the answer would have.
+            if entry.kind == v1::ThreadEntryKind::Application as i32
+                && let Some(outbox) = thread
+                    .outbox
+                    .clone()
+                    .filter(|o| o.sealed.as_deref() == Some(entry.mls_message.as_slice()))
+            {
+                let (thread, extra) = self.posted(inner, consult, thread, outbox, sequence)?;
+                inner.persist(consult, &thread, extra)?;
+                return Ok(None);
+            }
             // Our own message or commit: a commit still pending (posted
             // before a crash) is merged now.
             if entry.kind == v1::ThreadEntryKind::Commit as i32 {

@@ -165,6 +165,18 @@ impl DurableState {
     /// with `own` (key, value; `None` removes), as one write transaction,
     /// durable when this returns.
     pub(crate) fn persist(&mut self, own: &[(String, Option<Vec<u8>>)]) -> Result<()> {
+        self.persist_with(own, true)
+    }
+
+    /// Like [`DurableState::persist`]; with `durable` false, the write does
+    /// not wait for the disk (redb's `Durability::None`): a crash or power
+    /// cut may take it, and the state is then that of the last durable
+    /// write, which a later durable write makes this one part of.
+    pub(crate) fn persist_with(
+        &mut self,
+        own: &[(String, Option<Vec<u8>>)],
+        durable: bool,
+    ) -> Result<()> {
         let current = self
             .provider
             .storage()
@@ -173,7 +185,11 @@ impl DurableState {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         let write = |e: &dyn std::fmt::Display| local("cannot write the state", e);
-        let tx = self.db.begin_write().map_err(|e| write(&e))?;
+        let mut tx = self.db.begin_write().map_err(|e| write(&e))?;
+        if !durable {
+            tx.set_durability(redb::Durability::None)
+                .map_err(|e| write(&e))?;
+        }
         {
             let mut table = tx.open_table(TABLE).map_err(|e| write(&e))?;
             for (key, value) in &current {

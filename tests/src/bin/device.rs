@@ -51,6 +51,18 @@ async fn main() {
                 .send(consult, rest.unwrap_or_default(), None)
                 .await
                 .map(|sequence| format!("sent {sequence}")),
+            Some("own") => device.messages(consult).await.map(|all| {
+                let own: Vec<String> = all
+                    .into_iter()
+                    .filter(|m| m.own)
+                    .map(|m| format!("{}:{}", m.sequence, m.text))
+                    .collect();
+                format!("own {}", own.join(" "))
+            }),
+            Some("pending") => device
+                .pending(consult)
+                .await
+                .map(|pending| format!("pending {pending}")),
             Some("update") => device
                 .update_keys(consult)
                 .await

@@ -1,7 +1,10 @@
 //! A device whose state is on the power-cut file system, run as its own
 //! process: killed and power-cut right after a send was acknowledged and
 //! right after a commit, it comes back with what it had acknowledged, never
-//! encrypts with a key it already used, and reads and sends again.
+//! encrypts with a key it already used, and reads and sends again. A send
+//! writes durably once, before its ciphertext leaves; what its answer
+//! changes is found again after a cut, by reading the thread or by the
+//! next send.
 
 use std::process::Stdio;
 
@@ -112,13 +115,38 @@ async fn a_device_cut_off_after_a_send_or_a_commit_comes_back_and_never_reuses_a
         .ask(&format!("catch-up {consult}"), "caught-up")
         .await;
 
-    // Cut right after an acknowledged send.
-    device.ask(&format!("send {consult} een"), "sent").await;
+    // Cut right after an acknowledged send: reading the thread finds the
+    // message the outbox still holds stored, and keeps it as its own.
+    let sent = device.ask(&format!("send {consult} een"), "sent").await;
+    let sequence = sent.trim_start_matches("sent ").to_owned();
     device.kill().await;
     mount.power_cut(Cut::Clean).unwrap();
     let (mut device, again) = DeviceProcess::start(&server, eva_id, &state).await;
     assert_eq!(again, id, "the same device, from its state on disk");
-    device.ask(&format!("send {consult} twee"), "sent").await;
+    device
+        .ask(&format!("catch-up {consult}"), "caught-up")
+        .await;
+    assert_eq!(
+        device.ask(&format!("pending {consult}"), "pending").await,
+        "pending false"
+    );
+    assert_eq!(
+        device.ask(&format!("own {consult}"), "own").await,
+        format!("own {sequence}:een")
+    );
+    // Cut after a send again: the next send posts the waiting ciphertext
+    // first, which the server answers with its sequence, stored once.
+    let sent = device.ask(&format!("send {consult} twee"), "sent").await;
+    let second = sent.trim_start_matches("sent ").to_owned();
+    device.kill().await;
+    mount.power_cut(Cut::Clean).unwrap();
+    let (mut device, _) = DeviceProcess::start(&server, eva_id, &state).await;
+    device.ask(&format!("send {consult} drie"), "sent").await;
+    let own = device.ask(&format!("own {consult}"), "own").await;
+    assert!(
+        own.starts_with(&format!("own {sequence}:een {second}:twee ")),
+        "{own}"
+    );
 
     // Cut right after a commit, torn.
     device.ask(&format!("update {consult}"), "updated").await;
@@ -128,14 +156,14 @@ async fn a_device_cut_off_after_a_send_or_a_commit_comes_back_and_never_reuses_a
     device
         .ask(&format!("catch-up {consult}"), "caught-up")
         .await;
-    device.ask(&format!("send {consult} drie"), "sent").await;
+    device.ask(&format!("send {consult} vier"), "sent").await;
     device.kill().await;
 
     // The other member reads each message once, in order: a key used twice
     // would fail decryption, a count rolled back would be out of order.
     let read = sanne_device.catch_up(consult).await.unwrap();
     let texts: Vec<&str> = read.iter().map(|m| m.text.as_str()).collect();
-    assert_eq!(texts, ["een", "twee", "drie"]);
+    assert_eq!(texts, ["een", "twee", "drie", "vier"]);
     // And the server stored each ciphertext once.
     let stored: Vec<Vec<u8>> = thread_entries(&sanne, sanne_device.device(), consult)
         .await
@@ -146,6 +174,8 @@ async fn a_device_cut_off_after_a_send_or_a_commit_comes_back_and_never_reuses_a
         })
         .map(|e| e.mls_message)
         .collect();
-    assert_eq!(stored.len(), 3);
-    assert!(stored[0] != stored[1] && stored[1] != stored[2]);
+    assert_eq!(stored.len(), 4);
+    for (n, message) in stored.iter().enumerate() {
+        assert!(!stored[n + 1..].contains(message), "a ciphertext twice");
+    }
 }
