@@ -1,0 +1,231 @@
+//! samenop-bench: samenop measured against the bare stack it is built on.
+//!
+//! Each comparison runs the real `samenop-server` binary (its own data
+//! directory and port, durable store) and a bare tonic echo server on the
+//! same TLS configuration, payload size and machine, in one run,
+//! alternately (A B, B A, …, at least 5 rounds), and prints one line per
+//! figure: `name ratio=… target=…`, with the medians, spread and CPU time
+//! per call of both sides. `all` runs everything and writes
+//! `report.json` and `report.md`.
+//!
+//! ```sh
+//! cargo run --release -p samenop-bench -- all
+//! ```
+
+mod b0;
+mod b1;
+mod b2;
+mod b4;
+mod b6;
+mod b8;
+mod echo;
+mod network;
+mod report;
+mod run;
+mod sys;
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{network::Network, report::Report};
+
+#[derive(Parser)]
+#[command(
+    name = "samenop-bench",
+    about = "samenop measured against the bare stack it is built on"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Every benchmark; writes report.json and report.md.
+    All(Options),
+    /// B0: read calls (GetProfessional, GetConsult, ListConsults) vs echo.
+    B0(Options),
+    /// B1: the server's append throughput, with messages encrypted before timing.
+    B1(Options),
+    /// B2: one encrypted send at a time through samenop-client.
+    B2(Options),
+    /// B4: fan-out to 10, 100 and 640 subscribed devices vs a bare broadcast.
+    B4(Options),
+    /// B6: a new mutual-TLS connection and one call.
+    B6(Options),
+    /// B8: MLS in the client vs the raw primitives of its ciphersuite.
+    B8(Options),
+    /// The bare echo server (started by the benchmarks themselves).
+    #[command(hide = true)]
+    EchoServer {
+        /// The development PKI to serve with.
+        #[arg(long)]
+        pki: PathBuf,
+    },
+}
+
+/// What every benchmark takes.
+#[derive(Args, Clone)]
+pub(crate) struct Options {
+    /// Rounds per comparison (each side once per round).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(5..))]
+    rounds: u16,
+    /// Seconds each side runs per round.
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Calls per second of the open-loop runs.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// The samenop-server binary (default: the one beside this binary).
+    #[arg(long)]
+    server: Option<PathBuf>,
+    /// Where `all` writes its report.
+    #[arg(long, default_value = "target/samenop-bench")]
+    out: PathBuf,
+    /// Time even when the machine is busy (the report records the load).
+    #[arg(long)]
+    ignore_load: bool,
+}
+
+impl Options {
+    /// Rounds per comparison.
+    pub(crate) fn rounds(&self) -> usize {
+        usize::from(self.rounds)
+    }
+
+    /// How long each side runs per round.
+    pub(crate) fn round(&self) -> Duration {
+        Duration::from_secs_f64(self.seconds.max(0.1))
+    }
+}
+
+/// What the benchmarks share in one run: the servers, and figures of the
+/// machine measured once.
+pub(crate) struct Bench {
+    /// The servers.
+    pub(crate) network: Network,
+    /// The options.
+    pub(crate) options: Options,
+    /// Median `fdatasync` latency on the server's disk, µs.
+    pub(crate) fdatasync_p50_us: f64,
+    /// 99th percentile of the same, µs.
+    pub(crate) fdatasync_p99_us: f64,
+    /// Median MLS encryption of one message in a group of two, µs (B8, or
+    /// measured when B2 runs first).
+    pub(crate) mls_encrypt_us: Option<f64>,
+    /// The report.
+    pub(crate) report: Report,
+}
+
+impl Bench {
+    /// Waits for a quiet machine before `what` and records its load.
+    pub(crate) fn quiet(&mut self, what: &str) -> Result<(), String> {
+        let load = sys::quiet_machine(what, self.options.ignore_load)?;
+        eprintln!(
+            "{what}: machine {:.0}% busy, load {:.2} {:.2} {:.2}",
+            load.busy * 100.0,
+            load.average[0],
+            load.average[1],
+            load.average[2]
+        );
+        self.report.load.push((what.to_owned(), load));
+        Ok(())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("samenop-bench: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::EchoServer { pki } => echo::serve(pki).await,
+            Command::All(options) => {
+                benchmark(options, &["B0", "B1", "B2", "B4", "B6", "B8"], true).await
+            }
+            Command::B0(options) => benchmark(options, &["B0"], false).await,
+            Command::B1(options) => benchmark(options, &["B1"], false).await,
+            Command::B2(options) => benchmark(options, &["B2"], false).await,
+            Command::B4(options) => benchmark(options, &["B4"], false).await,
+            Command::B6(options) => benchmark(options, &["B6"], false).await,
+            Command::B8(options) => benchmark(options, &["B8"], false).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("samenop-bench: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the benchmarks `which` on one network; with `write`, the report.
+async fn benchmark(options: Options, which: &[&str], write: bool) -> Result<(), String> {
+    let server = network::server_binary(options.server.as_deref())?;
+    sys::quiet_machine("starting", options.ignore_load)?;
+    let network = Network::start(&server).await?;
+    let fdatasync = sys::fdatasync_latencies(&network.data_dir, 300)
+        .map_err(|e| format!("cannot measure fdatasync: {e}"))?;
+    let mut bench = Bench {
+        fdatasync_p50_us: run::quantile(&fdatasync, 0.5) / 1000.0,
+        fdatasync_p99_us: run::quantile(&fdatasync, 0.99) / 1000.0,
+        mls_encrypt_us: None,
+        report: Report::new(options.rounds(), options.seconds),
+        options,
+        network,
+    };
+    eprintln!(
+        "fdatasync on the server's disk: p50 {:.0} µs, p99 {:.0} µs",
+        bench.fdatasync_p50_us, bench.fdatasync_p99_us
+    );
+    bench.report.notes.push(format!(
+        "fdatasync of 4 KiB on the server's disk: p50 {:.0} µs, p99 {:.0} µs.",
+        bench.fdatasync_p50_us, bench.fdatasync_p99_us
+    ));
+    // B8 first: B2's target needs its encryption cost.
+    for name in ["B8", "B0", "B1", "B2", "B4", "B6"] {
+        if !which.contains(&name) {
+            continue;
+        }
+        bench.quiet(name)?;
+        match name {
+            "B0" => b0::run(&mut bench).await?,
+            "B1" => b1::run(&mut bench).await?,
+            "B2" => b2::run(&mut bench).await?,
+            "B4" => b4::run(&mut bench).await?,
+            "B6" => b6::run(&mut bench).await?,
+            _ => b8::run(&mut bench)?,
+        }
+    }
+    bench.report.notes.push(format!(
+        "Server resident memory at the end: {:.1} MiB.",
+        sys::resident_bytes(bench.network.server.pid) as f64 / 1024.0 / 1024.0
+    ));
+    if let Some(addr) = bench.network.server.metrics {
+        let text = network::metrics_text(addr)?;
+        if write {
+            std::fs::create_dir_all(&bench.options.out)
+                .and_then(|()| std::fs::write(bench.options.out.join("metrics.txt"), &text))
+                .map_err(|e| format!("cannot write the metrics scrape: {e}"))?;
+        }
+    }
+    if write {
+        let out = bench.options.out.clone();
+        bench
+            .report
+            .write(&out)
+            .map_err(|e| format!("cannot write the report to {}: {e}", out.display()))?;
+        eprintln!("report: {}/report.md and report.json", out.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,456 @@
+//! The two servers of a run, each its own process: the real
+//! `samenop-server dev` (its own data directory and port, durable store,
+//! the development PKI and demo network) and the bare echo server on the
+//! same PKI and TLS configuration; and clients of both.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use samenop_client::{
+    Client, ClientConfig,
+    consult::{About, NewConsult, Urgency},
+};
+use tokio::{io::AsyncBufReadExt, process::Child};
+use uuid::Uuid;
+
+/// A server process, killed when dropped.
+pub(crate) struct Process {
+    /// The child.
+    child: Child,
+    /// Its pid.
+    pub(crate) pid: u32,
+    /// Where it listens.
+    pub(crate) addr: SocketAddr,
+    /// Where it serves its metrics (plain HTTP), if it does.
+    pub(crate) metrics: Option<SocketAddr>,
+}
+
+/// The samenop server of this run, and where its metrics are.
+static SERVER_METRICS: std::sync::OnceLock<(u32, SocketAddr)> = std::sync::OnceLock::new();
+
+/// Where the metrics of the process `pid` are, when it is this run's
+/// samenop server.
+pub(crate) fn metrics_of(pid: u32) -> Option<SocketAddr> {
+    SERVER_METRICS
+        .get()
+        .filter(|(server, _)| *server == pid)
+        .map(|(_, addr)| *addr)
+}
+
+/// What the server's `/metrics` says of its store.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct StoreFigures {
+    /// Durable write transactions (`samenop_store_syncs_total`).
+    pub(crate) syncs: f64,
+    /// Write transactions (`samenop_store_commit_batches_count`).
+    pub(crate) commits: f64,
+    /// Batches they carried (`samenop_store_commit_batches_sum`).
+    pub(crate) batches: f64,
+}
+
+/// Reads the store's figures from the metrics at `addr` (zero when they
+/// cannot be read: the echo server has none).
+pub(crate) fn scrape(addr: Option<SocketAddr>) -> StoreFigures {
+    use std::io::{Read, Write};
+    let Some(addr) = addr else {
+        return StoreFigures::default();
+    };
+    let mut text = String::new();
+    let read = std::net::TcpStream::connect(addr).and_then(|mut stream| {
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+        stream.read_to_string(&mut text)
+    });
+    if read.is_err() {
+        return StoreFigures::default();
+    }
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(name)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    StoreFigures {
+        syncs: value("samenop_store_syncs_total"),
+        commits: value("samenop_store_commit_batches_count"),
+        batches: value("samenop_store_commit_batches_sum"),
+    }
+}
+
+/// The whole text of the server's `/metrics`.
+pub(crate) fn metrics_text(addr: SocketAddr) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut text = String::new();
+    std::net::TcpStream::connect(addr)
+        .and_then(|mut stream| {
+            stream.write_all(
+                b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+            )?;
+            stream.read_to_string(&mut text)
+        })
+        .map_err(|e| format!("cannot read the metrics: {e}"))?;
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map_or(text.clone(), |(_, body)| body.to_owned()))
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// A demo professional.
+#[derive(Debug, Clone)]
+pub(crate) struct Person {
+    /// The organisation's slug.
+    pub(crate) organisation: String,
+    /// Their id.
+    pub(crate) id: Uuid,
+    /// Their name.
+    pub(crate) name: String,
+}
+
+/// The run's servers and what clients need to reach them.
+pub(crate) struct Network {
+    /// The real server.
+    pub(crate) server: Process,
+    /// The bare echo server.
+    pub(crate) echo: Process,
+    /// The PKI.
+    pub(crate) pki: samenop_certs_dev::PkiPaths,
+    /// The demo network's people.
+    pub(crate) people: Vec<Person>,
+    /// The server's data directory.
+    pub(crate) data_dir: PathBuf,
+    /// Everything of the run (kept until the network is dropped).
+    _dir: tempfile::TempDir,
+}
+
+/// A free loopback port (bound and released: the server binds it next).
+fn free_port() -> Result<SocketAddr, String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    listener.local_addr().map_err(|e| e.to_string())
+}
+
+/// The `samenop-server` binary: `explicit`, else the one beside this
+/// binary (built first when run by cargo, so it is never stale).
+pub(crate) fn server_binary(explicit: Option<&Path>) -> Result<PathBuf, String> {
+    if let Some(path) = explicit {
+        return Ok(path.to_owned());
+    }
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let dir = me.parent().ok_or("this binary has no directory")?;
+    let path = dir.join("samenop-server");
+    if let Ok(cargo) = std::env::var("CARGO") {
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        let mut build = std::process::Command::new(cargo);
+        build.args([
+            "build",
+            "--quiet",
+            "-p",
+            "samenop-server",
+            "--bin",
+            "samenop-server",
+        ]);
+        if release {
+            build.arg("--release");
+        }
+        let status = build
+            .status()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        if !status.success() {
+            return Err("building samenop-server failed".into());
+        }
+    }
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "no samenop-server beside this binary ({}): build it with `cargo build --release -p \
+             samenop-server`, or name it with --server",
+            path.display()
+        ))
+    }
+}
+
+impl Network {
+    /// Starts the real server and the echo server, and waits until both
+    /// answer.
+    pub(crate) async fn start(server_binary: &Path) -> Result<Network, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("samenop-bench-")
+            .tempdir_in(
+                std::env::var_os("SAMENOP_BENCH_DIR")
+                    .map_or_else(std::env::temp_dir, PathBuf::from),
+            )
+            .map_err(|e| format!("cannot make the run's directory: {e}"))?;
+        let pki_dir = dir.path().join("pki");
+        let data_dir = dir.path().join("data");
+        let addr = free_port()?;
+        let admin = free_port()?;
+        let log =
+            std::fs::File::create(dir.path().join("server.log")).map_err(|e| e.to_string())?;
+        let child = tokio::process::Command::new(server_binary)
+            .arg("dev")
+            .arg("--pki")
+            .arg(&pki_dir)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--admin-listen")
+            .arg(admin.to_string())
+            .env("SAMENOP_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", server_binary.display()))?;
+        let pid = child.id().ok_or("the server ended at once")?;
+        let server = Process {
+            child,
+            pid,
+            addr,
+            metrics: Some(admin),
+        };
+        let _ = SERVER_METRICS.set((pid, admin));
+        let pki = samenop_certs_dev::PkiPaths::new(pki_dir.clone());
+        let network_file = pki_dir.join(samenop_server::dev::NETWORK_FILE);
+        let started = Instant::now();
+        while !network_file.is_file() {
+            if started.elapsed() > Duration::from_secs(60) {
+                return Err(format!(
+                    "the server did not start; its log: {}",
+                    std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let people = read_people(&network_file)?;
+        let echo = start_echo(&pki_dir).await?;
+        let network = Network {
+            server,
+            echo,
+            pki,
+            people,
+            data_dir,
+            _dir: dir,
+        };
+        for addr in [network.server.addr, network.echo.addr] {
+            let started = Instant::now();
+            loop {
+                match Client::connect(network.config_for(addr, "wijkteam-demostad-oost")).await {
+                    Ok(client)
+                        if client.health().await.unwrap_or(false) || addr == network.echo.addr =>
+                    {
+                        break;
+                    }
+                    _ if started.elapsed() > Duration::from_secs(30) => {
+                        return Err(format!("{addr} does not answer"));
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        }
+        Ok(network)
+    }
+
+    /// The client configuration of `organisation` for the server at `addr`.
+    pub(crate) fn config_for(&self, addr: SocketAddr, organisation: &str) -> ClientConfig {
+        ClientConfig {
+            endpoint: format!("https://localhost:{}", addr.port()),
+            server_name: Some("localhost".into()),
+            ca_certificate_pem: std::fs::read(self.pki.ca_cert()).unwrap_or_default(),
+            certificate_pem: std::fs::read(self.pki.org_cert(organisation)).unwrap_or_default(),
+            private_key_pem: std::fs::read(self.pki.org_key(organisation)).unwrap_or_default(),
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// A new connection to the real server as `person`'s organisation,
+    /// acting for them.
+    pub(crate) async fn connect(&self, person: &Person) -> Result<Client, String> {
+        Client::connect(self.config_for(self.server.addr, &person.organisation))
+            .await
+            .map(|c| c.acting_as(person.id))
+            .map_err(|e| format!("cannot connect: {e}"))
+    }
+
+    /// A new connection to the echo server (with the same certificate).
+    pub(crate) async fn connect_echo(&self) -> Result<Client, String> {
+        Client::connect(self.config_for(self.echo.addr, "wijkteam-demostad-oost"))
+            .await
+            .map_err(|e| format!("cannot connect to the echo server: {e}"))
+    }
+
+    /// The demo professional whose name starts with `name`.
+    pub(crate) fn person(&self, name: &str) -> Result<Person, String> {
+        self.people
+            .iter()
+            .find(|p| p.name.starts_with(name))
+            .cloned()
+            .ok_or_else(|| format!("no {name} in the demo network"))
+    }
+}
+
+fn read_people(file: &Path) -> Result<Vec<Person>, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| e.to_string())?;
+    let network: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let people = network["people"]
+        .as_array()
+        .ok_or("the network lists no people")?;
+    people
+        .iter()
+        .map(|p| {
+            Ok(Person {
+                organisation: p["organisation"].as_str().unwrap_or_default().to_owned(),
+                id: p["id"]
+                    .as_str()
+                    .and_then(|id| id.parse().ok())
+                    .ok_or("a person without an id")?,
+                name: p["name"].as_str().unwrap_or_default().to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// Starts this binary's echo server on the PKI in `pki`.
+async fn start_echo(pki: &Path) -> Result<Process, String> {
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = tokio::process::Command::new(me)
+        .arg("echo-server")
+        .arg("--pki")
+        .arg(pki)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start the echo server: {e}"))?;
+    let pid = child.id().ok_or("the echo server ended at once")?;
+    let stdout = child.stdout.take().ok_or("no output of the echo server")?;
+    let mut line = String::new();
+    tokio::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .await
+        .map_err(|e| e.to_string())?;
+    let addr = line
+        .trim()
+        .parse()
+        .map_err(|_| format!("the echo server said {line:?}, not its address"))?;
+    Ok(Process {
+        child,
+        pid,
+        addr,
+        metrics: None,
+    })
+}
+
+/// `message` as a request acting for `professional`.
+pub(crate) fn acting<T>(professional: Uuid, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Ok(value) = professional.to_string().parse() {
+        request
+            .metadata_mut()
+            .insert(samenop_proto::PROFESSIONAL_METADATA_KEY, value);
+    }
+    request
+}
+
+/// The bare echo call of `payload` over `channels` (task t on channel t
+/// modulo their number).
+pub(crate) fn echo_call(
+    channels: Vec<tonic::transport::Channel>,
+    payload: Vec<u8>,
+) -> crate::run::Call {
+    use crate::echo::pb::{EchoRequest, echo_service_client::EchoServiceClient};
+    let channels = std::sync::Arc::new(channels);
+    crate::run::call(move |task, _| {
+        let channel = channels[task % channels.len()].clone();
+        let payload = payload.clone();
+        async move {
+            EchoServiceClient::new(channel)
+                .echo(EchoRequest { payload })
+                .await
+                .map(drop)
+                .map_err(|s| format!("echo: {s}"))
+        }
+    })
+}
+
+/// An accepted anonymous consult of `contact` with `specialist`.
+pub(crate) async fn accepted_consult(
+    contact: &Client,
+    specialist: &Client,
+) -> Result<Uuid, String> {
+    let consult = contact
+        .open_consult(&NewConsult {
+            about: About::Anonymous,
+            question: "Hoe wegen wij deze signalen?".into(),
+            expertise: samenop_client::Expertise::Violence(
+                samenop_client::ViolenceType::ChildAbuse,
+            ),
+            urgency: Urgency::Normal,
+            respond_by: None,
+            specialist: specialist.professional(),
+        })
+        .await
+        .map_err(|e| format!("cannot open a consult: {e}"))?
+        .id;
+    specialist
+        .accept_consult(consult)
+        .await
+        .map_err(|e| format!("cannot accept a consult: {e}"))?;
+    Ok(consult)
+}
+
+/// One GetProfessional call on `channel` for `professional`, acting as them.
+pub(crate) async fn get_professional(
+    channel: tonic::transport::Channel,
+    professional: Uuid,
+) -> Result<(), String> {
+    use samenop_proto::v1::{
+        GetProfessionalRequest, directory_service_client::DirectoryServiceClient,
+    };
+    DirectoryServiceClient::new(channel)
+        .get_professional(acting(
+            professional,
+            GetProfessionalRequest {
+                professional_id: professional.to_string(),
+            },
+        ))
+        .await
+        .map(drop)
+        .map_err(|s| format!("GetProfessional: {s}"))
+}
+
+/// Posts the ciphertext `message` of `device` to `consult` on `channel`,
+/// acting for `professional`, under a fresh request id.
+pub(crate) async fn post_sealed(
+    channel: tonic::transport::Channel,
+    professional: Uuid,
+    consult: Uuid,
+    device: Uuid,
+    message: Vec<u8>,
+) -> Result<(), String> {
+    use samenop_proto::v1::{PostMessageRequest, thread_service_client::ThreadServiceClient};
+    ThreadServiceClient::new(channel)
+        .post_message(acting(
+            professional,
+            PostMessageRequest {
+                consult_id: consult.to_string(),
+                device_id: device.to_string(),
+                mls_message: message,
+                request_id: Uuid::new_v4().to_string(),
+            },
+        ))
+        .await
+        .map(drop)
+        .map_err(|s| format!("PostMessage: {s}"))
+}
