@@ -1166,6 +1166,8 @@ impl Messenger {
     /// (samenop-bench). The ratchet steps are on disk when this returns, as
     /// for a send, in one write. The device never learns what becomes of
     /// them: use a device made for the load, not one whose thread is read.
+    /// They take the device's next sender counts, so other members read
+    /// them as its messages when they are posted in the order given.
     ///
     /// # Errors
     /// NotFound when this device is not in the group;
@@ -1174,14 +1176,16 @@ impl Messenger {
         let queue = self.send_queue(consult);
         let _turn = queue.lock().await;
         let mut inner = self.inner.lock().await;
-        let thread = inner.thread(consult)?;
+        let mut thread = inner.thread(consult)?;
         let mut group = inner
             .load_group(consult)?
             .ok_or_else(|| not_member(consult))?;
         let mut sealed = Vec::with_capacity(texts.len());
         for text in texts {
+            thread.sent += 1;
             let content = v1::ThreadContent {
                 version: CONTENT_VERSION,
+                sender_counter: thread.sent,
                 text: (*text).to_owned(),
                 ..v1::ThreadContent::default()
             };

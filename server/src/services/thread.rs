@@ -655,7 +655,11 @@ impl ThreadService for ThreadApi {
         }
         // Subscribed before the first read: growth after it wakes us.
         let mut subscription = self.ctx.hub.subscribe(device.id);
-        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
+        // Boxed: the channel allocates its slots in blocks of 32 up front,
+        // and an event or a status inline is hundreds of bytes; boxed, an
+        // idle subscription holds a block of pointers (decision 36).
+        let (tx, rx) =
+            tokio::sync::mpsc::channel::<Box<Result<v1::SubscribeResponse, Status>>>(STREAM_BUFFER);
         let api = self.clone();
         tokio::spawn(async move {
             loop {
@@ -665,15 +669,15 @@ impl ThreadService for ThreadApi {
                     Ok(Some(now)) if now.revoked_at.is_none() => {}
                     Ok(_) => {
                         let _ = tx
-                            .send(Err(Status::not_found(format!(
+                            .send(Box::new(Err(Status::not_found(format!(
                                 "no active device {} of yours",
                                 device.id
-                            ))))
+                            )))))
                             .await;
                         return;
                     }
                     Err(err) => {
-                        let _ = tx.send(Err(ServiceError::from(err).into())).await;
+                        let _ = tx.send(Box::new(Err(ServiceError::from(err).into()))).await;
                         return;
                     }
                 }
@@ -685,7 +689,7 @@ impl ThreadService for ThreadApi {
                 {
                     Ok(events) => events,
                     Err(err) => {
-                        let _ = tx.send(Err(ServiceError::from(err).into())).await;
+                        let _ = tx.send(Box::new(Err(ServiceError::from(err).into()))).await;
                         return;
                     }
                 };
@@ -697,7 +701,7 @@ impl ThreadService for ThreadApi {
                         .map_err(Status::from);
                     let failed = item.is_err();
                     // Waits while the subscriber is slow: nothing piles up.
-                    if tx.send(item).await.is_err() || failed {
+                    if tx.send(Box::new(item)).await.is_err() || failed {
                         return;
                     }
                     after = number;
@@ -711,18 +715,18 @@ impl ThreadService for ThreadApi {
                         Wake::Grew => {}
                         Wake::Replaced => {
                             let _ = tx
-                                .send(Err(Status::cancelled(
+                                .send(Box::new(Err(Status::cancelled(
                                     "a newer subscription for this device started",
-                                )))
+                                ))))
                                 .await;
                             return;
                         }
                         Wake::Closing => {
                             let _ = tx
-                                .send(Err(Status::unavailable(
+                                .send(Box::new(Err(Status::unavailable(
                                     "the server is shutting down; subscribe again from your \
                                      last cursor",
-                                )))
+                                ))))
                                 .await;
                             return;
                         }
@@ -730,9 +734,10 @@ impl ThreadService for ThreadApi {
                 }
             }
         });
-        Ok(Response::new(Box::pin(
+        Ok(Response::new(Box::pin(tokio_stream::StreamExt::map(
             tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+            |item| *item,
+        ))))
     }
 
     async fn upload_attachment(

@@ -1,7 +1,8 @@
 //! B4: fan-out. One consult thread whose participants hold 10, 100 and
-//! 640 devices, each with a live subscription (640 is as many as a consult
-//! can reach: 20 participants, 32 active devices each; 1000 is beyond what
-//! the service allows one thread); the contact person's
+//! 608 devices, each with a live subscription (608 is as many as the
+//! specialists of one consult hold: 20 participants, the owner included,
+//! 32 active devices each; 1000 is beyond what the service allows one
+//! thread); the contact person's
 //! device posts messages (encrypted before timing) one after the other,
 //! and every subscription must receive every message's entry, in order,
 //! with no gap and no repeat. Against a bare tonic broadcast to as many
@@ -14,11 +15,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ring::signature::KeyPair as _;
 use samenop_client::{Client, Expertise, Role, ViolenceType, mls::Messenger};
 use samenop_proto::v1::{
-    RegisterDeviceRequest, SubscribeRequest, directory_service_client::DirectoryServiceClient,
-    subscribe_response::Event, thread_service_client::ThreadServiceClient,
+    SubscribeRequest, subscribe_response::Event, thread_service_client::ThreadServiceClient,
 };
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
@@ -30,13 +29,13 @@ use crate::{
     echo::pb::{
         BroadcastRequest, SubscribeRequest as EchoSubscribe, echo_service_client::EchoServiceClient,
     },
-    network::{accepted_consult, acting, post_sealed},
+    network::{accepted_consult, acting, post_sealed, register_device, thread_device},
     report::{Line, Target},
     run::{self, Round, Summary},
 };
 
 /// Subscribed devices of each stage.
-const STAGES: [usize; 3] = [10, 100, 640];
+const STAGES: [usize; 3] = [10, 100, 608];
 /// Devices per specialist (the server's limit of active devices).
 const PER_SPECIALIST: usize = 32;
 /// Streams per connection (below the HTTP/2 server's default limit).
@@ -151,24 +150,28 @@ fn round(
 pub(crate) async fn run(bench: &mut Bench) -> Result<(), String> {
     let sanne = bench.network.person("Sanne")?;
     let bram = bench.network.person("Bram")?;
-    let eva = bench.network.person("Eva")?;
     let contact = bench.network.connect(&sanne).await?;
     let admin = bench.network.connect(&bram).await?;
-    let specialist = bench.network.connect(&eva).await?;
+    // Specialists registered for the benchmark hold every device of the
+    // thread (no device of an earlier benchmark takes part): the first
+    // accepts the request, the others are invited and accept.
+    let first = admin
+        .register_professional("Bench Specialist 0", &[Role::Specialist], &[ABUSE])
+        .await
+        .map_err(|e| format!("cannot register a specialist: {e}"))?;
+    let specialist = bench
+        .network
+        .connect(&crate::network::Person {
+            organisation: bram.organisation.clone(),
+            id: first.id,
+            name: first.display_name.clone(),
+        })
+        .await?;
     let consult = accepted_consult(&contact, &specialist).await?;
     let state = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let device = Messenger::open(&contact, &state.path().join("b4"), "bench")
-        .await
-        .map_err(|e| format!("cannot open a device: {e}"))?;
-    device
-        .create_thread(consult)
-        .await
-        .map_err(|e| format!("cannot start a thread: {e}"))?;
-    // Who holds the subscribed devices: Eva, then specialists registered
-    // for the benchmark, each invited and accepting.
+    let device = thread_device(&contact, &state.path().join("b4"), consult).await?;
     let mut holders: Vec<Client> = vec![specialist];
     let mut devices: Vec<(Uuid, Uuid)> = Vec::new();
-    let rng = ring::rand::SystemRandom::new();
     let text = "x".repeat(PAYLOAD);
     // The thread's last sequence: the device's own posts are all it holds.
     let mut latest = 0;
@@ -204,24 +207,7 @@ pub(crate) async fn run(bench: &mut Bench) -> Result<(), String> {
             }
             let holder = &holders[holder_index];
             let professional = holder.professional().ok_or("no professional")?;
-            let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| "key")?;
-            let key =
-                ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| "key")?;
-            let registered = DirectoryServiceClient::new(holder.channel())
-                .register_device(acting(
-                    professional,
-                    RegisterDeviceRequest {
-                        professional_id: professional.to_string(),
-                        signature_public_key: key.public_key().as_ref().to_vec(),
-                        label: format!("bench {}", devices.len()),
-                    },
-                ))
-                .await
-                .map_err(|s| format!("cannot register a device: {s}"))?
-                .into_inner()
-                .device
-                .ok_or("no device")?;
-            let id = registered.device_id.parse().map_err(|_| "a device id")?;
+            let id = register_device(holder.channel(), professional).await?;
             devices.push((professional, id));
         }
         measure_stage(bench, consult, &device, &devices, &text, &mut latest).await?;

@@ -221,6 +221,16 @@ fn nonce(n: usize) -> aead::Nonce {
     aead::Nonce::assume_unique_for_key(bytes)
 }
 
+/// The median over five measurements of one message's decryption in a
+/// group of `size`, µs.
+pub(crate) fn decrypt_cost_us(size: usize) -> Result<f64, String> {
+    let mut costs = Vec::new();
+    for _ in 0..5 {
+        costs.push(messages(size)?.1);
+    }
+    Ok(run::median(&costs))
+}
+
 /// The median over five measurements of one message's encryption in a
 /// group of `size`, µs.
 pub(crate) fn encrypt_cost_us(size: usize) -> Result<f64, String> {

@@ -16,7 +16,9 @@ mod b0;
 mod b1;
 mod b2;
 mod b4;
+mod b5;
 mod b6;
+mod b7;
 mod b8;
 mod echo;
 mod network;
@@ -50,10 +52,14 @@ enum Command {
     B1(Options),
     /// B2: one encrypted send at a time through samenop-client.
     B2(Options),
-    /// B4: fan-out to 10, 100 and 640 subscribed devices vs a bare broadcast.
+    /// B4: fan-out to 10, 100 and 608 subscribed devices vs a bare broadcast.
     B4(Options),
+    /// B5: catch-up of a 10,000-message backlog, server and device.
+    B5(Options),
     /// B6: a new mutual-TLS connection and one call.
     B6(Options),
+    /// B7: 10,000 idle subscriptions: server memory per stream, and delivery to a sample.
+    B7(Options),
     /// B8: MLS in the client vs the raw primitives of its ciphersuite.
     B8(Options),
     /// The bare echo server (started by the benchmarks themselves).
@@ -150,13 +156,20 @@ fn main() -> ExitCode {
         match cli.command {
             Command::EchoServer { pki } => echo::serve(pki).await,
             Command::All(options) => {
-                benchmark(options, &["B0", "B1", "B2", "B4", "B6", "B8"], true).await
+                benchmark(
+                    options,
+                    &["B0", "B1", "B2", "B4", "B5", "B6", "B7", "B8"],
+                    true,
+                )
+                .await
             }
             Command::B0(options) => benchmark(options, &["B0"], false).await,
             Command::B1(options) => benchmark(options, &["B1"], false).await,
             Command::B2(options) => benchmark(options, &["B2"], false).await,
             Command::B4(options) => benchmark(options, &["B4"], false).await,
+            Command::B5(options) => benchmark(options, &["B5"], false).await,
             Command::B6(options) => benchmark(options, &["B6"], false).await,
+            Command::B7(options) => benchmark(options, &["B7"], false).await,
             Command::B8(options) => benchmark(options, &["B8"], false).await,
         }
     });
@@ -192,19 +205,28 @@ async fn benchmark(options: Options, which: &[&str], write: bool) -> Result<(), 
         "fdatasync of 4 KiB on the server's disk: p50 {:.0} µs, p99 {:.0} µs.",
         bench.fdatasync_p50_us, bench.fdatasync_p99_us
     ));
+    let mut failed = Vec::new();
     // B8 first: B2's target needs its encryption cost.
-    for name in ["B8", "B0", "B1", "B2", "B4", "B6"] {
+    for name in ["B8", "B0", "B1", "B2", "B4", "B5", "B6", "B7"] {
         if !which.contains(&name) {
             continue;
         }
         bench.quiet(name)?;
-        match name {
-            "B0" => b0::run(&mut bench).await?,
-            "B1" => b1::run(&mut bench).await?,
-            "B2" => b2::run(&mut bench).await?,
-            "B4" => b4::run(&mut bench).await?,
-            "B6" => b6::run(&mut bench).await?,
-            _ => b8::run(&mut bench)?,
+        let outcome = match name {
+            "B0" => b0::run(&mut bench).await,
+            "B1" => b1::run(&mut bench).await,
+            "B2" => b2::run(&mut bench).await,
+            "B4" => b4::run(&mut bench).await,
+            "B5" => b5::run(&mut bench).await,
+            "B6" => b6::run(&mut bench).await,
+            "B7" => b7::run(&mut bench).await,
+            _ => b8::run(&mut bench),
+        };
+        // A benchmark that fails is reported, and the others still run.
+        if let Err(err) = outcome {
+            eprintln!("samenop-bench: {name} failed: {err}");
+            bench.report.notes.push(format!("{name} failed: {err}"));
+            failed.push(name);
         }
     }
     bench.report.notes.push(format!(
@@ -227,5 +249,9 @@ async fn benchmark(options: Options, which: &[&str], write: bool) -> Result<(), 
             .map_err(|e| format!("cannot write the report to {}: {e}", out.display()))?;
         eprintln!("report: {}/report.md and report.json", out.display());
     }
-    Ok(())
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} failed (see above)", failed.join(", ")))
+    }
 }

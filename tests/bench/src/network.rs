@@ -454,3 +454,53 @@ pub(crate) async fn post_sealed(
         .map(drop)
         .map_err(|s| format!("PostMessage: {s}"))
 }
+
+/// Registers a new device (a fresh Ed25519 key) of `professional`, acting
+/// for them on `channel`; its id.
+pub(crate) async fn register_device(
+    channel: tonic::transport::Channel,
+    professional: Uuid,
+) -> Result<Uuid, String> {
+    use ring::signature::KeyPair as _;
+    use samenop_proto::v1::{
+        RegisterDeviceRequest, directory_service_client::DirectoryServiceClient,
+    };
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| "a key")?;
+    let key = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| "a key")?;
+    let registered = DirectoryServiceClient::new(channel)
+        .register_device(acting(
+            professional,
+            RegisterDeviceRequest {
+                professional_id: professional.to_string(),
+                signature_public_key: key.public_key().as_ref().to_vec(),
+                label: "bench".into(),
+            },
+        ))
+        .await
+        .map_err(|s| format!("cannot register a device: {s}"))?
+        .into_inner()
+        .device
+        .ok_or("no device in the answer")?;
+    registered
+        .device_id
+        .parse()
+        .map_err(|_| "a device id that is not a UUID".into())
+}
+
+/// A device of `client`'s professional with its state in `dir`, holding
+/// the new thread of `consult`.
+pub(crate) async fn thread_device(
+    client: &Client,
+    dir: &Path,
+    consult: Uuid,
+) -> Result<samenop_client::mls::Messenger, String> {
+    let device = samenop_client::mls::Messenger::open(client, dir, "bench")
+        .await
+        .map_err(|e| format!("cannot open a device: {e}"))?;
+    device
+        .create_thread(consult)
+        .await
+        .map_err(|e| format!("cannot start a thread: {e}"))?;
+    Ok(device)
+}
