@@ -139,6 +139,51 @@ struct Outbox {
 /// `None`).
 type Records = Vec<(String, Option<Vec<u8>>)>;
 
+/// The device's signature key, as OpenMLS signs with it: the key pair as
+/// OpenMLS stores it, and the same key made ready once with ring, whose
+/// Ed25519 signatures are the same bytes (Ed25519 is deterministic).
+/// `openmls_basic_credential` rebuilds the signing key from its seed for
+/// every signature, which cost a send as much as its encryption.
+struct DeviceSigner {
+    /// The stored key pair (its seed and public key).
+    pair: SignatureKeyPair,
+    /// The same key, expanded once.
+    ready: ring::signature::Ed25519KeyPair,
+}
+
+impl DeviceSigner {
+    fn new(pair: SignatureKeyPair) -> Result<Self> {
+        // The seed is reachable only through the pair's own serde form
+        // (its accessor is for OpenMLS's tests): read it there, once.
+        let unusable =
+            |e: &dyn std::fmt::Display| local("the device's signature key is unusable", e);
+        let form = serde_json::to_value(&pair).map_err(|e| unusable(&e))?;
+        let seed: Vec<u8> = form
+            .get("private")
+            .cloned()
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| unusable(&e))?
+            .ok_or_else(|| unusable(&"no private key in it"))?;
+        let ready = ring::signature::Ed25519KeyPair::from_seed_and_public_key(&seed, pair.public())
+            .map_err(|e| unusable(&e))?;
+        Ok(DeviceSigner { pair, ready })
+    }
+}
+
+impl openmls_traits::signatures::Signer for DeviceSigner {
+    fn sign(
+        &self,
+        payload: &[u8],
+    ) -> std::result::Result<Vec<u8>, openmls_traits::signatures::SignerError> {
+        Ok(self.ready.sign(payload).as_ref().to_vec())
+    }
+
+    fn signature_scheme(&self) -> SignatureScheme {
+        self.pair.signature_scheme()
+    }
+}
+
 /// A message a send puts into the outbox.
 struct NewMessage<'a> {
     /// Its text.
@@ -289,7 +334,7 @@ struct Inner {
     /// The provider and its durable copy.
     state: DurableState,
     /// The device's signature key pair.
-    signer: SignatureKeyPair,
+    signer: DeviceSigner,
     /// The device's MLS credential with its key.
     credential: CredentialWithKey,
     /// The device.
@@ -512,6 +557,7 @@ impl Messenger {
             credential: BasicCredential::new(device.device.as_bytes().to_vec()).into(),
             signature_key: signer.public().into(),
         };
+        let signer = DeviceSigner::new(signer)?;
         let messenger = Messenger {
             client: client.clone(),
             device: device.device,
@@ -1514,6 +1560,22 @@ impl Messenger {
         consult: Uuid,
         entries: Vec<v1::ThreadEntry>,
     ) -> Result<Vec<ThreadMessage>> {
+        let applied = self.apply_entries(consult, entries).await;
+        // Each entry was written without waiting for the disk; one sync
+        // makes them all durable (and whatever another task of this device
+        // applied meanwhile) before any of them is handed out. A power cut
+        // before it loses only what nobody was given: the device reads it
+        // again, with the keys it then still holds.
+        self.inner.lock().await.state.sync()?;
+        applied
+    }
+
+    /// The work of [`Messenger::apply`], each entry written lazily.
+    async fn apply_entries(
+        &self,
+        consult: Uuid,
+        entries: Vec<v1::ThreadEntry>,
+    ) -> Result<Vec<ThreadMessage>> {
         let mut received = Vec::new();
         for entry in entries {
             let next = self.inner.lock().await.thread(consult)?.next_sequence;
@@ -1611,7 +1673,7 @@ impl Messenger {
                     .filter(|o| o.sealed.as_deref() == Some(entry.mls_message.as_slice()))
             {
                 let (thread, extra) = self.posted(inner, consult, thread, outbox, sequence)?;
-                inner.persist(consult, &thread, extra)?;
+                inner.persist_lazily(consult, &thread, extra)?;
                 return Ok(None);
             }
             // Our own message or commit: a commit still pending (posted
@@ -1632,7 +1694,7 @@ impl Messenger {
                     .map_err(|e| rejected(consult, sequence, e))?;
             }
             thread.next_sequence += 1;
-            inner.persist(consult, &thread, Vec::new())?;
+            inner.persist_lazily(consult, &thread, Vec::new())?;
             return Ok(None);
         }
         let message = MlsMessageIn::tls_deserialize_exact_bytes(&entry.mls_message)
@@ -1781,7 +1843,7 @@ impl Messenger {
             }
         }
         thread.next_sequence += 1;
-        inner.persist(consult, &thread, extra)?;
+        inner.persist_lazily(consult, &thread, extra)?;
         Ok(out)
     }
 

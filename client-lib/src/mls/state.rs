@@ -8,7 +8,9 @@
 //! changed (with the client's own records, such as a thread's read position)
 //! as one redb write transaction, committed with `Durability::Immediate`
 //! (on disk, `fdatasync`ed, when it returns) before the caller acts on the
-//! result. A crash or a power cut in the middle of an operation leaves the
+//! result; or, for what can be found again after a power cut, without
+//! waiting for the disk, made durable by the next durable write or
+//! [`DurableState::sync`]. A crash or a power cut in the middle of an operation leaves the
 //! state of before it; an operation that fails is undone with
 //! [`DurableState::roll_back`]. So a ratchet step is never lost after the
 //! ciphertext it made has left: a key and nonce are never used twice.
@@ -177,13 +179,28 @@ impl DurableState {
         own: &[(String, Option<Vec<u8>>)],
         durable: bool,
     ) -> Result<()> {
-        let current = self
-            .provider
-            .storage()
-            .values
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        // What OpenMLS changed since the last persist, compared in place:
+        // only changed entries are copied.
+        let (changed, removed) = {
+            let current = self
+                .provider
+                .storage()
+                .values
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            let changed: Vec<(Vec<u8>, Vec<u8>)> = current
+                .iter()
+                .filter(|(key, value)| self.persisted.get(*key) != Some(*value))
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect();
+            let removed: Vec<Vec<u8>> = self
+                .persisted
+                .keys()
+                .filter(|key| !current.contains_key(*key))
+                .cloned()
+                .collect();
+            (changed, removed)
+        };
         let write = |e: &dyn std::fmt::Display| local("cannot write the state", e);
         let mut tx = self.db.begin_write().map_err(|e| write(&e))?;
         if !durable {
@@ -192,19 +209,15 @@ impl DurableState {
         }
         {
             let mut table = tx.open_table(TABLE).map_err(|e| write(&e))?;
-            for (key, value) in &current {
-                if self.persisted.get(key) != Some(value) {
-                    table
-                        .insert([MLS_PREFIX, key].concat().as_slice(), value.as_slice())
-                        .map_err(|e| write(&e))?;
-                }
+            for (key, value) in &changed {
+                table
+                    .insert([MLS_PREFIX, key].concat().as_slice(), value.as_slice())
+                    .map_err(|e| write(&e))?;
             }
-            for key in self.persisted.keys() {
-                if !current.contains_key(key) {
-                    table
-                        .remove([MLS_PREFIX, key].concat().as_slice())
-                        .map_err(|e| write(&e))?;
-                }
+            for key in &removed {
+                table
+                    .remove([MLS_PREFIX, key].concat().as_slice())
+                    .map_err(|e| write(&e))?;
             }
             for (key, value) in own {
                 match value {
@@ -219,8 +232,20 @@ impl DurableState {
         // Nothing of a transaction that fails to commit is kept: the last
         // persisted state stays what a roll-back returns to.
         tx.commit().map_err(|e| write(&e))?;
-        self.persisted = current;
+        for key in removed {
+            self.persisted.remove(&key);
+        }
+        self.persisted.extend(changed);
         Ok(())
+    }
+
+    /// Makes every write so far durable (those written with `durable`
+    /// false included): one empty write transaction committed durably,
+    /// which redb makes durable with everything before it.
+    pub(crate) fn sync(&mut self) -> Result<()> {
+        let write = |e: &dyn std::fmt::Display| local("cannot sync the state", e);
+        let tx = self.db.begin_write().map_err(|e| write(&e))?;
+        tx.commit().map_err(|e| write(&e))
     }
 
     /// Undoes every change OpenMLS made since the last persist.

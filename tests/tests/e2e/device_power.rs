@@ -115,6 +115,28 @@ async fn a_device_cut_off_after_a_send_or_a_commit_comes_back_and_never_reuses_a
         .ask(&format!("catch-up {consult}"), "caught-up")
         .await;
 
+    // Cut right after reading: what was read was durable before it was
+    // handed out (each message is written lazily, then one sync), so the
+    // device does not read it again.
+    for text in ["a", "b", "c"] {
+        sanne_device.send(consult, text, None).await.unwrap();
+    }
+    assert_eq!(
+        device
+            .ask(&format!("catch-up {consult}"), "caught-up")
+            .await,
+        "caught-up 3"
+    );
+    device.kill().await;
+    mount.power_cut(Cut::Clean).unwrap();
+    let (mut device, _) = DeviceProcess::start(&server, eva_id, &state).await;
+    assert_eq!(
+        device
+            .ask(&format!("catch-up {consult}"), "caught-up")
+            .await,
+        "caught-up 0"
+    );
+
     // Cut right after an acknowledged send: reading the thread finds the
     // message the outbox still holds stored, and keeps it as its own.
     let sent = device.ask(&format!("send {consult} een"), "sent").await;
