@@ -142,6 +142,8 @@ pub struct Metrics {
     calls: Calls,
     /// Set at scrape time.
     scraped: Scraped,
+    /// One scrape at a time: each clears and refills the scraped gauges.
+    scraping: tokio::sync::Mutex<()>,
 }
 
 /// Consult requests looked at per scrape; beyond, the gauges count these.
@@ -201,6 +203,7 @@ impl Metrics {
             registry,
             calls,
             scraped,
+            scraping: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -218,6 +221,7 @@ impl Metrics {
 
     /// The text of `/metrics` now.
     async fn scrape(&self, services: &Services) -> String {
+        let _one = self.scraping.lock().await;
         self.scraped.waiting.clear();
         self.scraped.past_due.clear();
         match services
@@ -280,21 +284,32 @@ fn code_in(headers: &HeaderMap) -> Option<Code> {
         .map(Code::from_i32)
 }
 
-/// A call being counted: recorded once, when its status is known or its
-/// answer is dropped unfinished.
+/// A call being counted: recorded once, when its status is known, or as
+/// CANCELLED when it is dropped unfinished (the caller went away before
+/// the answer or before the end of its stream).
 struct Pending {
     calls: Calls,
     labels: MethodLabels,
     started: Instant,
+    finished: bool,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.finish(Code::Cancelled);
+    }
 }
 
 impl Pending {
-    fn finish(self, code: Code) {
+    fn finish(&mut self, code: Code) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
         let MethodLabels {
             grpc_service,
             grpc_method,
             grpc_type,
-        } = self.labels;
+        } = self.labels.clone();
         self.calls
             .handled
             .get_or_create(&HandledLabels {
@@ -357,10 +372,11 @@ where
             .cloned()
             .unwrap_or(UNKNOWN);
         self.calls.started.get_or_create(&labels).inc();
-        let pending = Pending {
+        let mut pending = Pending {
             calls: self.calls.clone(),
             labels,
             started: Instant::now(),
+            finished: false,
         };
         let future = self.inner.call(request);
         Box::pin(async move {
@@ -381,19 +397,11 @@ where
     }
 }
 
-/// An answer's body, recording the call when its trailers pass (or when it
-/// is dropped before: the caller went away, CANCELLED).
+/// An answer's body, recording the call when its trailers pass (or, by
+/// [`Pending`]'s drop, when it is dropped before: CANCELLED).
 struct MeasuredBody {
     inner: tonic::body::Body,
     pending: Option<Pending>,
-}
-
-impl Drop for MeasuredBody {
-    fn drop(&mut self) {
-        if let Some(pending) = self.pending.take() {
-            pending.finish(Code::Cancelled);
-        }
-    }
 }
 
 impl http_body::Body for MeasuredBody {
@@ -408,19 +416,19 @@ impl http_body::Body for MeasuredBody {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(code) = frame.trailers_ref().and_then(code_in)
-                    && let Some(pending) = self.pending.take()
+                    && let Some(mut pending) = self.pending.take()
                 {
                     pending.finish(code);
                 }
             }
             Poll::Ready(Some(Err(_))) => {
-                if let Some(pending) = self.pending.take() {
+                if let Some(mut pending) = self.pending.take() {
                     pending.finish(Code::Internal);
                 }
             }
             Poll::Ready(None) => {
                 // Ended without trailers: not a complete gRPC answer.
-                if let Some(pending) = self.pending.take() {
+                if let Some(mut pending) = self.pending.take() {
                     pending.finish(Code::Unknown);
                 }
             }

@@ -1287,6 +1287,10 @@ impl Messenger {
     ) -> Result<Option<u64>> {
         // Whether the server refused the last ciphertext for a newer epoch.
         let mut stale = false;
+        // Whether the waiting message was posted before this call (its
+        // answer lost, or a crash took what the answer wrote): it may be
+        // stored, whatever the server says now.
+        let mut posted_before = None;
         for attempt in 0..POST_ATTEMPTS {
             if attempt > 0 {
                 self.catch_up(consult).await?;
@@ -1315,6 +1319,7 @@ impl Messenger {
                 let Some(mut outbox) = thread.outbox.clone() else {
                     return Ok(None);
                 };
+                posted_before.get_or_insert(outbox.sealed.is_some());
                 let sealed = match outbox.sealed.take() {
                     Some(sealed) if !stale => sealed,
                     _ => {
@@ -1360,6 +1365,21 @@ impl Messenger {
                 }
                 Err(status) if status.code() == tonic::Code::Aborted => stale = true,
                 Err(status) if not_stored(status.code()) => {
+                    // A message posted before and refused now for who the
+                    // caller is (the device revoked, its professional no
+                    // longer taking part) may be stored all the same: the
+                    // server checks the caller before the request id. It
+                    // stays in the outbox rather than be forgotten.
+                    let who = matches!(
+                        status.code(),
+                        tonic::Code::NotFound
+                            | tonic::Code::PermissionDenied
+                            | tonic::Code::FailedPrecondition
+                            | tonic::Code::Unauthenticated
+                    );
+                    if posted_before == Some(true) && who {
+                        return Err(status.into());
+                    }
                     let mut inner = self.inner.lock().await;
                     let mut thread = inner.thread(consult)?;
                     if thread
@@ -1563,11 +1583,14 @@ impl Messenger {
         let applied = self.apply_entries(consult, entries).await;
         // Each entry was written without waiting for the disk; one sync
         // makes them all durable (and whatever another task of this device
-        // applied meanwhile) before any of them is handed out. A power cut
+        // applied meanwhile) before any of them is handed out. A crash
         // before it loses only what nobody was given: the device reads it
-        // again, with the keys it then still holds.
-        self.inner.lock().await.state.sync()?;
-        applied
+        // again, with the keys it then still holds. A refusal of an entry
+        // is reported as it is, whatever the sync says.
+        let synced = self.inner.lock().await.state.sync();
+        let received = applied?;
+        synced?;
+        Ok(received)
     }
 
     /// The work of [`Messenger::apply`], each entry written lazily.
@@ -1853,7 +1876,9 @@ impl Messenger {
     /// # Errors
     /// [`ClientError::LocalState`] when the state cannot be read.
     pub async fn messages(&self, consult: Uuid) -> Result<Vec<ThreadMessage>> {
-        let inner = self.inner.lock().await;
+        let mut inner = self.inner.lock().await;
+        // What another task applied is handed out only once durable.
+        inner.state.sync()?;
         inner
             .state
             .scan(&format!("message/{consult}/"))?
@@ -1876,7 +1901,9 @@ impl Messenger {
         after: u64,
         limit: usize,
     ) -> Result<Vec<ThreadMessage>> {
-        let inner = self.inner.lock().await;
+        let mut inner = self.inner.lock().await;
+        // What another task applied is handed out only once durable.
+        inner.state.sync()?;
         let applied = inner.thread(consult)?.next_sequence;
         let mut messages = Vec::new();
         for (_, raw) in inner.state.scan_from(

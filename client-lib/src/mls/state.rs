@@ -8,9 +8,10 @@
 //! changed (with the client's own records, such as a thread's read position)
 //! as one redb write transaction, committed with `Durability::Immediate`
 //! (on disk, `fdatasync`ed, when it returns) before the caller acts on the
-//! result; or, for what can be found again after a power cut, without
+//! result; or, for what can be found again after a crash, without
 //! waiting for the disk, made durable by the next durable write or
-//! [`DurableState::sync`]. A crash or a power cut in the middle of an operation leaves the
+//! [`DurableState::sync`] (redb keeps such a write in memory: any crash,
+//! not only a power cut, takes it). A crash or a power cut in the middle of an operation leaves the
 //! state of before it; an operation that fails is undone with
 //! [`DurableState::roll_back`]. So a ratchet step is never lost after the
 //! ciphertext it made has left: a key and nonce are never used twice.
@@ -52,6 +53,9 @@ pub(crate) struct DurableState {
     persisted: HashMap<Vec<u8>, Vec<u8>>,
     /// The database.
     db: redb::Database,
+    /// Whether a write since the last durable one did not wait for the
+    /// disk.
+    lazy: bool,
 }
 
 impl DurableState {
@@ -84,6 +88,7 @@ impl DurableState {
             provider: OpenMlsRustCrypto::default(),
             persisted: HashMap::new(),
             db,
+            lazy: false,
         };
         for (key, value) in state.entries(MLS_PREFIX)? {
             state
@@ -171,9 +176,10 @@ impl DurableState {
     }
 
     /// Like [`DurableState::persist`]; with `durable` false, the write does
-    /// not wait for the disk (redb's `Durability::None`): a crash or power
-    /// cut may take it, and the state is then that of the last durable
-    /// write, which a later durable write makes this one part of.
+    /// not wait for the disk (redb's `Durability::None`): any crash (a
+    /// kill, a panic, a power cut) may take it, and the state is then that
+    /// of the last durable write. A later durable write, or
+    /// [`DurableState::sync`], makes this one durable too.
     pub(crate) fn persist_with(
         &mut self,
         own: &[(String, Option<Vec<u8>>)],
@@ -232,6 +238,7 @@ impl DurableState {
         // Nothing of a transaction that fails to commit is kept: the last
         // persisted state stays what a roll-back returns to.
         tx.commit().map_err(|e| write(&e))?;
+        self.lazy = !durable;
         for key in removed {
             self.persisted.remove(&key);
         }
@@ -239,13 +246,18 @@ impl DurableState {
         Ok(())
     }
 
-    /// Makes every write so far durable (those written with `durable`
-    /// false included): one empty write transaction committed durably,
-    /// which redb makes durable with everything before it.
+    /// Makes every write so far durable, when one did not wait for the
+    /// disk: one empty write transaction committed durably, which redb
+    /// makes durable with everything before it.
     pub(crate) fn sync(&mut self) -> Result<()> {
+        if !self.lazy {
+            return Ok(());
+        }
         let write = |e: &dyn std::fmt::Display| local("cannot sync the state", e);
         let tx = self.db.begin_write().map_err(|e| write(&e))?;
-        tx.commit().map_err(|e| write(&e))
+        tx.commit().map_err(|e| write(&e))?;
+        self.lazy = false;
+        Ok(())
     }
 
     /// Undoes every change OpenMLS made since the last persist.

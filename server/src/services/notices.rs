@@ -182,10 +182,9 @@ pub(super) async fn fanout(consults: &ConsultApi, notices: &[Notice<'_>]) -> Ser
 }
 
 /// Commits `batch` with the events of `notices` in the same batch, and
-/// wakes the devices' subscriptions. A conflict on a device log head alone
-/// (another event landed first) is retried with the heads read again; a
-/// conflict on anything else the caller read is returned as
-/// [`StoreError::Conflict`].
+/// wakes the devices' subscriptions. Device logs never conflict (their
+/// appends are numbered in the transaction); a conflict on anything the
+/// caller read is returned as [`StoreError::Conflict`].
 pub(super) async fn commit(
     consults: &ConsultApi,
     batch: Batch,

@@ -370,6 +370,19 @@ async fn log_appends_go_with_their_batch(store: Arc<dyn Store>) {
     let mut batch = Batch::new();
     batch.append_log(device, vec![b"first".to_vec()]);
     assert_eq!(store.commit_logged(batch).await.unwrap(), vec![1]);
+    // The same log twice in one batch: the second goes on after the first.
+    let mut batch = Batch::new();
+    batch.append_log(device, vec![b"second".to_vec(), b"third".to_vec()]);
+    batch.append_log(device, vec![b"fourth".to_vec()]);
+    assert_eq!(store.commit_logged(batch).await.unwrap(), vec![3, 4]);
+    let log = super::scan_all(store.as_ref(), Keyspace::Events, &device)
+        .await
+        .unwrap();
+    let values: Vec<&[u8]> = log.iter().map(|(_, v)| v.as_slice()).collect();
+    assert_eq!(
+        values,
+        [b"first".as_slice(), b"second", b"third", b"fourth"]
+    );
 }
 
 async fn get_put_delete(store: &dyn Store) {

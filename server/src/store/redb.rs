@@ -278,10 +278,21 @@ fn apply(
             Err(corrupt) => return Ok(Err(corrupt)),
         }
     };
-    // The log heads too are read before anything is written.
-    let mut logs = Vec::with_capacity(batch.logs.len());
-    for append in &batch.logs {
+    // The log heads too are read before anything is written; a device
+    // appended to twice in one batch goes on after its first append.
+    let mut logs: Vec<(Vec<u8>, u64)> = Vec::with_capacity(batch.logs.len());
+    for (n, append) in batch.logs.iter().enumerate() {
         let head_key = full_key(Keyspace::EventHeads, &append.device);
+        let earlier = batch.logs[..n]
+            .iter()
+            .zip(&logs)
+            .rev()
+            .find(|(a, _)| a.device == append.device)
+            .map(|(a, (_, start))| start + a.events.len() as u64);
+        if let Some(start) = earlier {
+            logs.push((head_key, start));
+            continue;
+        }
         let last = match table.get(head_key.as_slice()).map_err(backend)? {
             None => 0,
             Some(raw) => match <[u8; 8]>::try_from(raw.value()) {

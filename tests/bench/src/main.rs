@@ -15,6 +15,7 @@
 mod b0;
 mod b1;
 mod b2;
+mod b3;
 mod b4;
 mod b5;
 mod b6;
@@ -52,6 +53,8 @@ enum Command {
     B1(Options),
     /// B2: one encrypted send at a time through samenop-client.
     B2(Options),
+    /// B3: the store on disk: a million messages, bytes per payload byte, restart.
+    B3(Options),
     /// B4: fan-out to 10, 100 and 608 subscribed devices vs a bare broadcast.
     B4(Options),
     /// B5: catch-up of a 10,000-message backlog, server and device.
@@ -80,6 +83,9 @@ pub(crate) struct Options {
     /// Seconds each side runs per round.
     #[arg(long, default_value_t = 2.0)]
     seconds: f64,
+    /// Messages B3 stores.
+    #[arg(long, default_value_t = 1_000_000)]
+    messages: usize,
     /// Calls per second of the open-loop runs.
     #[arg(long, default_value_t = 1000.0)]
     rate: f64,
@@ -158,7 +164,7 @@ fn main() -> ExitCode {
             Command::All(options) => {
                 benchmark(
                     options,
-                    &["B0", "B1", "B2", "B4", "B5", "B6", "B7", "B8"],
+                    &["B0", "B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8"],
                     true,
                 )
                 .await
@@ -166,6 +172,7 @@ fn main() -> ExitCode {
             Command::B0(options) => benchmark(options, &["B0"], false).await,
             Command::B1(options) => benchmark(options, &["B1"], false).await,
             Command::B2(options) => benchmark(options, &["B2"], false).await,
+            Command::B3(options) => benchmark(options, &["B3"], false).await,
             Command::B4(options) => benchmark(options, &["B4"], false).await,
             Command::B5(options) => benchmark(options, &["B5"], false).await,
             Command::B6(options) => benchmark(options, &["B6"], false).await,
@@ -209,7 +216,7 @@ async fn benchmark(options: Options, which: &[&str], write: bool) -> Result<(), 
     // B8 first: B2's target needs its encryption cost. B7 next, on a
     // fresh server: memory freed by the others' loads would be reused by
     // its streams and hide what they cost.
-    for name in ["B8", "B7", "B0", "B1", "B2", "B4", "B5", "B6"] {
+    for name in ["B8", "B7", "B0", "B1", "B2", "B4", "B5", "B6", "B3"] {
         if !which.contains(&name) {
             continue;
         }
@@ -218,6 +225,7 @@ async fn benchmark(options: Options, which: &[&str], write: bool) -> Result<(), 
             "B0" => b0::run(&mut bench).await,
             "B1" => b1::run(&mut bench).await,
             "B2" => b2::run(&mut bench).await,
+            "B3" => b3::run(&mut bench).await,
             "B4" => b4::run(&mut bench).await,
             "B5" => b5::run(&mut bench).await,
             "B6" => b6::run(&mut bench).await,
