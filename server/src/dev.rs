@@ -121,7 +121,7 @@ pub fn write_network(
 
 /// An expertise as the tools name it: CHILD, ADULT, or the violence type
 /// (PARTNER_VIOLENCE, …).
-fn expertise_code(expertise: crate::domain::Expertise) -> String {
+pub(crate) fn expertise_code(expertise: crate::domain::Expertise) -> String {
     match expertise {
         crate::domain::Expertise::Child => "CHILD".to_owned(),
         crate::domain::Expertise::Adult => "ADULT".to_owned(),

@@ -41,7 +41,7 @@ use prometheus_client::{
 use tonic::Code;
 use tower::{Layer, Service};
 
-use crate::{domain::Expertise, services::Context as Services};
+use crate::services::Context as Services;
 
 /// A method's labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -232,7 +232,7 @@ impl Metrics {
             Ok(waiting) => {
                 for (expertise, past_due) in waiting {
                     let labels = ExpertiseLabels {
-                        expertise: expertise_label(expertise),
+                        expertise: crate::dev::expertise_code(expertise),
                     };
                     self.scraped.waiting.get_or_create(&labels).inc();
                     if past_due {
@@ -255,18 +255,6 @@ impl Metrics {
             tracing::warn!(error = %err, "metrics: cannot encode");
         }
         text
-    }
-}
-
-/// An expertise as a label value: CHILD, ADULT or the violence type.
-fn expertise_label(expertise: Expertise) -> String {
-    match expertise {
-        Expertise::Child => "CHILD".to_owned(),
-        Expertise::Adult => "ADULT".to_owned(),
-        Expertise::Violence(kind) => kind
-            .as_str_name()
-            .trim_start_matches("VIOLENCE_TYPE_")
-            .to_owned(),
     }
 }
 

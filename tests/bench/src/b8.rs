@@ -224,19 +224,20 @@ fn nonce(n: usize) -> aead::Nonce {
 /// The median over five measurements of one message's decryption in a
 /// group of `size`, µs.
 pub(crate) fn decrypt_cost_us(size: usize) -> Result<f64, String> {
-    let mut costs = Vec::new();
-    for _ in 0..5 {
-        costs.push(messages(size)?.1);
-    }
-    Ok(run::median(&costs))
+    median_of_five(size, |(_, decrypt)| decrypt)
 }
 
 /// The median over five measurements of one message's encryption in a
 /// group of `size`, µs.
 pub(crate) fn encrypt_cost_us(size: usize) -> Result<f64, String> {
+    median_of_five(size, |(encrypt, _)| encrypt)
+}
+
+/// The median of `pick` of five measurements of [`messages`].
+fn median_of_five(size: usize, pick: fn((f64, f64)) -> f64) -> Result<f64, String> {
     let mut costs = Vec::new();
     for _ in 0..5 {
-        costs.push(messages(size)?.0);
+        costs.push(pick(messages(size)?));
     }
     Ok(run::median(&costs))
 }

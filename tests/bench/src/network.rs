@@ -55,19 +55,9 @@ pub(crate) struct StoreFigures {
 /// Reads the store's figures from the metrics at `addr` (zero when they
 /// cannot be read: the echo server has none).
 pub(crate) fn scrape(addr: Option<SocketAddr>) -> StoreFigures {
-    use std::io::{Read, Write};
-    let Some(addr) = addr else {
+    let Some(text) = addr.and_then(|addr| metrics_text(addr).ok()) else {
         return StoreFigures::default();
     };
-    let mut text = String::new();
-    let read = std::net::TcpStream::connect(addr).and_then(|mut stream| {
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
-        stream.read_to_string(&mut text)
-    });
-    if read.is_err() {
-        return StoreFigures::default();
-    }
     let value = |name: &str| {
         text.lines()
             .find_map(|line| {
