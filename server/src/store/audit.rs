@@ -563,9 +563,29 @@ impl Trail {
     /// # Errors
     /// [`StoreError`] when the backend fails.
     pub async fn verify(&self, public_key: Option<&[u8]>) -> Result<Verification, StoreError> {
+        // The chain is read in pages, not in one snapshot: a retention purge
+        // that moves the base meanwhile removes entries the walk has not
+        // reached, which would look like a gap. A fault seen while the base
+        // moved is checked again from the new base.
+        let mut attempts = 0;
+        loop {
+            let base = self.base().await?;
+            let verification = self.verify_from(base, public_key).await?;
+            attempts += 1;
+            if verification.broken.is_none() || attempts == 5 || self.base().await? == base {
+                return Ok(verification);
+            }
+        }
+    }
+
+    /// One walk of [`Trail::verify`], from `base` as read before it.
+    async fn verify_from(
+        &self,
+        base: Head,
+        public_key: Option<&[u8]>,
+    ) -> Result<Verification, StoreError> {
         const STEP: usize = 1024;
         let recorded = self.head().await?;
-        let base = self.base().await?;
         let mut faults: Vec<Broken> = Vec::new();
         let mut signed: std::collections::BTreeMap<u64, Vec<u8>> = Default::default();
         let stored = self.checkpoints().await?;
