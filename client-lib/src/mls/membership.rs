@@ -55,7 +55,7 @@ impl Messenger {
     /// [`ClientError::FailedPrecondition`] when the thread already started.
     pub async fn create_thread(&self, consult: Uuid) -> Result<()> {
         let mut inner = self.inner.lock().await;
-        if inner.load_group(consult)?.is_some() {
+        if inner.group(consult)?.is_some() {
             return Ok(());
         }
         let page = self.fetch(consult, 1).await?;
@@ -69,7 +69,7 @@ impl Messenger {
             .use_ratchet_tree_extension(true)
             .build();
         let credential = inner.credential.clone();
-        MlsGroup::new_with_group_id(
+        let group = MlsGroup::new_with_group_id(
             inner.state.provider(),
             &inner.signer,
             &config,
@@ -81,7 +81,9 @@ impl Messenger {
             from_start: true,
             ..inner.thread(consult)?
         };
-        inner.persist(consult, &thread, Vec::new())
+        inner.persist(consult, &thread, Vec::new())?;
+        inner.keep_group(consult, group);
+        Ok(())
     }
 
     /// The active devices of the consult's active participants, with their
@@ -203,11 +205,9 @@ impl Messenger {
     /// [`ClientError::GroupMismatch`] naming the first difference.
     pub async fn verify_members(&self, consult: Uuid) -> Result<()> {
         let listed = self.roster(consult).await?.current;
-        let inner = self.inner.lock().await;
-        let group = inner
-            .load_group(consult)?
-            .ok_or_else(|| not_member(consult))?;
-        Self::check_new_members(consult, &group, &BTreeSet::new(), &listed)?;
+        let mut inner = self.inner.lock().await;
+        let group = inner.group(consult)?.ok_or_else(|| not_member(consult))?;
+        Self::check_new_members(consult, group, &BTreeSet::new(), &listed)?;
         let members: BTreeSet<Uuid> = group
             .members()
             .filter_map(|m| member_device(&m.credential))
@@ -444,7 +444,7 @@ impl Messenger {
     /// # Errors
     /// [`ClientError::LocalState`] when the state cannot be read.
     pub async fn joined(&self, consult: Uuid) -> Result<bool> {
-        Ok(self.inner.lock().await.load_group(consult)?.is_some())
+        Ok(self.inner.lock().await.group(consult)?.is_some())
     }
 
     pub(super) async fn join(&self, consult: Uuid, welcome: &v1::WelcomeMessage) -> Result<()> {
@@ -465,11 +465,11 @@ impl Messenger {
         // one) while the lock was free: the group it made stands.
         if !before.removed
             && before.next_sequence > welcome.commit_sequence
-            && inner.load_group(consult)?.is_some_and(|g| g.is_active())
+            && inner.group(consult)?.is_some_and(MlsGroup::is_active)
         {
             return Ok(());
         }
-        if let Some(mut old) = inner.load_group(consult)? {
+        if let Some(mut old) = inner.take_group(consult)? {
             old.delete(inner.state.provider().storage())
                 .map_err(|e| local("cannot drop the group it was removed from", e))?;
         }
@@ -479,12 +479,12 @@ impl Messenger {
         let group = match group {
             Ok(group) => group,
             Err(err) => {
-                inner.state.roll_back();
+                inner.roll_back();
                 return Err(err);
             }
         };
         if group.group_id() != &group_id(consult) {
-            inner.state.roll_back();
+            inner.roll_back();
             return Err(rejected(
                 consult,
                 welcome.commit_sequence,
@@ -492,7 +492,7 @@ impl Messenger {
             ));
         }
         if let Err(err) = Self::check_new_members(consult, &group, &BTreeSet::new(), &listed) {
-            inner.state.roll_back();
+            inner.roll_back();
             return Err(err);
         }
         // The outbox stays: a message waiting to be sent goes in the new
@@ -505,6 +505,7 @@ impl Messenger {
             ..ThreadRecord::default()
         };
         inner.persist(consult, &thread, Vec::new())?;
+        inner.keep_group(consult, group);
         drop(inner);
         // The Welcome used one of this device's key packages. The join
         // stands whether or not the top-up gets through now; the next

@@ -68,6 +68,8 @@ const KEY_PACKAGES_LOW: u32 = 10;
 const POST_ATTEMPTS: usize = 8;
 /// The content layout this library writes and reads.
 const CONTENT_VERSION: u32 = 1;
+/// At most this many groups are kept decoded in memory.
+const GROUPS_KEPT: usize = 64;
 
 fn local(what: &str, err: impl std::fmt::Display) -> ClientError {
     ClientError::LocalState(format!("{what}: {err}"))
@@ -141,6 +143,13 @@ struct Inner {
     credential: CredentialWithKey,
     /// The device.
     device: DeviceRecord,
+    /// Groups as decoded from the working copy of the storage, by consult,
+    /// and changed only through these objects (OpenMLS writes each change
+    /// through to the storage): decoding a group reads its whole state, the
+    /// ratchet tree and the secret tree as JSON, which cost a send more than
+    /// its encryption. Emptied by every roll-back, which returns the storage
+    /// to an earlier state.
+    groups: HashMap<Uuid, MlsGroup>,
 }
 
 /// One device of one professional: end-to-end encrypted threads.
@@ -205,16 +214,52 @@ fn member_device(credential: &openmls::prelude::Credential) -> Option<Uuid> {
 }
 
 impl Inner {
-    fn load_group(&self, consult: Uuid) -> Result<Option<MlsGroup>> {
+    /// The group of `consult`, to change: taken out of the kept ones (or
+    /// decoded from the storage), and given back with [`Inner::keep_group`]
+    /// once what it changed is persisted, before the lock is released (a
+    /// group given back later could be older than one another task decoded
+    /// meanwhile). One dropped instead is decoded again the next time.
+    fn take_group(&mut self, consult: Uuid) -> Result<Option<MlsGroup>> {
+        if let Some(group) = self.groups.remove(&consult) {
+            return Ok(Some(group));
+        }
         MlsGroup::load(self.state.provider().storage(), &group_id(consult))
             .map_err(|e| local("cannot load a group", e))
     }
 
+    /// Keeps `group` decoded for the next operation (see
+    /// [`Inner::take_group`]).
+    fn keep_group(&mut self, consult: Uuid, group: MlsGroup) {
+        if self.groups.len() >= GROUPS_KEPT && !self.groups.contains_key(&consult) {
+            self.groups.clear();
+        }
+        self.groups.insert(consult, group);
+    }
+
+    /// The group of `consult`, to look at.
+    fn group(&mut self, consult: Uuid) -> Result<Option<&MlsGroup>> {
+        if !self.groups.contains_key(&consult) {
+            let Some(group) = self.take_group(consult)? else {
+                return Ok(None);
+            };
+            self.keep_group(consult, group);
+        }
+        Ok(self.groups.get(&consult))
+    }
+
+    /// Undoes every change OpenMLS made since the last persist; the groups
+    /// decoded since are dropped with it.
+    fn roll_back(&mut self) {
+        self.state.roll_back();
+        self.groups.clear();
+    }
+
     /// The group, caught up, to build a new commit on: a commit still
-    /// pending after catching up was never stored, and is dropped.
+    /// pending after catching up was never stored, and is dropped. Given
+    /// back as [`Inner::take_group`] says.
     fn group_to_commit(&mut self, consult: Uuid) -> Result<MlsGroup> {
         let mut group = self
-            .load_group(consult)?
+            .take_group(consult)?
             .ok_or_else(|| not_member(consult))?;
         if group.pending_commit().is_some() {
             group
@@ -263,7 +308,7 @@ impl Inner {
         own.extend(extra);
         let result = self.state.persist_with(&own, durable);
         if result.is_err() {
-            self.state.roll_back();
+            self.roll_back();
         }
         result
     }
@@ -346,6 +391,7 @@ impl Messenger {
                 signer,
                 credential,
                 device,
+                groups: HashMap::new(),
             }),
             sending: std::sync::Mutex::default(),
         };

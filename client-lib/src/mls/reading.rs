@@ -56,10 +56,10 @@ impl Messenger {
         let mut received = Vec::new();
         loop {
             let (from, standing) = {
-                let inner = self.inner.lock().await;
+                let mut inner = self.inner.lock().await;
                 let thread = inner.thread(consult)?;
                 let standing = inner
-                    .load_group(consult)?
+                    .group(consult)?
                     .map(|group| group.is_active() && !thread.removed);
                 (thread.next_sequence, standing)
             };
@@ -184,7 +184,7 @@ impl Messenger {
             match result {
                 Ok(message) => received.extend(message),
                 Err(err) => {
-                    inner.state.roll_back();
+                    inner.roll_back();
                     return Err(err);
                 }
             }
@@ -202,7 +202,7 @@ impl Messenger {
         let sequence = entry.sequence;
         let mut thread = inner.thread(consult)?;
         let mut group = inner
-            .load_group(consult)?
+            .take_group(consult)?
             .ok_or_else(|| not_member(consult))?;
         if thread.removed || !group.is_active() {
             return Err(ClientError::FailedPrecondition(format!(
@@ -224,6 +224,7 @@ impl Messenger {
             {
                 let (thread, extra) = self.posted(inner, consult, thread, outbox, sequence)?;
                 inner.persist_lazily(consult, &thread, extra)?;
+                inner.keep_group(consult, group);
                 return Ok(None);
             }
             // Our own message or commit: a commit still pending (posted
@@ -245,6 +246,7 @@ impl Messenger {
             }
             thread.next_sequence += 1;
             inner.persist_lazily(consult, &thread, Vec::new())?;
+            inner.keep_group(consult, group);
             return Ok(None);
         }
         let message = MlsMessageIn::tls_deserialize_exact_bytes(&entry.mls_message)
@@ -394,6 +396,7 @@ impl Messenger {
         }
         thread.next_sequence += 1;
         inner.persist_lazily(consult, &thread, extra)?;
+        inner.keep_group(consult, group);
         Ok(out)
     }
 
@@ -452,7 +455,7 @@ impl Messenger {
     /// # Errors
     /// [`ClientError::LocalState`] when the state cannot be read.
     pub async fn epoch(&self, consult: Uuid) -> Result<Option<u64>> {
-        let inner = self.inner.lock().await;
-        Ok(inner.load_group(consult)?.map(|g| g.epoch().as_u64()))
+        let mut inner = self.inner.lock().await;
+        Ok(inner.group(consult)?.map(|g| g.epoch().as_u64()))
     }
 }

@@ -85,13 +85,12 @@ impl Messenger {
         let queue = self.send_queue(consult);
         let _turn = queue.lock().await;
         {
-            // One read of the group for both checks: loading it decodes
-            // the whole group state.
-            let inner = self.inner.lock().await;
-            let group = inner
-                .load_group(consult)?
-                .ok_or_else(|| not_member(consult))?;
-            if inner.thread(consult)?.removed || !group.is_active() {
+            let mut inner = self.inner.lock().await;
+            let active = inner
+                .group(consult)?
+                .ok_or_else(|| not_member(consult))?
+                .is_active();
+            if inner.thread(consult)?.removed || !active {
                 return Err(ClientError::FailedPrecondition(format!(
                     "this device was removed from consult {consult}'s group"
                 )));
@@ -167,7 +166,7 @@ impl Messenger {
         let mut inner = self.inner.lock().await;
         let mut thread = inner.thread(consult)?;
         let mut group = inner
-            .load_group(consult)?
+            .take_group(consult)?
             .ok_or_else(|| not_member(consult))?;
         let mut sealed = Vec::with_capacity(texts.len());
         for text in texts {
@@ -188,6 +187,7 @@ impl Messenger {
             sealed.push(serialize(&encrypted)?);
         }
         inner.persist(consult, &thread, Vec::new())?;
+        inner.keep_group(consult, group);
         Ok(sealed)
     }
 
@@ -267,7 +267,7 @@ impl Messenger {
                     Some(sealed) if !stale => sealed,
                     _ => {
                         let mut group = inner
-                            .load_group(consult)?
+                            .take_group(consult)?
                             .ok_or_else(|| not_member(consult))?;
                         let encrypted = group
                             .create_message(inner.state.provider(), &inner.signer, &outbox.content)
@@ -278,6 +278,7 @@ impl Messenger {
                         // The ratchet's step is on disk before the
                         // ciphertext leaves.
                         inner.persist(consult, &thread, Vec::new())?;
+                        inner.keep_group(consult, group);
                         sealed
                     }
                 };
