@@ -8,11 +8,19 @@
 //! (OID 2.5.4.5, as PKIoverheid certificates carry it) and checks that the
 //! organisation is allowed and the professional is one of its active ones.
 
-use std::{collections::HashMap, fmt, net::SocketAddr, sync::Arc};
+use std::{
+    collections::HashMap,
+    fmt,
+    net::SocketAddr,
+    sync::{Arc, Mutex, PoisonError},
+};
 
 use samenop_proto::PROFESSIONAL_METADATA_KEY;
 use tonic::Request;
-use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::{
+    prelude::{FromDer, X509Certificate},
+    time::ASN1Time,
+};
 
 use crate::{
     audit::CallAudit,
@@ -25,8 +33,12 @@ use crate::{
 /// The OID of the X.520 serialNumber attribute (2.5.4.5).
 const SERIAL_NUMBER_OID: &str = "2.5.4.5";
 
+/// At most this many client certificates' facts are kept (see
+/// [`Authenticator`]); a server has one or a few per organisation.
+const CERTIFICATES_KEPT: usize = 4096;
+
 /// The SHA-256 fingerprint of a client certificate (DER), shown in hex.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Fingerprint([u8; 32]);
 
 impl Fingerprint {
@@ -93,6 +105,53 @@ impl Caller {
     }
 }
 
+/// What a client certificate says, read from it once.
+#[derive(Clone)]
+struct CertificateFacts {
+    /// When it becomes valid and when it expires.
+    validity: (ASN1Time, ASN1Time),
+    /// The OIN in its subject serialNumber, if it has one.
+    oin: Option<Oin>,
+}
+
+impl CertificateFacts {
+    /// Parses `der`; `None` when it cannot be parsed.
+    fn read(der: &[u8]) -> Option<Self> {
+        let (_, cert) = X509Certificate::from_der(der).ok()?;
+        let validity = cert.validity();
+        let oin = cert
+            .subject()
+            .iter_attributes()
+            .find(|attr| attr.attr_type().to_id_string() == SERIAL_NUMBER_OID)
+            .and_then(|attribute| attribute.as_str().ok())
+            .and_then(|text| Oin::parse("subject serialNumber", text).ok());
+        Some(CertificateFacts {
+            validity: (validity.not_before, validity.not_after),
+            oin,
+        })
+    }
+
+    /// The OIN, if the certificate is valid now and has one.
+    fn oin_now(&self) -> ServiceResult<Oin> {
+        let now = ASN1Time::now();
+        // The handshake checked validity when the connection was made; an
+        // HTTP/2 connection can outlive the certificate, so check again on
+        // every call.
+        if now < self.validity.0 || now > self.validity.1 {
+            return Err(ServiceError::Unauthenticated(
+                "the client certificate is not valid at this time (expired or not yet valid)"
+                    .into(),
+            ));
+        }
+        self.oin.clone().ok_or_else(|| {
+            ServiceError::Unauthenticated(
+                "the client certificate carries no OIN (20 digits) in its subject serialNumber"
+                    .into(),
+            )
+        })
+    }
+}
+
 /// Identifies callers: the allowed organisations and the directory.
 #[derive(Clone)]
 pub struct Authenticator {
@@ -100,6 +159,10 @@ pub struct Authenticator {
     organisations: Arc<HashMap<Oin, Organisation>>,
     /// Where professionals are looked up.
     directory: Directory,
+    /// What each client certificate seen says, by fingerprint: parsing the
+    /// certificate on every call cost a tenth of a read's server time. Its
+    /// validity is still checked against the clock on every call.
+    certificates: Arc<Mutex<HashMap<Fingerprint, CertificateFacts>>>,
 }
 
 impl Authenticator {
@@ -112,6 +175,7 @@ impl Authenticator {
         Authenticator {
             organisations: Arc::new(organisations),
             directory,
+            certificates: Arc::default(),
         }
     }
 
@@ -131,7 +195,9 @@ impl Authenticator {
         let audit = CallAudit::of(request);
         let span = tracing::Span::current();
         span.record("cert", tracing::field::display(&certificate));
-        let organisation = oin_of(leaf.as_ref()).inspect_err(|_| audit.peer(None, &certificate))?;
+        let organisation = self
+            .organisation_of(&certificate, leaf.as_ref())
+            .inspect_err(|_| audit.peer(None, &certificate))?;
         audit.peer(Some(&organisation), &certificate);
         span.record("org", tracing::field::display(&organisation));
         if !self.organisations.contains_key(&organisation) {
@@ -144,6 +210,35 @@ impl Authenticator {
             certificate,
             remote: request.remote_addr(),
         })
+    }
+
+    /// The OIN of the client certificate `der`, whose fingerprint is
+    /// `certificate`, read once per certificate (see [`oin_of`]).
+    fn organisation_of(&self, certificate: &Fingerprint, der: &[u8]) -> ServiceResult<Oin> {
+        let kept = self
+            .certificates
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(certificate)
+            .cloned();
+        let facts = match kept {
+            Some(facts) => facts,
+            None => {
+                let facts = CertificateFacts::read(der).ok_or_else(|| {
+                    ServiceError::Unauthenticated("the client certificate cannot be parsed".into())
+                })?;
+                let mut kept = self
+                    .certificates
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if kept.len() >= CERTIFICATES_KEPT {
+                    kept.clear();
+                }
+                kept.insert(certificate.clone(), facts.clone());
+                facts
+            }
+        };
+        facts.oin_now()
     }
 
     /// Identifies the caller: the connection's organisation and the acting
@@ -196,28 +291,43 @@ fn professional_id<T>(request: &Request<T>) -> ServiceResult<ProfessionalId> {
     ProfessionalId::parse(PROFESSIONAL_METADATA_KEY, text).map_err(|_| malformed())
 }
 
-/// Reads the OIN from a certificate's subject serialNumber.
+/// Reads the OIN from a certificate's subject serialNumber, checking that
+/// the certificate is valid now.
+///
+/// # Errors
+/// UNAUTHENTICATED when it cannot be parsed, is not valid now, or has no
+/// OIN.
 pub(crate) fn oin_of(der: &[u8]) -> ServiceResult<Oin> {
-    let (_, cert) = X509Certificate::from_der(der).map_err(|_| {
-        ServiceError::Unauthenticated("the client certificate cannot be parsed".into())
-    })?;
-    // The handshake checked validity when the connection was made; an HTTP/2
-    // connection can outlive the certificate, so check again on every call.
-    if !cert.validity().is_valid() {
-        return Err(ServiceError::Unauthenticated(
-            "the client certificate is not valid at this time (expired or not yet valid)".into(),
-        ));
+    CertificateFacts::read(der)
+        .ok_or_else(|| {
+            ServiceError::Unauthenticated("the client certificate cannot be parsed".into())
+        })?
+        .oin_now()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(from: i64, until: i64) -> CertificateFacts {
+        let time = |secs| ASN1Time::from_timestamp(secs).expect("a time");
+        CertificateFacts {
+            validity: (time(from), time(until)),
+            oin: Some(Oin::parse("oin", "00000001234567890000").expect("an OIN")),
+        }
     }
-    let no_oin = || {
-        ServiceError::Unauthenticated(
-            "the client certificate carries no OIN (20 digits) in its subject serialNumber".into(),
-        )
-    };
-    let attribute = cert
-        .subject()
-        .iter_attributes()
-        .find(|attr| attr.attr_type().to_id_string() == SERIAL_NUMBER_OID)
-        .ok_or_else(no_oin)?;
-    let text = attribute.as_str().map_err(|_| no_oin())?;
-    Oin::parse("subject serialNumber", text).map_err(|_| no_oin())
+
+    #[test]
+    fn kept_facts_are_checked_against_the_clock_on_every_call() {
+        let now = ASN1Time::now().timestamp();
+        assert!(facts(now - 60, now + 3600).oin_now().is_ok());
+        // Expired since it was first read, or not valid yet.
+        for kept in [facts(now - 3600, now - 1), facts(now + 60, now + 3600)] {
+            let err = kept.oin_now().expect_err("refused");
+            assert!(
+                matches!(&err, ServiceError::Unauthenticated(m) if m.contains("not valid at this time")),
+                "{err:?}"
+            );
+        }
+    }
 }
