@@ -142,9 +142,19 @@ pub(crate) enum Command {
     /// This machine's device for the profile (its encryption keys).
     #[command(subcommand)]
     Device(DeviceCommand),
-    /// Consult requests for you and your expertise pools, most urgent first.
-    #[command(after_help = "Example:\n  samenop inbox")]
-    Inbox,
+    /// Consult requests for you and your expertise pools, most urgent first;
+    /// with --web, your inbox in the browser.
+    #[command(after_help = "Examples:\n  samenop inbox\n  samenop inbox --open")]
+    Inbox {
+        /// Serve the inbox as a web page on 127.0.0.1 for this machine's
+        /// browser (the address printed holds a one-time token); this
+        /// process holds the device's keys until Ctrl-C.
+        #[arg(long)]
+        web: bool,
+        /// Serve it (as --web) and open the browser at it.
+        #[arg(long)]
+        open: bool,
+    },
     /// Your consults: those you own and those you take part in.
     #[command(after_help = "Example:\n  samenop consults --state accepted")]
     Consults {

@@ -86,6 +86,10 @@ impl CliError {
         self
     }
 
+    pub(crate) fn failure(message: impl Into<String>) -> Self {
+        Self::new(Class::Failure, message)
+    }
+
     pub(crate) fn usage(message: impl Into<String>) -> Self {
         Self::new(Class::Usage, message)
     }

@@ -14,6 +14,8 @@
 //! - `ids`: short ids (a unique prefix of at least 6 characters).
 //! - `text`: the user-facing words, in one place for a later translation.
 //! - `cmd`: one file per group of commands; `cmd::run` dispatches.
+//! - `web`: `samenop inbox --web`, the inbox in the browser, served on
+//!   127.0.0.1 by this process, which holds the device.
 
 mod cli;
 mod cmd;
@@ -25,6 +27,7 @@ mod output;
 mod retry;
 mod text;
 mod time;
+mod web;
 
 use std::process::ExitCode;
 

@@ -19,6 +19,12 @@ pub(crate) const HINT_WHO_CONSENTS: &str = "under 12 a parent or carer consents;
      and over the young person alone";
 pub(crate) const HINT_DEVICE_IN_USE: &str =
     "another samenop of this profile is writing with its keys; wait for it, or stop it";
+pub(crate) const WEB_SERVING: &str =
+    "the inbox is served at the address above (for this browser session only; Ctrl-C stops it)";
+pub(crate) const WEB_NO_BROWSER: &str = "cannot open a browser; open the address above yourself";
+pub(crate) const WEB_LAUNCH_USED: &str = "this address was used already or is not this launch's: run `samenop inbox --web` again for a new one";
+pub(crate) const WEB_FOLLOW_RETRY: &str =
+    "following the device's events stopped for a moment; trying again";
 /// How long a command waits for the device while another samenop holds it.
 pub(crate) const DEVICE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 pub(crate) const HINT_NOT_A_MEMBER: &str = "this device is not in the consult's thread yet: the consult's owner adds it, their \

@@ -637,3 +637,326 @@ async fn completions_and_the_manual_page_are_generated() {
     let wrong = run(&["send"]);
     assert_eq!(wrong.status.code(), Some(2));
 }
+
+/// One HTTP/1.1 exchange with the inbox's local server over a real socket:
+/// the status, the header lines (lower-cased names) and the body.
+async fn http(
+    address: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, Vec<(String, String)>, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if let Some(body) = body {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    request.push_str("\r\n");
+    request.push_str(body.unwrap_or_default());
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    within("the inbox server to answer", stream.read_to_end(&mut raw))
+        .await
+        .unwrap();
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, body.to_owned())
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// A `samenop inbox --web` process: its address and launch token.
+struct Inbox {
+    child: Child,
+    host: String,
+    token: String,
+}
+
+impl Inbox {
+    async fn start(s: &Setup, profile: &str) -> Inbox {
+        let mut child = s
+            .command(Some(profile), &["inbox", "--web"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let first = within(
+            "the inbox to print its address",
+            tokio::task::spawn_blocking(move || {
+                let mut line = String::new();
+                BufReader::new(stdout).read_line(&mut line).unwrap();
+                line
+            }),
+        )
+        .await
+        .unwrap();
+        let rest = first.trim().strip_prefix("http://").unwrap().to_owned();
+        let (host, query) = rest.split_once("/launch?token=").unwrap();
+        Inbox {
+            child,
+            host: host.to_owned(),
+            token: query.to_owned(),
+        }
+    }
+
+    fn origin(&self) -> String {
+        format!("http://{}", self.host)
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_inbox_answers_only_its_own_page_and_carries_a_consult_through() {
+    let s = Setup::new().await;
+    let web = Inbox::start(&s, EVA).await;
+    let host = web.host.as_str();
+    let origin = web.origin();
+    let launch = format!("/launch?token={}", web.token);
+
+    // Nothing without the session; no session for a wrong token or a
+    // foreign name for this address (DNS rebinding).
+    let (status, headers, _) = http(host, "GET", "/api/inbox", &[("Host", host)], None).await;
+    assert_eq!(status, 401);
+    let csp = header(&headers, "content-security-policy").unwrap_or_default();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("default-src 'none'"),
+        "{csp}"
+    );
+    assert!(header(&headers, "access-control-allow-origin").is_none());
+    let wrong = http(host, "GET", "/launch?token=00", &[("Host", host)], None).await;
+    assert_eq!(wrong.0, 403);
+    let port = host.rsplit(':').next().unwrap();
+    let rebound = format!("attacker.example:{port}");
+    let foreign = http(host, "GET", &launch, &[("Host", &rebound)], None).await;
+    assert_eq!(foreign.0, 421, "a foreign Host is refused");
+
+    // The token is exchanged once for an HttpOnly, SameSite=Strict cookie,
+    // and the browser is sent on without it.
+    let (status, headers, _) = http(host, "GET", &launch, &[("Host", host)], None).await;
+    assert_eq!(status, 303);
+    assert_eq!(header(&headers, "location"), Some("/"));
+    let cookie = header(&headers, "set-cookie").unwrap().to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let again = http(host, "GET", &launch, &[("Host", host)], None).await;
+    assert_eq!(again.0, 403, "a launch token is used once");
+
+    let (status, headers, page) = http(
+        host,
+        "GET",
+        "/",
+        &[("Host", host), ("Cookie", &cookie)],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("<script type=\"module\" src=\"/app.js\">"),
+        "{page}"
+    );
+    assert!(!page.contains("<script>"), "no inline script");
+    assert!(header(&headers, "content-security-policy").is_some());
+    let rebound_with_cookie = http(
+        host,
+        "GET",
+        "/api/inbox",
+        &[("Host", &format!("localhost:{port}")), ("Cookie", &cookie)],
+        None,
+    )
+    .await;
+    assert_eq!(rebound_with_cookie.0, 421);
+    let (status, _, session) = http(
+        host,
+        "GET",
+        "/api/session",
+        &[("Host", host), ("Cookie", &cookie)],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let session: Value = serde_json::from_str(&session).unwrap();
+    let csrf = session["csrf"].as_str().unwrap().to_owned();
+
+    // A change needs the page's origin and its CSRF token.
+    // (Available: away would take Eva out of the pool the request below
+    // goes to.)
+    let available = Some(r#"{"availability":"available"}"#);
+    let base = [("Host", host), ("Cookie", cookie.as_str())];
+    let with = |extra: &[(&'static str, &str)]| -> Vec<(&str, String)> {
+        base.iter()
+            .map(|(n, v)| (*n, (*v).to_owned()))
+            .chain(extra.iter().map(|(n, v)| (*n, (*v).to_owned())))
+            .collect()
+    };
+    for (what, extra, expect) in [
+        ("no CSRF token", with(&[("Origin", &origin)]), 403),
+        (
+            "a cross-origin POST",
+            with(&[
+                ("Origin", "http://attacker.example"),
+                ("X-CSRF-Token", &csrf),
+            ]),
+            403,
+        ),
+        ("no Origin", with(&[("X-CSRF-Token", &csrf)]), 403),
+        (
+            "a cross-site fetch",
+            with(&[
+                ("Origin", &origin),
+                ("X-CSRF-Token", &csrf),
+                ("Sec-Fetch-Site", "cross-site"),
+            ]),
+            403,
+        ),
+        (
+            "the page itself",
+            with(&[("Origin", &origin), ("X-CSRF-Token", &csrf)]),
+            200,
+        ),
+    ] {
+        let headers: Vec<(&str, &str)> = extra.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let (status, _, body) = http(host, "PUT", "/api/availability", &headers, available).await;
+        assert_eq!(status, expect, "{what}: {body}");
+    }
+    let no_cookie = http(
+        host,
+        "PUT",
+        "/api/availability",
+        &[("Host", host), ("Origin", &origin), ("X-CSRF-Token", &csrf)],
+        available,
+    )
+    .await;
+    assert_eq!(no_cookie.0, 401, "a change without the cookie");
+
+    // The live stream, then a request arriving in Eva's pool.
+    let events = {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+        stream
+            .write_all(
+                format!("GET /events HTTP/1.1\r\nHost: {host}\r\nCookie: {cookie}\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stream).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    };
+    let mut events = events;
+    let mut next_event = async |kind: &str| -> String {
+        within("the page's event stream to tell", async {
+            loop {
+                let line = events.recv().await.unwrap();
+                if line == format!("event: {kind}") {
+                    let data = events.recv().await.unwrap();
+                    return data.trim_start_matches("data: ").to_owned();
+                }
+            }
+        })
+        .await
+    };
+    let request = s
+        .json(
+            SANNE,
+            &[
+                "open",
+                "--anonymous",
+                "--expertise",
+                "child-abuse",
+                "--question",
+                "Hoe veilig is het thuis?",
+            ],
+        )
+        .await;
+    let consult = request["id"].as_str().unwrap().to_owned();
+    assert_eq!(next_event("consult").await, consult);
+    let (status, _, inbox) = http(host, "GET", "/api/inbox", &base, None).await;
+    assert_eq!(status, 200);
+    let inbox: Value = serde_json::from_str(&inbox).unwrap();
+    let listed = &inbox["requests"][0];
+    assert_eq!(listed["id"], consult.as_str(), "{inbox}");
+    assert_eq!(listed["question"], "Hoe veilig is het thuis?");
+    assert_eq!(listed["addressed_to"], "pool");
+
+    // Eva accepts in the page; Sanne writes; the page reads it decrypted.
+    let change = [
+        ("Host", host),
+        ("Cookie", cookie.as_str()),
+        ("Origin", origin.as_str()),
+        ("X-CSRF-Token", csrf.as_str()),
+    ];
+    let path = format!("/api/consults/{consult}");
+    let (status, _, body) = http(host, "POST", &format!("{path}/accept"), &change, None).await;
+    assert_eq!(status, 200, "{body}");
+    s.json(SANNE, &["send", &consult, "Moeder meldt dreiging."])
+        .await;
+    assert_eq!(next_event("thread").await, consult);
+    let (status, _, shown) = http(host, "GET", &path, &base, None).await;
+    assert_eq!(status, 200, "{shown}");
+    let shown: Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["consult"]["state"], "accepted");
+    assert_eq!(
+        shown["messages"][0]["text"], "Moeder meldt dreiging.",
+        "{shown}"
+    );
+
+    // Eva answers from the page; Sanne reads the answer decrypted.
+    let (status, _, body) = http(
+        host,
+        "POST",
+        &format!("{path}/messages"),
+        &change,
+        Some(r#"{"text":"Ik bel haar vandaag."}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let read = s.json(SANNE, &["read", &consult]).await;
+    let texts: Vec<&str> = read["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["text"].as_str())
+        .collect();
+    assert!(texts.contains(&"Ik bel haar vandaag."), "{read}");
+}

@@ -5,11 +5,13 @@ mod audit;
 mod consults;
 mod demo;
 mod family;
-mod json;
+pub(crate) mod json;
 mod me;
 mod profile;
 mod thread;
 mod watch;
+
+pub(crate) use watch::CURSOR_FILE as WATCH_CURSOR;
 
 use std::collections::BTreeSet;
 
@@ -63,7 +65,13 @@ pub(crate) async fn run(args: Cli) -> Result<()> {
                     Ctx::connect(name.clone(), profile.clone(), out)
                 })
                 .await?;
-                dispatch(&ctx, command).await
+                match command {
+                    // Serves until stopped, holding the device.
+                    Command::Inbox { web, open } if web || open => {
+                        crate::web::serve(ctx, open).await
+                    }
+                    command => dispatch(&ctx, command).await,
+                }
             }
         }
     }
@@ -79,7 +87,10 @@ fn reads_only(command: &Command) -> bool {
     match command {
         C::Whoami
         | C::Specialists { .. }
-        | C::Inbox
+        | C::Inbox {
+            web: false,
+            open: false,
+        }
         | C::Consults { .. }
         | C::Show { .. }
         | C::Read { .. }
@@ -105,7 +116,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         } => me::specialists(ctx, expertise, available).await,
         C::Device(command) => me::device(ctx, command).await,
         C::Availability { value } => me::availability(ctx, value).await,
-        C::Inbox => consults::inbox(ctx).await,
+        C::Inbox { .. } => consults::inbox(ctx).await,
         C::Consults { state } => consults::list(ctx, state).await,
         C::Show { consult } => consults::show(ctx, &consult).await,
         C::Accept { consult } => consults::accept(ctx, &consult).await,

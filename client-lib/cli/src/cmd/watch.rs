@@ -22,7 +22,9 @@ use crate::{
     ids, text,
 };
 
-const CURSOR_FILE: &str = "watch-cursor";
+/// The cursor of the last event shown, in the state directory (shared
+/// with `samenop inbox --web`: both follow the one device).
+pub(crate) const CURSOR_FILE: &str = "watch-cursor";
 
 fn saved_cursor(ctx: &Ctx) -> Option<String> {
     std::fs::read_to_string(ctx.state_file(CURSOR_FILE))

@@ -1,0 +1,289 @@
+//! What the page asks this process, as JSON: the session, the inbox, a
+//! consult with its thread decrypted, and the specialist's answers
+//! (accept, decline, send, availability). Consults are shaped as the
+//! command line's `--json` shapes them (`cmd::json`). An error answers
+//! `{"error": …}` with the status that fits, in the server's own words,
+//! which name no content.
+
+use std::{sync::Arc, time::SystemTime};
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post, put},
+};
+use samenop_client::{
+    Availability, ClientError,
+    consult::{ConsultState, DeclineReason, ListScope, Urgency},
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::Web;
+use crate::cmd::json;
+
+/// The routes under `/api`.
+pub(crate) fn routes() -> Router<Arc<Web>> {
+    Router::new()
+        .route("/api/session", get(session))
+        .route("/api/inbox", get(inbox))
+        .route("/api/consults", get(consults))
+        .route("/api/consults/{consult}", get(consult))
+        .route("/api/consults/{consult}/accept", post(accept))
+        .route("/api/consults/{consult}/decline", post(decline))
+        .route("/api/consults/{consult}/messages", post(send))
+        .route("/api/availability", put(availability))
+}
+
+/// An answer that went wrong, as the page shows it.
+struct Failed(StatusCode, String);
+
+impl IntoResponse for Failed {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<ClientError> for Failed {
+    fn from(err: ClientError) -> Self {
+        use ClientError as E;
+        let status = match &err {
+            E::InvalidArgument(_) | E::InvalidInput(_) => StatusCode::BAD_REQUEST,
+            E::NotFound(_) => StatusCode::NOT_FOUND,
+            E::PermissionDenied(_) | E::Unauthenticated(_) => StatusCode::FORBIDDEN,
+            E::FailedPrecondition(_) | E::Aborted(_) | E::AlreadyExists(_) => StatusCode::CONFLICT,
+            E::ResourceExhausted(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            E::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Failed(status, err.to_string())
+    }
+}
+
+type Answer = std::result::Result<Json<Value>, Failed>;
+
+fn consult_id(given: &str) -> std::result::Result<Uuid, Failed> {
+    Uuid::try_parse(given).map_err(|_| Failed(StatusCode::BAD_REQUEST, "not a consult id".into()))
+}
+
+/// Who is signed in, and the token changes must carry.
+async fn session(State(web): State<Arc<Web>>) -> Answer {
+    let me = web.ctx.me();
+    let (professional, _) = web.ctx.client.professional_with_devices(me).await?;
+    Ok(Json(json!({
+        "csrf": web.csrf,
+        "me": json::professional(&professional),
+    })))
+}
+
+/// The rank of an urgency: most urgent first.
+fn rank(urgency: Urgency) -> u8 {
+    match urgency {
+        Urgency::Acute => 0,
+        Urgency::Soon => 1,
+        Urgency::Normal => 2,
+    }
+}
+
+/// A consult as the page shows it: the command line's shape, with whether
+/// it is past respond-by, whom it is addressed to, and the asking
+/// organisation (never the family).
+fn shown(web: &Web, c: &samenop_client::consult::Consult, now: SystemTime) -> Value {
+    let mut value = json::consult(c);
+    if let Value::Object(map) = &mut value {
+        map.insert(
+            "past_respond_by".into(),
+            json!(c.respond_by.is_some_and(|by| by < now) && c.state == ConsultState::Requested),
+        );
+        map.insert(
+            "addressed_to".into(),
+            json!(if c.addressed == Some(web.ctx.me()) {
+                "me"
+            } else {
+                "pool"
+            }),
+        );
+        map.insert("own".into(), json!(c.owner == web.ctx.me()));
+        let asking = c
+            .participants
+            .iter()
+            .find(|p| p.owner && p.professional == c.owner)
+            .map(|p| p.organisation_oin.clone());
+        map.insert("asking_organisation_oin".into(), json!(asking));
+    }
+    value
+}
+
+/// The requests waiting for me and my pools: most urgent first, then the
+/// one to answer soonest.
+async fn inbox(State(web): State<Arc<Web>>) -> Answer {
+    let mut requests = web.ctx.client.list_consults(ListScope::Inbox).await?;
+    requests.sort_by_key(|c| (rank(c.urgency), c.respond_by));
+    let now = SystemTime::now();
+    Ok(Json(json!({
+        "requests": requests.iter().map(|c| shown(&web, c, now)).collect::<Vec<_>>(),
+    })))
+}
+
+/// The consults I own or take part in, newest first.
+async fn consults(State(web): State<Arc<Web>>) -> Answer {
+    let mut all = web.ctx.client.list_consults(ListScope::Owned).await?;
+    all.extend(
+        web.ctx
+            .client
+            .list_consults(ListScope::Participating)
+            .await?,
+    );
+    all.sort_by_key(|c| std::cmp::Reverse(c.id));
+    all.dedup_by_key(|c| c.id);
+    let now = SystemTime::now();
+    Ok(Json(json!({
+        "consults": all.iter().map(|c| shown(&web, c, now)).collect::<Vec<_>>(),
+    })))
+}
+
+/// A consult, and its thread as far as this device can read it.
+async fn consult(State(web): State<Arc<Web>>, Path(given): Path<String>) -> Answer {
+    let id = consult_id(&given)?;
+    let c = web.ctx.client.consult(id).await?;
+    // What arrived while nobody looked is read now (joining the thread if
+    // a Welcome waits); a message that cannot be read stops the thread
+    // there, and the page says so. A request has no thread to read yet.
+    let readable = c.state == ConsultState::Requested
+        || !matches!(
+            web.device.catch_up(id).await,
+            Err(ClientError::Rejected(_) | ClientError::GroupMismatch(_))
+        );
+    let joined = web.device.joined(id).await?;
+    let thread = if joined {
+        web.device.messages(id).await?
+    } else {
+        Vec::new()
+    };
+    let mut names = std::collections::HashMap::new();
+    let mut messages = Vec::new();
+    for m in &thread {
+        if let std::collections::hash_map::Entry::Vacant(slot) = names.entry(m.sender_professional)
+        {
+            let name = match web
+                .ctx
+                .client
+                .professional_with_devices(m.sender_professional)
+                .await
+            {
+                Ok((p, _)) => p.display_name,
+                Err(_) => String::new(),
+            };
+            slot.insert(name);
+        }
+        let mut value = json::message(m);
+        if let Value::Object(map) = &mut value {
+            map.insert(
+                "sender_name".into(),
+                json!(names.get(&m.sender_professional)),
+            );
+        }
+        messages.push(value);
+    }
+    Ok(Json(json!({
+        "consult": shown(&web, &c, SystemTime::now()),
+        "joined": joined,
+        "readable": readable,
+        "messages": messages,
+    })))
+}
+
+/// Accepts a request: the consult's owner then adds this device.
+async fn accept(State(web): State<Arc<Web>>, Path(given): Path<String>) -> Answer {
+    let id = consult_id(&given)?;
+    let c = web.ctx.client.accept_consult(id).await?;
+    let _ = web.changes.send(super::Change::Consult(id));
+    Ok(Json(shown(&web, &c, SystemTime::now())))
+}
+
+#[derive(Deserialize)]
+struct Decline {
+    reason: String,
+    #[serde(default)]
+    note: String,
+}
+
+/// Declines a request, with a reason (and a note for `other`).
+async fn decline(
+    State(web): State<Arc<Web>>,
+    Path(given): Path<String>,
+    Json(decline): Json<Decline>,
+) -> Answer {
+    let id = consult_id(&given)?;
+    let reason = match decline.reason.as_str() {
+        "no-capacity" => DeclineReason::NoCapacity,
+        "outside-expertise" => DeclineReason::OutsideExpertise,
+        "conflict-of-interest" => DeclineReason::ConflictOfInterest,
+        "other" if !decline.note.trim().is_empty() => DeclineReason::Other,
+        "other" => {
+            return Err(Failed(
+                StatusCode::BAD_REQUEST,
+                "a decline for another reason needs a note".into(),
+            ));
+        }
+        _ => {
+            return Err(Failed(
+                StatusCode::BAD_REQUEST,
+                "not a decline reason".into(),
+            ));
+        }
+    };
+    web.ctx
+        .client
+        .decline_consult(id, reason, decline.note.trim())
+        .await?;
+    let _ = web.changes.send(super::Change::Consult(id));
+    Ok(Json(json!({ "declined": id.to_string() })))
+}
+
+#[derive(Deserialize)]
+struct Send {
+    text: String,
+}
+
+/// Sends a message in a consult's thread, encrypted on this device.
+async fn send(
+    State(web): State<Arc<Web>>,
+    Path(given): Path<String>,
+    Json(message): Json<Send>,
+) -> Answer {
+    let id = consult_id(&given)?;
+    if message.text.trim().is_empty() {
+        return Err(Failed(
+            StatusCode::BAD_REQUEST,
+            "the message is empty".into(),
+        ));
+    }
+    let sequence = web.device.send(id, &message.text, None).await?;
+    let _ = web.changes.send(super::Change::Thread(id));
+    Ok(Json(json!({ "sequence": sequence })))
+}
+
+#[derive(Deserialize)]
+struct SetAvailability {
+    availability: String,
+}
+
+/// Sets my availability: away takes me out of pool routing.
+async fn availability(State(web): State<Arc<Web>>, Json(set): Json<SetAvailability>) -> Answer {
+    let availability = match set.availability.as_str() {
+        "available" => Availability::Available,
+        "away" => Availability::Away,
+        _ => {
+            return Err(Failed(
+                StatusCode::BAD_REQUEST,
+                "availability is available or away".into(),
+            ));
+        }
+    };
+    let professional = web.ctx.client.set_availability(availability).await?;
+    Ok(Json(json::professional(&professional)))
+}
