@@ -6,6 +6,8 @@
 import { strings, expertise } from "./strings.js";
 
 let lang = localStorage.getItem("samenop-lang") || "nl";
+// What is being typed, per consult: a redraw (an event arrived) keeps it.
+const drafts = new Map();
 let csrf = "";
 let me = null;
 const t = () => strings[lang];
@@ -94,17 +96,17 @@ function setBadge(count) {
   document.title = count > 0 ? `(${count}) samenop` : "samenop";
 }
 
-async function showInbox(main) {
-  const { requests } = await api("/api/inbox");
-  setBadge(requests.length);
+// A page of consult cards: its title, what to say when there are none,
+// and each card's own lines under the consult's expertise.
+function cards(main, title, empty, items, id, lines) {
   main.replaceChildren(
-    el("h1", {}, t().inboxTitle),
-    requests.length === 0
-      ? el("p", { class: "empty" }, t().inboxEmpty)
+    el("h1", {}, title),
+    items.length === 0
+      ? el("p", { class: "empty" }, empty)
       : el(
           "ul",
-          { class: "cards", id: "requests" },
-          requests.map((c) =>
+          { class: "cards", id },
+          items.map((c) =>
             el(
               "li",
               { class: `card${c.past_respond_by ? " overdue" : ""}`, "data-consult": c.id },
@@ -113,46 +115,30 @@ async function showInbox(main) {
                 {},
                 el("a", { href: `#/consult/${c.id}` }, expertise[lang][c.expertise] || c.expertise),
               ),
-              el(
-                "p",
-                { class: "meta" },
-                urgencyBadge(c.urgency),
-                " ",
-                c.addressed_to === "me" ? t().forYou : t().forPool,
-              ),
-              el("p", { class: "question" }, c.question),
-              dueLine(c),
-              el("p", { class: "from" }, `${t().from} ${c.asking_organisation_oin || ""}`),
+              lines(c),
             ),
           ),
         ),
   );
 }
 
+async function showInbox(main) {
+  const { requests } = await api("/api/inbox");
+  setBadge(requests.length);
+  cards(main, t().inboxTitle, t().inboxEmpty, requests, "requests", (c) => [
+    el("p", { class: "meta" }, urgencyBadge(c.urgency), " ", c.addressed_to === "me" ? t().forYou : t().forPool),
+    el("p", { class: "question" }, c.question),
+    dueLine(c),
+    el("p", { class: "from" }, `${t().from} ${c.asking_organisation_oin || ""}`),
+  ]);
+}
+
 async function showConsults(main) {
   const { consults } = await api("/api/consults");
-  main.replaceChildren(
-    el("h1", {}, t().consultsTitle),
-    consults.length === 0
-      ? el("p", { class: "empty" }, t().consultsEmpty)
-      : el(
-          "ul",
-          { class: "cards" },
-          consults.map((c) =>
-            el(
-              "li",
-              { class: "card", "data-consult": c.id },
-              el(
-                "h2",
-                {},
-                el("a", { href: `#/consult/${c.id}` }, expertise[lang][c.expertise] || c.expertise),
-              ),
-              el("p", { class: "meta" }, urgencyBadge(c.urgency), " ", t().states[c.state] || c.state),
-              el("p", { class: "question" }, c.question),
-            ),
-          ),
-        ),
-  );
+  cards(main, t().consultsTitle, t().consultsEmpty, consults, "consults", (c) => [
+    el("p", { class: "meta" }, urgencyBadge(c.urgency), " ", t().states[c.state] || c.state),
+    el("p", { class: "question" }, c.question),
+  ]);
 }
 
 function basisText(c) {
@@ -301,6 +287,8 @@ function composer(c, joined) {
     disabled: Boolean(blocked),
     "aria-describedby": blocked ? "compose-blocked" : null,
   });
+  text.value = drafts.get(c.id) || "";
+  text.addEventListener("input", () => drafts.set(c.id, text.value));
   return el(
     "form",
     {
@@ -312,6 +300,7 @@ function composer(c, joined) {
         button.disabled = true;
         try {
           await api(`/api/consults/${c.id}/messages`, { method: "POST", body: { text: text.value } });
+          drafts.delete(c.id);
           text.value = "";
           say(s.sent);
           await route();
@@ -335,10 +324,14 @@ function route() {
   routing = routing.then(async () => {
     const main = document.getElementById("main");
     const hash = location.hash || "#/";
+    // A redraw keeps where the keyboard was.
+    const focused = document.activeElement?.id;
     try {
       if (hash.startsWith("#/consult/")) await showConsult(main, hash.slice("#/consult/".length));
       else if (hash === "#/consults") await showConsults(main);
       else await showInbox(main);
+      const again = focused && document.getElementById(focused);
+      if (again && again !== document.activeElement) again.focus();
       if (!hash.startsWith("#/")) return;
       if (hash !== "#/") {
         api("/api/inbox").then(({ requests }) => setBadge(requests.length)).catch(() => {});

@@ -1,0 +1,179 @@
+// The web inbox in real headless Chromium. Mila (child expertise, Jeugd-
+// bescherming) works her inbox in the page; Sanne (contact person) and
+// Ruben (Mila's colleague) act through the command line. Every step waits
+// for what a person would see, with no reload; an axe-core check (WCAG 2.1
+// A and AA) runs on every kind of page; the page's console must stay clean
+// (a CSP violation shows there).
+
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { chromium } from "playwright-core";
+
+const address = process.argv[2];
+const shots = process.env.SAMENOP_SCREENSHOTS;
+const require = createRequire(import.meta.url);
+const axeSource = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
+
+function cli(profile, ...args) {
+  const out = execFileSync(
+    process.env.SAMENOP_BIN,
+    ["--config", process.env.SAMENOP_CONFIG, "--profile", profile, "--json", ...args],
+    { encoding: "utf8" },
+  );
+  return JSON.parse(out);
+}
+const SANNE = "wijkteam-oost/sanne";
+const RUBEN = "jeugdbescherming/ruben";
+
+function step(what) {
+  console.log(`* ${what}`);
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.SAMENOP_CHROMIUM,
+  args: ["--no-sandbox"],
+});
+const page = await browser.newPage({ viewport: { width: 1100, height: 800 } });
+const problems = [];
+page.on("console", (m) => {
+  if (m.type() === "error") problems.push(m.text());
+});
+page.on("pageerror", (e) => problems.push(String(e)));
+let loads = 0;
+page.on("load", () => loads++);
+
+async function axe(what) {
+  // Evaluated through the browser's devtools protocol, which the page's
+  // CSP does not govern; the page itself loads no script but its own.
+  await page.evaluate(axeSource);
+  const result = await page.evaluate(() =>
+    // eslint-disable-next-line no-undef
+    axe.run(document, { runOnly: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] }),
+  );
+  const bad = result.violations.filter((v) => v.impact === "serious" || v.impact === "critical");
+  assert.deepEqual(
+    bad.map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`),
+    [],
+    `axe-core on ${what}`,
+  );
+  console.log(`  axe-core on ${what}: no serious or critical finding (${result.violations.length} minor)`);
+}
+
+async function shot(name) {
+  if (shots) await page.screenshot({ path: `${shots}/${name}.png` });
+}
+
+const cards = () => page.locator("#requests li").count();
+const card = (id) => page.locator(`li[data-consult="${id}"]`);
+
+step("Mila opens the address samenop printed; the token leaves the address bar");
+await page.goto(address);
+await page.waitForSelector("#requests, main .empty");
+assert.ok(!page.url().includes("token"), page.url());
+assert.equal(await page.locator("html").getAttribute("lang"), "nl");
+const firstLoads = loads;
+
+step("a pool request arrives while she looks, without a reload");
+const first = cli(SANNE, "open", "--anonymous", "--expertise", "child", "--urgency", "soon",
+  "--question", "Hoe ondersteunen we een 9-jarige die niet meer naar school wil?");
+await card(first.id).waitFor();
+assert.equal(loads, firstLoads, "no reload");
+assert.match(await page.locator("#badge").innerText(), /^[1-9]/);
+
+step("a second arrives; her colleague Ruben takes it, and it leaves her inbox at once");
+const second = cli(SANNE, "open", "--anonymous", "--expertise", "child", "--urgency", "acute",
+  "--question", "Vader wil de kinderen meenemen naar het buitenland. Wat nu?");
+await card(second.id).waitFor();
+const before = await cards();
+// Acute first.
+assert.equal(await page.locator("#requests li").first().getAttribute("data-consult"), second.id);
+cli(RUBEN, "accept", second.id);
+await card(second.id).waitFor({ state: "detached" });
+assert.equal(await cards(), before - 1);
+assert.equal(loads, firstLoads, "no reload");
+await shot("inbox");
+await axe("the inbox");
+
+step("with the keyboard only, she opens the request and accepts it");
+let reached = false;
+for (let i = 0; i < 40 && !reached; i++) {
+  await page.keyboard.press("Tab");
+  reached = await page.evaluate(
+    (id) => document.activeElement?.closest(`li[data-consult="${id}"]`) !== null,
+    first.id,
+  );
+}
+assert.ok(reached, "the request's link is reachable with Tab");
+const outline = await page.evaluate(() => getComputedStyle(document.activeElement).outlineStyle);
+assert.notEqual(outline, "none", "the focus is visible");
+await page.keyboard.press("Enter");
+await page.waitForSelector("#accept");
+assert.match(await page.locator("main").innerText(), /niet meer naar school/);
+await shot("request");
+await axe("a request");
+await page.focus("#accept");
+await page.keyboard.press("Enter");
+await page.waitForSelector("#compose");
+
+step("Sanne writes; the message appears in Mila's thread, decrypted on her machine");
+cli(SANNE, "send", first.id, "Moeder vertelt dat het kind buikpijn heeft op schooldagen.");
+await page.locator("#thread li").first().waitFor();
+assert.match(await page.locator("#thread").innerText(), /buikpijn/);
+
+step("Mila answers; Sanne reads the answer decrypted");
+await page.fill("#compose", "Ik stel voor dat we de intern begeleider erbij halen. Ik bel moeder morgen.");
+await page.click(".compose button[type=submit]");
+await page.waitForFunction(() => document.querySelectorAll("#thread li").length === 2);
+await shot("consult");
+await axe("a consult's thread");
+const read = cli(SANNE, "read", first.id);
+assert.ok(read.messages.some((m) => m.text.startsWith("Ik stel voor dat we de intern begeleider")), JSON.stringify(read));
+
+step("a consult on consent: revoking it suspends the consult in the page, and sending is refused");
+const family = cli(SANNE, "family", "register", "--member", "parent:16+", "--member", "child:16+");
+const consent = cli(SANNE, "consent", "record", family.id, "--concerned", "2", "--given-by", "1",
+  "--given-by", "2", "--expertise", "child", "--evidence", "gesprek");
+const third = cli(SANNE, "open", "--family", family.id, "--concerned", "2", "--consent", consent.id,
+  "--expertise", "child", "--question", "Hoe praten we met een 16-jarige over haar thuissituatie?");
+await page.goto(`${new URL(address).origin}/#/consult/${third.id}`);
+await page.waitForSelector("#accept");
+await page.click("#accept");
+await page.waitForSelector("#compose");
+cli(SANNE, "send", third.id, "Ze wil eerst zelf met iemand praten.");
+await page.locator("#thread li").first().waitFor();
+assert.ok(await page.isEnabled("#compose"));
+const loadsBefore = loads;
+cli(SANNE, "consent", "revoke", consent.id, "--family", family.id, "--reason", "withdrawn");
+await page.waitForFunction(() => document.getElementById("consult-state")?.textContent === "opgeschort");
+assert.equal(loads, loadsBefore, "no reload");
+assert.ok(await page.isDisabled("#compose"), "writing is disabled");
+assert.match(await page.locator(".compose").innerText(), /opgeschort/);
+const refused = await page.evaluate(async (id) => {
+  const { csrf } = await (await fetch("/api/session")).json();
+  const answer = await fetch(`/api/consults/${id}/messages`, {
+    method: "POST",
+    headers: { "content-type": "application/json", "x-csrf-token": csrf },
+    body: JSON.stringify({ text: "nog één vraag" }),
+  });
+  return { status: answer.status, body: await answer.json() };
+}, third.id);
+assert.equal(refused.status, 409, JSON.stringify(refused));
+// The browser logs that refusal, which this test asked for.
+const asked = problems.findIndex((p) => p.includes("status of 409"));
+if (asked >= 0) problems.splice(asked, 1);
+
+step("a narrow window (as at 200% zoom and more) needs no sideways scrolling; English on request");
+await page.setViewportSize({ width: 360, height: 800 });
+await page.goto(`${new URL(address).origin}/#/`);
+await page.waitForSelector("#requests, main .empty");
+const sideways = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+assert.ok(sideways <= 1, `scrolls sideways by ${sideways}px`);
+await page.selectOption("#language", "en");
+await page.waitForFunction(() => document.querySelector("main h1")?.textContent.startsWith("Requests"));
+assert.equal(await page.locator("html").getAttribute("lang"), "en");
+
+assert.deepEqual(problems, [], "the page's console");
+await browser.close();
+console.log("every step did what it should");
