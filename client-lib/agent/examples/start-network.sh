@@ -17,34 +17,9 @@ if [[ -n "${SAMENOP_WIJKTEAM_AGENT:-}" && -n "${SAMENOP_VEILIG_THUIS_AGENT:-}" &
     return 0
 fi
 
-echo "building samenop-server and samenop-agent"
-(cd "$repo" && cargo build --quiet --locked -p samenop-server -p samenop-agent)
-bin="${CARGO_TARGET_DIR:-$repo/target}/debug"
-
-work="$(mktemp -d)"
-pids=()
-stop_network() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap stop_network EXIT
-
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-"$bin/samenop-server" dev --pki "$work/pki" --data-dir "$work/server" --listen "127.0.0.1:$port" \
-    >"$work/server.log" 2>&1 &
-pids+=($!)
-
+dev_packages=(samenop-server samenop-agent)
+source "$repo/tests/dev-server.sh"
 export SAMENOP_NETWORK="$work/pki/demo-network.json"
-for _ in $(seq 1 200); do
-    [[ -f "$SAMENOP_NETWORK" ]] && break
-    sleep 0.05
-done
-if [[ ! -f "$SAMENOP_NETWORK" ]]; then
-    echo "samenop-server dev did not start:" >&2
-    cat "$work/server.log" >&2
-    exit 1
-fi
 
 start_agent() { # name, organisation slug, the variable that gets its address
     local dir="$work/agent-$1"

@@ -22,7 +22,7 @@ well_known="$("$venv/bin/python" -c 'import grpc_tools, os; print(os.path.join(o
 
 source "$here/../start-network.sh"
 cleanup() {
-    if declare -F stop_network >/dev/null; then stop_network; fi
+    if declare -F stop_dev_server >/dev/null; then stop_dev_server; fi
     rm -rf "$gen"
 }
 trap cleanup EXIT

@@ -25,32 +25,8 @@ fi
 export SAMENOP_CHROMIUM="$chromium"
 
 (cd "$here" && npm ci --silent --no-audit --no-fund)
-echo "building samenop-server and samenop"
-(cd "$repo" && cargo build --quiet --locked -p samenop-server -p samenop-cli)
-bin="${CARGO_TARGET_DIR:-$repo/target}/debug"
-
-work="$(mktemp -d)"
-pids=()
-stop() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap stop EXIT
-
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-"$bin/samenop-server" dev --pki "$work/pki" --data-dir "$work/server" --listen "127.0.0.1:$port" \
-    >"$work/server.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 200); do
-    [[ -f "$work/pki/demo-network.json" ]] && break
-    sleep 0.05
-done
-if [[ ! -f "$work/pki/demo-network.json" ]]; then
-    echo "samenop-server dev did not start:" >&2
-    cat "$work/server.log" >&2
-    exit 1
-fi
+dev_packages=(samenop-server samenop-cli)
+source "$repo/tests/dev-server.sh"
 
 export SAMENOP_BIN="$bin/samenop"
 export SAMENOP_CONFIG="$work/config.toml"
