@@ -224,6 +224,25 @@ impl Metrics {
         let _one = self.scraping.lock().await;
         self.scraped.waiting.clear();
         self.scraped.past_due.clear();
+        // Every expertise shows, at 0 when nothing waits, so a dashboard
+        // tells "none waiting" from "not measured".
+        let every = [
+            crate::domain::Expertise::Child,
+            crate::domain::Expertise::Adult,
+        ]
+        .into_iter()
+        .chain(
+            (1..64)
+                .filter_map(|n| samenop_proto::v1::ViolenceType::try_from(n).ok())
+                .map(crate::domain::Expertise::Violence),
+        );
+        for expertise in every {
+            let labels = ExpertiseLabels {
+                expertise: crate::dev::expertise_code(expertise),
+            };
+            drop(self.scraped.waiting.get_or_create(&labels));
+            drop(self.scraped.past_due.get_or_create(&labels));
+        }
         match services
             .consults
             .waiting(services.now(), SCRAPE_REQUESTS)

@@ -124,6 +124,21 @@ async fn metrics_count_calls_by_method_and_code_and_name_nobody() {
         ),
         Some(1.0)
     );
+    // An expertise nothing waits for shows 0, not nothing.
+    assert_eq!(
+        sample(
+            &text,
+            r#"samenop_consult_requests_waiting{expertise="ELDER_ABUSE"}"#
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"samenop_consult_requests_past_respond_by{expertise="CHILD"}"#
+        ),
+        Some(0.0)
+    );
     assert!(sample(&text, "samenop_store_syncs_total").is_some_and(|n| n > 0.0));
     assert!(sample(&text, "samenop_store_commit_seconds_count").is_some_and(|n| n > 0.0));
     assert!(sample(&text, "samenop_store_commit_batches_sum").is_some_and(|n| n > 0.0));

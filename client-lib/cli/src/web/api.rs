@@ -9,14 +9,16 @@ use std::{sync::Arc, time::SystemTime};
 
 use axum::{
     Json, Router,
-    extract::{Path, State},
-    http::StatusCode,
+    body::Bytes,
+    extract::{DefaultBodyLimit, Path, Query, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post, put},
 };
 use samenop_client::{
     Availability, ClientError,
     consult::{ConsultState, DeclineReason, ListScope, Urgency},
+    mls::NewAttachment,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -35,8 +37,23 @@ pub(crate) fn routes() -> Router<Arc<Web>> {
         .route("/api/consults/{consult}/accept", post(accept))
         .route("/api/consults/{consult}/decline", post(decline))
         .route("/api/consults/{consult}/messages", post(send))
+        .route(
+            "/api/consults/{consult}/attachments",
+            // The server's own limit (25 MiB by default) refuses what is
+            // larger; this only keeps a runaway body out of memory.
+            post(attach).layer(DefaultBodyLimit::max(ATTACHMENT_LIMIT)),
+        )
+        .route(
+            "/api/consults/{consult}/attachments/{attachment}",
+            get(download),
+        )
+        .route("/api/consults/{consult}/leave", post(leave))
         .route("/api/availability", put(availability))
 }
+
+/// The largest upload this process takes in (above the server's default
+/// limit of 25 MiB, which decides).
+const ATTACHMENT_LIMIT: usize = 64 * 1024 * 1024;
 
 /// An answer that went wrong, as the page shows it.
 struct Failed(StatusCode, String);
@@ -265,6 +282,110 @@ async fn send(
     let sequence = web.device.send(id, &message.text, None).await?;
     let _ = web.changes.send(super::Change::Thread(id));
     Ok(Json(json!({ "sequence": sequence })))
+}
+
+#[derive(Deserialize)]
+struct Attach {
+    /// The file's name.
+    name: String,
+    /// The message that goes with it.
+    #[serde(default)]
+    text: String,
+}
+
+/// Sends a message with one attachment: the request's body is the file,
+/// its Content-Type the media type, `?name=` its name. The file is
+/// encrypted on this device with a key of its own before it is uploaded.
+async fn attach(
+    State(web): State<Arc<Web>>,
+    Path(given): Path<String>,
+    Query(attach): Query<Attach>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    let id = consult_id(&given)?;
+    let name = attach.name.trim();
+    if name.is_empty() || body.is_empty() {
+        return Err(Failed(
+            StatusCode::BAD_REQUEST,
+            "an attachment needs a name and content".into(),
+        ));
+    }
+    let media_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .unwrap_or("application/octet-stream");
+    let file = NewAttachment {
+        name,
+        media_type,
+        bytes: &body,
+    };
+    let sequence = web
+        .device
+        .send_with(id, &attach.text, None, &[file])
+        .await?;
+    let _ = web.changes.send(super::Change::Thread(id));
+    Ok(Json(json!({ "sequence": sequence })))
+}
+
+/// An attachment of the thread, decrypted, as a download: never shown in
+/// the page's origin (its type is the sender's to say, and HTML from a
+/// sender must not run here), always saved.
+async fn download(
+    State(web): State<Arc<Web>>,
+    Path((given, attachment)): Path<(String, String)>,
+) -> std::result::Result<Response, Failed> {
+    let id = consult_id(&given)?;
+    let wanted = Uuid::try_parse(&attachment)
+        .map_err(|_| Failed(StatusCode::BAD_REQUEST, "not an attachment id".into()))?;
+    let found = web
+        .device
+        .messages(id)
+        .await?
+        .into_iter()
+        .flat_map(|m| m.attachments)
+        .find(|a| a.id == wanted)
+        .ok_or_else(|| {
+            Failed(
+                StatusCode::NOT_FOUND,
+                "no such attachment in this thread".into(),
+            )
+        })?;
+    let bytes = web.device.open_attachment(id, &found).await?;
+    // The name as an RFC 6266 filename*: percent-encoded UTF-8.
+    let encoded: String = found
+        .name
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let disposition = HeaderValue::from_str(&format!("attachment; filename*=UTF-8''{encoded}"))
+        .unwrap_or(HeaderValue::from_static("attachment"));
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// Leaves a consult: this specialist takes no further part.
+async fn leave(State(web): State<Arc<Web>>, Path(given): Path<String>) -> Answer {
+    let id = consult_id(&given)?;
+    web.ctx.client.leave_consult(id).await?;
+    let _ = web.changes.send(super::Change::Consult(id));
+    Ok(Json(json!({ "left": id.to_string() })))
 }
 
 #[derive(Deserialize)]

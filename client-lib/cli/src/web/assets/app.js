@@ -36,8 +36,44 @@ async function api(path, options = {}) {
   if (init.method && init.method !== "GET") init.headers["x-csrf-token"] = csrf;
   const response = await fetch(path, init);
   const body = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(body.error || response.statusText);
+  if (!response.ok) {
+    const err = new Error(body.error || response.statusText);
+    err.status = response.status;
+    throw err;
+  }
   return body;
+}
+
+// Uploads `file` with the page's CSRF token, telling `progress` (0 to 1)
+// how far it is: fetch cannot report an upload's progress, XHR can.
+function upload(path, file, progress) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", path);
+    xhr.setRequestHeader("x-csrf-token", csrf);
+    xhr.setRequestHeader("content-type", file.type || "application/octet-stream");
+    xhr.upload.addEventListener("progress", (event) => {
+      if (event.lengthComputable) progress(event.loaded / event.total);
+    });
+    xhr.addEventListener("load", () => {
+      let body = {};
+      try {
+        body = JSON.parse(xhr.responseText);
+      } catch {
+        body = {};
+      }
+      if (xhr.status >= 200 && xhr.status < 300) resolve(body);
+      else reject(new Error(body.error || xhr.statusText));
+    });
+    xhr.addEventListener("error", () => reject(new Error(xhr.statusText || "network")));
+    xhr.send(file);
+  });
+}
+
+function size(bytes) {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${Math.round(bytes / 1024)} KB`;
+  return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 }
 
 function say(text) {
@@ -148,7 +184,17 @@ function basisText(c) {
 }
 
 async function showConsult(main, id) {
-  const data = await api(`/api/consults/${encodeURIComponent(id)}`);
+  let data;
+  try {
+    data = await api(`/api/consults/${encodeURIComponent(id)}`);
+  } catch (err) {
+    if (err.status !== 404) throw err;
+    // Taken by a colleague, expired, or declined: no longer this
+    // specialist's to see.
+    say(t().gone);
+    location.hash = "#/";
+    return;
+  }
   const c = data.consult;
   const s = t();
   const facts = el(
@@ -196,12 +242,48 @@ async function showConsult(main, id) {
                 " ",
                 m.posted_at ? el("time", { datetime: m.posted_at }, when(m.posted_at)) : null,
               ),
-              el("p", { class: "text" }, m.text),
+              m.text ? el("p", { class: "text" }, m.text) : null,
+              (m.attachments || []).map((a) =>
+                el(
+                  "p",
+                  { class: "attachment" },
+                  el(
+                    "a",
+                    { href: `/api/consults/${c.id}/attachments/${a.id}`, download: a.name },
+                    s.download(a.name, size(a.size)),
+                  ),
+                ),
+              ),
             ),
           ),
         ),
   );
   parts.push(composer(c, data.joined));
+  if (c.state === "accepted" && !c.own) {
+    parts.push(
+      el(
+        "p",
+        { class: "actions" },
+        el(
+          "button",
+          {
+            type: "button",
+            id: "leave",
+            onclick: async () => {
+              try {
+                await api(`/api/consults/${c.id}/leave`, { method: "POST" });
+                say(s.leftConsult);
+                location.hash = "#/consults";
+              } catch (err) {
+                say(s.failed(err.message));
+              }
+            },
+          },
+          s.leave,
+        ),
+      ),
+    );
+  }
   main.replaceChildren(...parts.filter(Boolean));
 }
 
@@ -220,6 +302,11 @@ function requestActions(c) {
       hidden: true,
       onsubmit: async (event) => {
         event.preventDefault();
+        if (reason.value === "other" && !note.value.trim()) {
+          say(s.noteNeeded);
+          note.focus();
+          return;
+        }
         try {
           await api(`/api/consults/${c.id}/decline`, {
             method: "POST",
@@ -288,6 +375,8 @@ function composer(c, joined) {
     "aria-describedby": blocked ? "compose-blocked" : null,
   });
   text.value = drafts.get(c.id) || "";
+  const file = el("input", { type: "file", id: "attach", name: "file", disabled: Boolean(blocked) });
+  const bar = el("progress", { id: "upload", max: "1", value: "0", hidden: true, "aria-label": s.uploading });
   text.addEventListener("input", () => drafts.set(c.id, text.value));
   return el(
     "form",
@@ -295,11 +384,20 @@ function composer(c, joined) {
       class: "compose",
       onsubmit: async (event) => {
         event.preventDefault();
-        if (!text.value.trim()) return;
+        const chosen = file.files && file.files[0];
+        if (!text.value.trim() && !chosen) return;
         const button = event.currentTarget.querySelector("button");
         button.disabled = true;
         try {
-          await api(`/api/consults/${c.id}/messages`, { method: "POST", body: { text: text.value } });
+          if (chosen) {
+            bar.hidden = false;
+            const query = new URLSearchParams({ name: chosen.name, text: text.value });
+            await upload(`/api/consults/${c.id}/attachments?${query}`, chosen, (done) => {
+              bar.value = done;
+            });
+          } else {
+            await api(`/api/consults/${c.id}/messages`, { method: "POST", body: { text: text.value } });
+          }
           drafts.delete(c.id);
           text.value = "";
           say(s.sent);
@@ -314,6 +412,9 @@ function composer(c, joined) {
     el("label", { for: "compose" }, s.compose),
     blocked ? el("p", { class: "notice", id: "compose-blocked" }, blocked) : null,
     text,
+    el("label", { for: "attach" }, s.attach),
+    file,
+    bar,
     el("button", { type: "submit", class: "primary", disabled: Boolean(blocked) }, s.send),
   );
 }

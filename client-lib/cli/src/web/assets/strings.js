@@ -33,6 +33,7 @@ export const strings = {
     declineReason: "Reden",
     declineNote: "Toelichting",
     declineSend: "Afwijzing versturen",
+    noteNeeded: "Geef een toelichting bij een andere reden.",
     reasons: {
       "no-capacity": "Geen capaciteit op tijd",
       "outside-expertise": "Buiten mijn expertise",
@@ -44,6 +45,11 @@ export const strings = {
     notJoined: "Je apparaat is nog niet aan het gesprek toegevoegd; dat gebeurt zodra de contactpersoon je toelaat.",
     unreadable: "Een bericht in dit gesprek kon hier niet worden gelezen.",
     compose: "Bericht",
+    attach: "Bijlage (optioneel)",
+    uploading: "Bijlage versturen",
+    download: (name, size) => `${name} (${size}) downloaden`,
+    leave: "Consult verlaten",
+    leftConsult: "Je hebt het consult verlaten.",
     send: "Versturen",
     you: "jij",
     noPosts: {
@@ -106,6 +112,7 @@ export const strings = {
     declineReason: "Reason",
     declineNote: "Note",
     declineSend: "Send the decline",
+    noteNeeded: "Give a note for another reason.",
     reasons: {
       "no-capacity": "No capacity in time",
       "outside-expertise": "Outside my expertise",
@@ -117,6 +124,11 @@ export const strings = {
     notJoined: "Your device has not been added to the thread yet; that happens as soon as the contact person lets you in.",
     unreadable: "A message in this thread could not be read here.",
     compose: "Message",
+    attach: "Attachment (optional)",
+    uploading: "Sending the attachment",
+    download: (name, size) => `Download ${name} (${size})`,
+    leave: "Leave the consult",
+    leftConsult: "You left the consult.",
     send: "Send",
     you: "you",
     noPosts: {
