@@ -960,3 +960,51 @@ async fn the_web_inbox_answers_only_its_own_page_and_carries_a_consult_through()
         .collect();
     assert!(texts.contains(&"Ik bel haar vandaag."), "{read}");
 }
+
+/// The web inbox in real headless Chromium (`tests/browser/run.sh`: Playwright
+/// and axe-core from npm, the machine's Chromium). Without Node.js, npm or
+/// Chromium it is skipped with one line saying what is missing, unless
+/// SAMENOP_REQUIRE_BROWSER=1 (CI), which makes that a failure.
+#[test]
+fn the_web_inbox_in_headless_chromium() {
+    use std::io::Write;
+    let found = |tool: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let chromium = std::env::var_os("SAMENOP_CHROMIUM").is_some() || found("chromium");
+    let missing: Vec<&str> = [
+        ("node", found("node")),
+        ("npm", found("npm")),
+        ("chromium", chromium),
+    ]
+    .into_iter()
+    .filter(|(_, there)| !there)
+    .map(|(tool, _)| tool)
+    .collect();
+    if !missing.is_empty() {
+        assert!(
+            std::env::var("SAMENOP_REQUIRE_BROWSER").as_deref() != Ok("1"),
+            "the browser tests need {}",
+            missing.join(", ")
+        );
+        // Straight to the terminal: the test harness keeps what print! says.
+        let _ = writeln!(
+            std::io::stderr(),
+            "browser tests skipped: no {} (apt-get install chromium nodejs npm)",
+            missing.join(", ")
+        );
+        return;
+    }
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/run.sh");
+    let output = Command::new("bash").arg(&script).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
