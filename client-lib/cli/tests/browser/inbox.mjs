@@ -49,6 +49,10 @@ page.on("response", (r) => {
   if (r.status() >= 400) refusals.push(`${r.status()} ${new URL(r.url()).pathname}`);
 });
 page.on("pageerror", (e) => problems.push(String(e)));
+const pending = new Map();
+page.on("request", (r) => pending.set(r, `${r.method()} ${new URL(r.url()).pathname}`));
+page.on("requestfinished", (r) => pending.delete(r));
+page.on("requestfailed", (r) => pending.delete(r));
 let loads = 0;
 page.on("load", () => loads++);
 
@@ -71,6 +75,37 @@ async function axe(what) {
 
 async function shot(name) {
   if (shots) await page.screenshot({ path: `${shots}/${name}.png` });
+}
+
+// Waits for `condition` in the page; when it does not come, says what the
+// page shows (its status line and main text) to explain why.
+async function until(what, condition, arg) {
+  try {
+    await page.waitForFunction(condition, arg, { timeout: 30000 });
+  } catch (err) {
+    const status = await page.locator("#status").innerText().catch(() => "");
+    const main = await page.locator("main").innerText().catch(() => "");
+    const open = [...pending.values()].join(", ");
+    const form = await page.evaluate(() => {
+      const text = document.getElementById("compose");
+      const button = document.querySelector(".compose button[type=submit]");
+      return `compose disabled=${text?.disabled} value=${JSON.stringify(text?.value)} button disabled=${button?.disabled}`;
+    }).catch(() => "");
+    console.log(`form: ${form}`);
+    throw new Error(`${what}: ${err.message}\nstatus: ${status}\nunanswered: ${open}\nmain: ${main}`);
+  }
+}
+
+// Waits until the page has asked for nothing for a moment (its event
+// stream aside): events redraw it, and a click that lands while the
+// composer is replaced goes to neither the old one nor the new one.
+async function settle() {
+  let quiet = 0;
+  while (quiet < 3) {
+    await page.waitForTimeout(100);
+    const busy = [...pending.values()].some((r) => r !== "GET /events");
+    quiet = busy ? 0 : quiet + 1;
+  }
 }
 
 const cards = () => page.locator("#requests li").count();
@@ -131,9 +166,10 @@ await page.locator("#thread li").first().waitFor();
 assert.match(await page.locator("#thread").innerText(), /buikpijn/);
 
 step("Mila answers; Sanne reads the answer decrypted");
+await settle();
 await page.fill("#compose", "Ik stel voor dat we de intern begeleider erbij halen. Ik bel moeder morgen.");
 await page.click(".compose button[type=submit]");
-await page.waitForFunction(() => document.querySelectorAll("#thread li").length === 2);
+await until("her answer in the thread", () => document.querySelectorAll("#thread li").length === 2);
 await shot("consult");
 await axe("a consult's thread");
 const read = cli(SANNE, "read", first.id);
@@ -144,12 +180,11 @@ const files = mkdtempSync(join(tmpdir(), "samenop-browser-"));
 const report = Buffer.alloc(700 * 1024);
 for (let i = 0; i < report.length; i++) report[i] = (i * 7919) % 251;
 writeFileSync(join(files, "verslag.pdf"), report);
+await settle();
 await page.setInputFiles("#attach", join(files, "verslag.pdf"));
 await page.fill("#compose", "Het verslag van het schoolgesprek.");
-const shown = page.waitForSelector("#upload:not([hidden])", { state: "attached" });
 await page.click(".compose button[type=submit]");
-await shown;
-await page.waitForFunction(() => document.querySelectorAll("#thread li").length === 3);
+await until("the attachment in the thread", () => document.querySelectorAll("#thread li").length === 3);
 const link = page.locator("#thread .attachment a").first();
 assert.match(await link.innerText(), /verslag\.pdf/);
 const [download] = await Promise.all([page.waitForEvent("download"), link.click()]);
