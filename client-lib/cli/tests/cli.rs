@@ -93,9 +93,9 @@ impl Setup {
         .unwrap()
     }
 
-    /// An anonymous child-abuse consult Sanne opened to the pool and Eva
-    /// accepted; its id.
-    async fn accepted_pool_consult(&self) -> String {
+    /// An anonymous child-abuse request Sanne opened to the pool, asking
+    /// `question`; its id.
+    async fn pool_request(&self, question: &str) -> String {
         let pool = self
             .json(
                 SANNE,
@@ -105,11 +105,17 @@ impl Setup {
                     "--expertise",
                     "child-abuse",
                     "--question",
-                    "Wat is normaal?",
+                    question,
                 ],
             )
             .await;
-        let consult = pool["id"].as_str().unwrap().to_owned();
+        pool["id"].as_str().unwrap().to_owned()
+    }
+
+    /// An anonymous child-abuse consult Sanne opened to the pool and Eva
+    /// accepted; its id.
+    async fn accepted_pool_consult(&self) -> String {
+        let consult = self.pool_request("Wat is normaal?").await;
         self.json(EVA, &["accept", &consult]).await;
         consult
     }
@@ -896,20 +902,7 @@ async fn the_web_inbox_answers_only_its_own_page_and_carries_a_consult_through()
         })
         .await
     };
-    let request = s
-        .json(
-            SANNE,
-            &[
-                "open",
-                "--anonymous",
-                "--expertise",
-                "child-abuse",
-                "--question",
-                "Hoe veilig is het thuis?",
-            ],
-        )
-        .await;
-    let consult = request["id"].as_str().unwrap().to_owned();
+    let consult = s.pool_request("Hoe veilig is het thuis?").await;
     assert_eq!(next_event("consult").await, consult);
     let (status, _, inbox) = http(host, "GET", "/api/inbox", &base, None).await;
     assert_eq!(status, 200);
