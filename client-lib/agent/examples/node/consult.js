@@ -57,14 +57,20 @@ function call(stub, method, request, professional) {
   );
 }
 
-// A Watch, with a way to wait for the next event that `wanted` accepts.
-function watch(stub, professional) {
+// A Watch, with a way to wait for the next event that `wanted` accepts;
+// resolved once the agent's headers say the professional's device is open
+// at the server, as only what happens from then on reaches it.
+async function watch(stub, professional) {
   const events = [];
   let waiting = null;
   const stream = stub.Watch({ cursor: "" }, acting(professional));
   stream.on("data", (event) => {
     events.push(event);
     if (waiting) waiting();
+  });
+  await new Promise((resolve, reject) => {
+    stream.on("metadata", resolve);
+    stream.on("error", reject);
   });
   stream.on("error", () => {});
   return {
@@ -98,7 +104,7 @@ async function main() {
   const jeroenThreads = client(samenop.agent.v1.AgentService, veiligThuis);
 
   console.log("\n* Jeroen's system watches; Sanne registers a family and records consent");
-  const jeroenWatch = watch(jeroenThreads, jeroen);
+  const jeroenWatch = await watch(jeroenThreads, jeroen);
   const { family } = await call(families, "RegisterFamily", {
     members: [
       { role: "FAMILY_MEMBER_ROLE_PARENT_OR_CARER", age_band: "AGE_BAND_FROM_16" },

@@ -71,6 +71,9 @@ class Watch:
         self.call = agent_pb2_grpc.AgentServiceStub(channel).Watch(
             agent_pb2.WatchRequest(cursor=cursor), metadata=acting(professional)
         )
+        # The agent answers with headers once the professional's device is
+        # open at the server; only what happens from then on reaches it.
+        self.call.initial_metadata()
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self):
