@@ -129,6 +129,8 @@ pub struct Professional {
     pub id: Uuid,
     /// Their organisation's OIN.
     pub organisation_oin: String,
+    /// Their organisation's name (empty for one the server no longer lists).
+    pub organisation_name: String,
     /// Their name.
     pub display_name: String,
     /// Their roles.
@@ -181,6 +183,7 @@ impl TryFrom<v1::Professional> for Professional {
         Ok(Professional {
             id: uuid("professional_id", &raw.professional_id)?,
             organisation_oin: raw.organisation_oin,
+            organisation_name: raw.organisation_name,
             display_name: raw.display_name,
             roles: raw
                 .roles

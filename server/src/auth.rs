@@ -179,6 +179,11 @@ impl Authenticator {
         }
     }
 
+    /// The configured name of the organisation `oin`, if it is listed.
+    pub fn organisation_name(&self, oin: &Oin) -> Option<&str> {
+        self.organisations.get(oin).map(|org| org.name.as_str())
+    }
+
     /// Identifies the organisation of the request's connection.
     ///
     /// # Errors

@@ -77,7 +77,7 @@ JSON documents (--json), by command:
                         p90_time_to_accept_seconds, answered, expired}]}
   demo                 {family_id, consult_id, steps: [{step, says, then, refused}]}
 
-consult: id, state, state_text, question, expertise, urgency, family_id,
+consult: id, state, state_text, suspension, outcome, question, expertise, urgency, family_id,
   concerned_member_ids, owner_id, addressed_specialist_id, legal_basis {ground, consent_id},
   justification, flagged_for_review, respond_by, accepted_at, first_answer_at, closed_at,
   participants: [{professional_id, organisation_oin, owner, status}]
@@ -86,7 +86,8 @@ message: consult_id, sequence, sender_professional_id, sender_device_id, own, po
 family: id, members: [{number, id, role, age_band}], contact_person_id, contact_person_oin
 consent: id, family_id, status, concerned_member_ids, given_by_member_ids, expertise,
   organisation_oins, valid_from, valid_until
-professional: id, name, organisation_oin, roles, expertise, availability, active
+professional: id, name, organisation_oin, organisation_name, roles, expertise, availability,
+  active
 Times are RFC 3339 in UTC; ids are whole UUIDs; absent values are null."
 );
 

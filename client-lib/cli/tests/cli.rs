@@ -911,6 +911,10 @@ async fn the_web_inbox_answers_only_its_own_page_and_carries_a_consult_through()
     assert_eq!(listed["id"], consult.as_str(), "{inbox}");
     assert_eq!(listed["question"], "Hoe veilig is het thuis?");
     assert_eq!(listed["addressed_to"], "pool");
+    // Who asks, by name and organisation; never the family.
+    assert_eq!(listed["owner_name"], "Sanne Contact", "{inbox}");
+    assert_eq!(listed["asking_organisation"], "Wijkteam Demostad-Oost");
+    assert!(listed["family_id"].is_null(), "{inbox}");
 
     // Eva accepts in the page; Sanne writes; the page reads it decrypted.
     let change = [
@@ -952,6 +956,55 @@ async fn the_web_inbox_answers_only_its_own_page_and_carries_a_consult_through()
         .filter_map(|m| m["text"].as_str())
         .collect();
     assert!(texts.contains(&"Ik bel haar vandaag."), "{read}");
+
+    // Closing and inviting are the owner's: Eva's page is refused, and the
+    // consult stays as it was.
+    for (action, body) in [
+        ("close", r#"{"outcome":"advice-given"}"#),
+        (
+            "invite",
+            r#"{"specialist":"0a9e1f4e-8c3b-4f7a-9d2e-5b6c7d8e9f01","expertise":"child"}"#,
+        ),
+    ] {
+        let (status, _, said) = http(
+            host,
+            "POST",
+            &format!("{path}/{action}"),
+            &change,
+            Some(body),
+        )
+        .await;
+        assert_eq!(status, 403, "{action}: {said}");
+    }
+    let (status, _, body) = http(
+        host,
+        "POST",
+        &format!("{path}/close"),
+        &change,
+        Some(r#"{"outcome":"solved"}"#),
+    )
+    .await;
+    assert_eq!(
+        (status, body.contains("not an outcome")),
+        (400, true),
+        "{body}"
+    );
+    let after = s.json(SANNE, &["show", &consult]).await;
+    assert_eq!(after["state"], "accepted", "{after}");
+
+    // The consult vocabulary is the command line's, served as a module.
+    let (status, headers, words) = http(host, "GET", "/words.js", &base, None).await;
+    assert_eq!(status, 200);
+    assert!(
+        headers
+            .iter()
+            .any(|(n, v)| n.eq_ignore_ascii_case("content-type") && v.contains("text/javascript")),
+        "{headers:?}"
+    );
+    assert!(
+        words.starts_with("// The consult vocabulary") && words.contains("\"partnergeweld\""),
+        "{words}"
+    );
 }
 
 /// The web inbox in real headless Chromium (`tests/browser/run.sh`: Playwright

@@ -5,7 +5,7 @@ use tonic::{Request, Response, Status};
 
 use super::{Context, timestamp};
 use crate::{
-    auth::Caller,
+    auth::{Authenticator, Caller},
     domain::{
         self, Availability, Device, DeviceId, DeviceLabel, Expertise, NewProfessional,
         Professional, ProfessionalId, Role, SignatureKey,
@@ -73,10 +73,14 @@ impl DirectoryApi {
     }
 }
 
-fn professional_to_proto(p: &Professional) -> v1::Professional {
+fn professional_to_proto(auth: &Authenticator, p: &Professional) -> v1::Professional {
     v1::Professional {
         professional_id: p.id.to_string(),
         organisation_oin: p.organisation.to_string(),
+        organisation_name: auth
+            .organisation_name(&p.organisation)
+            .unwrap_or_default()
+            .to_owned(),
         display_name: p.display_name.as_str().to_owned(),
         roles: p.roles.iter().map(|r| r.to_proto() as i32).collect(),
         expertise: p.expertise.iter().map(|e| e.to_proto()).collect(),
@@ -123,7 +127,7 @@ impl DirectoryService for DirectoryApi {
             .map_err(ServiceError::from)?;
         tracing::info!(registered = %professional.id, "professional registered");
         Ok(Response::new(v1::RegisterProfessionalResponse {
-            professional: Some(professional_to_proto(&professional)),
+            professional: Some(professional_to_proto(&self.ctx.auth, &professional)),
         }))
     }
 
@@ -157,7 +161,7 @@ impl DirectoryService for DirectoryApi {
             target
         };
         Ok(Response::new(v1::DeactivateProfessionalResponse {
-            professional: Some(professional_to_proto(&result)),
+            professional: Some(professional_to_proto(&self.ctx.auth, &result)),
         }))
     }
 
@@ -181,7 +185,11 @@ impl DirectoryService for DirectoryApi {
             .await
             .map_err(ServiceError::from)?;
         Ok(Response::new(v1::ListProfessionalsResponse {
-            professionals: page.items.iter().map(professional_to_proto).collect(),
+            professionals: page
+                .items
+                .iter()
+                .map(|p| professional_to_proto(&self.ctx.auth, p))
+                .collect(),
             next_page_token: page_token_out(page.next),
         }))
     }
@@ -319,7 +327,7 @@ impl DirectoryService for DirectoryApi {
             Vec::new()
         };
         Ok(Response::new(v1::GetProfessionalResponse {
-            professional: Some(professional_to_proto(&professional)),
+            professional: Some(professional_to_proto(&self.ctx.auth, &professional)),
             devices: devices
                 .iter()
                 .filter(|d| d.revoked_at.is_none())
@@ -353,7 +361,11 @@ impl DirectoryService for DirectoryApi {
             .await
             .map_err(ServiceError::from)?;
         Ok(Response::new(v1::ListSpecialistsResponse {
-            specialists: page.items.iter().map(professional_to_proto).collect(),
+            specialists: page
+                .items
+                .iter()
+                .map(|p| professional_to_proto(&self.ctx.auth, p))
+                .collect(),
             next_page_token: page_token_out(page.next),
         }))
     }
@@ -377,7 +389,7 @@ impl DirectoryService for DirectoryApi {
                 .map_err(ServiceError::from)?;
         }
         Ok(Response::new(v1::SetAvailabilityResponse {
-            professional: Some(professional_to_proto(&new)),
+            professional: Some(professional_to_proto(&self.ctx.auth, &new)),
         }))
     }
 

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use samenop_client::{
     Professional,
-    consult::{Consult, ConsultEvent, LegalGround},
+    consult::{Consult, ConsultEvent, ConsultState, LegalGround},
     family::{Consent, ConsentStatus, Family},
     mls::ThreadMessage,
 };
@@ -23,6 +23,7 @@ pub(crate) fn professional(p: &Professional) -> Value {
         "id": p.id.to_string(),
         "name": p.display_name,
         "organisation_oin": p.organisation_oin,
+        "organisation_name": p.organisation_name,
         "roles": p.roles.iter().map(|r| text::role(*r).replace(' ', "_")).collect::<Vec<_>>(),
         "expertise": p.expertise.iter().map(|e| text::expertise(*e)).collect::<Vec<_>>(),
         "availability": p.availability.map(text::availability),
@@ -37,7 +38,7 @@ pub(crate) fn ground(g: Option<LegalGround>) -> Value {
             json!({"ground": "consent", "consent_id": consent.to_string()})
         }
         Some(other) => {
-            json!({"ground": text::ground(other).replace(' ', "_").to_ascii_lowercase()})
+            json!({"ground": text::ground_name(other)})
         }
     }
 }
@@ -47,6 +48,14 @@ pub(crate) fn consult(c: &Consult) -> Value {
         "id": c.id.to_string(),
         "state": text::state_name(c.state),
         "state_text": text::state(c.state),
+        "suspension": match c.state {
+            ConsultState::Suspended(r) => Some(text::suspension_name(r)),
+            _ => None,
+        },
+        "outcome": match c.state {
+            ConsultState::Closed(o) => Some(text::outcome_name(o)),
+            _ => None,
+        },
         "question": c.question,
         "expertise": text::expertise(c.expertise),
         "urgency": text::urgency(c.urgency),
@@ -65,7 +74,7 @@ pub(crate) fn consult(c: &Consult) -> Value {
             "professional_id": p.professional.to_string(),
             "organisation_oin": p.organisation_oin,
             "owner": p.owner,
-            "status": format!("{:?}", p.status).to_ascii_lowercase(),
+            "status": text::status_name(p.status),
         })).collect::<Vec<_>>(),
     })
 }

@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::Web;
-use crate::cmd::json;
+use crate::{cmd::json, text};
 
 /// The routes under `/api`.
 pub(crate) fn routes() -> Router<Arc<Web>> {
@@ -48,6 +48,9 @@ pub(crate) fn routes() -> Router<Arc<Web>> {
             get(download),
         )
         .route("/api/consults/{consult}/leave", post(leave))
+        .route("/api/consults/{consult}/invite", post(invite))
+        .route("/api/consults/{consult}/close", post(close))
+        .route("/api/specialists", get(specialists))
         .route("/api/availability", put(availability))
 }
 
@@ -106,10 +109,23 @@ fn rank(urgency: Urgency) -> u8 {
 }
 
 /// A consult as the page shows it: the command line's shape, with whether
-/// it is past respond-by, whom it is addressed to, and the asking
-/// organisation (never the family).
-fn shown(web: &Web, c: &samenop_client::consult::Consult, now: SystemTime) -> Value {
+/// it is past respond-by, whom it is addressed to, and who takes part by
+/// name and organisation (the asking one's too; never the family).
+async fn shown(web: &Web, c: &samenop_client::consult::Consult, now: SystemTime) -> Value {
     let mut value = json::consult(c);
+    let owner = web.person(c.owner).await;
+    let mut participants = Vec::new();
+    for p in &c.participants {
+        let person = web.person(p.professional).await;
+        participants.push(json!({
+            "professional_id": p.professional.to_string(),
+            "name": person.name,
+            "organisation": person.organisation,
+            "owner": p.owner,
+            "status": text::status_name(p.status),
+            "me": p.professional == web.ctx.me(),
+        }));
+    }
     if let Value::Object(map) = &mut value {
         map.insert(
             "past_respond_by".into(),
@@ -124,14 +140,21 @@ fn shown(web: &Web, c: &samenop_client::consult::Consult, now: SystemTime) -> Va
             }),
         );
         map.insert("own".into(), json!(c.owner == web.ctx.me()));
-        let asking = c
-            .participants
-            .iter()
-            .find(|p| p.owner && p.professional == c.owner)
-            .map(|p| p.organisation_oin.clone());
-        map.insert("asking_organisation_oin".into(), json!(asking));
+        map.insert("owner_name".into(), json!(owner.name));
+        map.insert("asking_organisation".into(), json!(owner.organisation));
+        map.insert("participants".into(), Value::Array(participants));
     }
     value
+}
+
+/// Each of `consults` as the page shows it.
+async fn all_shown(web: &Web, consults: &[samenop_client::consult::Consult]) -> Vec<Value> {
+    let now = SystemTime::now();
+    let mut shown_all = Vec::with_capacity(consults.len());
+    for c in consults {
+        shown_all.push(shown(web, c, now).await);
+    }
+    shown_all
 }
 
 /// The requests waiting for me and my pools: most urgent first, then the
@@ -139,10 +162,9 @@ fn shown(web: &Web, c: &samenop_client::consult::Consult, now: SystemTime) -> Va
 async fn inbox(State(web): State<Arc<Web>>) -> Answer {
     let mut requests = web.ctx.client.list_consults(ListScope::Inbox).await?;
     requests.sort_by_key(|c| (rank(c.urgency), c.respond_by));
-    let now = SystemTime::now();
-    Ok(Json(json!({
-        "requests": requests.iter().map(|c| shown(&web, c, now)).collect::<Vec<_>>(),
-    })))
+    Ok(Json(
+        json!({ "requests": all_shown(&web, &requests).await }),
+    ))
 }
 
 /// The consults I own or take part in, newest first.
@@ -156,10 +178,7 @@ async fn consults(State(web): State<Arc<Web>>) -> Answer {
     );
     all.sort_by_key(|c| std::cmp::Reverse(c.id));
     all.dedup_by_key(|c| c.id);
-    let now = SystemTime::now();
-    Ok(Json(json!({
-        "consults": all.iter().map(|c| shown(&web, c, now)).collect::<Vec<_>>(),
-    })))
+    Ok(Json(json!({ "consults": all_shown(&web, &all).await })))
 }
 
 /// A consult, and its thread as far as this device can read it.
@@ -180,33 +199,19 @@ async fn consult(State(web): State<Arc<Web>>, Path(given): Path<String>) -> Answ
     } else {
         Vec::new()
     };
-    let mut names = std::collections::HashMap::new();
-    let mut messages = Vec::new();
+    let mut messages = Vec::with_capacity(thread.len());
     for m in &thread {
-        if let std::collections::hash_map::Entry::Vacant(slot) = names.entry(m.sender_professional)
-        {
-            let name = match web
-                .ctx
-                .client
-                .professional_with_devices(m.sender_professional)
-                .await
-            {
-                Ok((p, _)) => p.display_name,
-                Err(_) => String::new(),
-            };
-            slot.insert(name);
-        }
         let mut value = json::message(m);
         if let Value::Object(map) = &mut value {
             map.insert(
                 "sender_name".into(),
-                json!(names.get(&m.sender_professional)),
+                json!(web.person(m.sender_professional).await.name),
             );
         }
         messages.push(value);
     }
     Ok(Json(json!({
-        "consult": shown(&web, &c, SystemTime::now()),
+        "consult": shown(&web, &c, SystemTime::now()).await,
         "joined": joined,
         "readable": readable,
         "messages": messages,
@@ -218,7 +223,7 @@ async fn accept(State(web): State<Arc<Web>>, Path(given): Path<String>) -> Answe
     let id = consult_id(&given)?;
     let c = web.ctx.client.accept_consult(id).await?;
     let _ = web.changes.send(super::Change::Consult(id));
-    Ok(Json(shown(&web, &c, SystemTime::now())))
+    Ok(Json(shown(&web, &c, SystemTime::now()).await))
 }
 
 #[derive(Deserialize)]
@@ -235,24 +240,14 @@ async fn decline(
     Json(decline): Json<Decline>,
 ) -> Answer {
     let id = consult_id(&given)?;
-    let reason = match decline.reason.as_str() {
-        "no-capacity" => DeclineReason::NoCapacity,
-        "outside-expertise" => DeclineReason::OutsideExpertise,
-        "conflict-of-interest" => DeclineReason::ConflictOfInterest,
-        "other" if !decline.note.trim().is_empty() => DeclineReason::Other,
-        "other" => {
-            return Err(Failed(
-                StatusCode::BAD_REQUEST,
-                "a decline for another reason needs a note".into(),
-            ));
-        }
-        _ => {
-            return Err(Failed(
-                StatusCode::BAD_REQUEST,
-                "not a decline reason".into(),
-            ));
-        }
-    };
+    let reason = text::decline_from(&decline.reason)
+        .ok_or_else(|| Failed(StatusCode::BAD_REQUEST, "not a decline reason".into()))?;
+    if reason == DeclineReason::Other && decline.note.trim().is_empty() {
+        return Err(Failed(
+            StatusCode::BAD_REQUEST,
+            "a decline for another reason needs a note".into(),
+        ));
+    }
     web.ctx
         .client
         .decline_consult(id, reason, decline.note.trim())
@@ -407,4 +402,77 @@ async fn availability(State(web): State<Arc<Web>>, Json(set): Json<SetAvailabili
     };
     let professional = web.ctx.client.set_availability(availability).await?;
     Ok(Json(json::professional(&professional)))
+}
+
+#[derive(Deserialize)]
+struct Specialists {
+    /// An expertise's name, as `--json` gives it.
+    expertise: String,
+}
+
+/// The network's active specialists of one expertise, to invite: the
+/// available ones first.
+async fn specialists(State(web): State<Arc<Web>>, Query(wanted): Query<Specialists>) -> Answer {
+    let expertise = text::expertise_from(&wanted.expertise)
+        .ok_or_else(|| Failed(StatusCode::BAD_REQUEST, "not an expertise".into()))?;
+    let mut found = web
+        .ctx
+        .client
+        .list_specialists(Some(expertise), false)
+        .await?;
+    found.retain(|p| p.id != web.ctx.me());
+    found.sort_by_key(|p| {
+        (
+            p.availability != Some(Availability::Available),
+            p.display_name.clone(),
+        )
+    });
+    Ok(Json(json!({
+        "specialists": found.iter().map(json::professional).collect::<Vec<_>>(),
+    })))
+}
+
+#[derive(Deserialize)]
+struct Invite {
+    specialist: String,
+    expertise: String,
+}
+
+/// Invites a further specialist to a consult I own.
+async fn invite(
+    State(web): State<Arc<Web>>,
+    Path(given): Path<String>,
+    Json(invite): Json<Invite>,
+) -> Answer {
+    let id = consult_id(&given)?;
+    let specialist = Uuid::try_parse(&invite.specialist)
+        .map_err(|_| Failed(StatusCode::BAD_REQUEST, "not a specialist id".into()))?;
+    let expertise = text::expertise_from(&invite.expertise)
+        .ok_or_else(|| Failed(StatusCode::BAD_REQUEST, "not an expertise".into()))?;
+    let c = web
+        .ctx
+        .client
+        .invite_specialist(id, specialist, expertise)
+        .await?;
+    let _ = web.changes.send(super::Change::Consult(id));
+    Ok(Json(shown(&web, &c, SystemTime::now()).await))
+}
+
+#[derive(Deserialize)]
+struct Close {
+    outcome: String,
+}
+
+/// Closes a consult I own, with its outcome.
+async fn close(
+    State(web): State<Arc<Web>>,
+    Path(given): Path<String>,
+    Json(close): Json<Close>,
+) -> Answer {
+    let id = consult_id(&given)?;
+    let outcome = text::outcome_from(&close.outcome)
+        .ok_or_else(|| Failed(StatusCode::BAD_REQUEST, "not an outcome".into()))?;
+    let c = web.ctx.client.close_consult(id, outcome).await?;
+    let _ = web.changes.send(super::Change::Consult(id));
+    Ok(Json(shown(&web, &c, SystemTime::now()).await))
 }

@@ -68,6 +68,57 @@ pub(crate) struct Web {
     csrf: String,
     /// Changes, for the page's event stream.
     changes: broadcast::Sender<Change>,
+    /// Names of the professionals shown, asked of the server once each
+    /// (every ask is an audited call).
+    people: Mutex<std::collections::HashMap<uuid::Uuid, Person>>,
+}
+
+/// A professional as the page names them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Person {
+    /// Their name; empty when the server could not be asked.
+    pub(crate) name: String,
+    /// Their organisation's name, or its OIN when the server has none.
+    pub(crate) organisation: String,
+}
+
+impl Web {
+    /// The name of `professional` and of their organisation.
+    pub(crate) async fn person(&self, professional: uuid::Uuid) -> Person {
+        let known = self
+            .people
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&professional)
+            .cloned();
+        if let Some(known) = known {
+            return known;
+        }
+        match self
+            .ctx
+            .client
+            .professional_with_devices(professional)
+            .await
+        {
+            Ok((p, _)) => {
+                let person = Person {
+                    name: p.display_name,
+                    organisation: if p.organisation_name.is_empty() {
+                        p.organisation_oin
+                    } else {
+                        p.organisation_name
+                    },
+                };
+                self.people
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(professional, person.clone());
+                person
+            }
+            // Not kept: asked again next time.
+            Err(_) => Person::default(),
+        }
+    }
 }
 
 /// 32 random bytes, hex: a token no one can guess.
@@ -103,6 +154,7 @@ pub(crate) async fn serve(ctx: Ctx, open: bool) -> Result<()> {
         session: token()?,
         csrf: token()?,
         changes: broadcast::channel(64).0,
+        people: Mutex::default(),
         device,
         ctx,
     });
@@ -244,21 +296,32 @@ async fn follow(web: Arc<Web>) {
                 Ok(Some(event)) => {
                     backoff = Duration::from_millis(250);
                     let change = match &event.kind {
+                        // What fails here is tried again when the consult is
+                        // next shown (its thread is caught up then); the
+                        // terminal says so.
                         EventKind::Consult(change) => {
-                            let _ = web.device.follow(change).await;
+                            if let Err(err) = web.device.follow(change).await {
+                                lagging(&web, &err);
+                            }
                             Some(Change::Consult(change.consult))
                         }
                         EventKind::ThreadEntry(entry) => {
                             match uuid::Uuid::try_parse(&entry.consult_id) {
                                 Ok(consult) => {
-                                    let _ = web.device.apply(consult, vec![entry.clone()]).await;
+                                    if let Err(err) =
+                                        web.device.apply(consult, vec![entry.clone()]).await
+                                    {
+                                        lagging(&web, &err);
+                                    }
                                     Some(Change::Thread(consult))
                                 }
                                 Err(_) => None,
                             }
                         }
                         EventKind::Welcome { consult, .. } => {
-                            let _ = web.device.catch_up(*consult).await;
+                            if let Err(err) = web.device.catch_up(*consult).await {
+                                lagging(&web, &err);
+                            }
                             Some(Change::Thread(*consult))
                         }
                         _ => None,
@@ -276,6 +339,14 @@ async fn follow(web: Arc<Web>) {
                 }
             }
         }
+    }
+}
+
+/// Says on the terminal that a thread is not in line yet (the error's kind
+/// only).
+fn lagging(web: &Web, err: &ClientError) {
+    if !web.ctx.out.json() {
+        eprintln!("{}: {err}", crate::text::WEB_THREAD_LAGS);
     }
 }
 

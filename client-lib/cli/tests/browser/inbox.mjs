@@ -1,12 +1,13 @@
 // The web inbox in real headless Chromium. Mila (child expertise, Jeugd-
 // bescherming) works her inbox in the page; Sanne (contact person) and
-// Ruben (Mila's colleague) act through the command line. Every step waits
+// Ruben (Mila's colleague) act through the command line, and at the end
+// Sanne follows, answers, invites and closes in a page of her own. Every step waits
 // for what a person would see, with no reload; an axe-core check (WCAG 2.1
 // A and AA) runs on every kind of page; the page's console must stay clean
 // (a CSP violation shows there).
 
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -56,11 +57,11 @@ page.on("requestfailed", (r) => pending.delete(r));
 let loads = 0;
 page.on("load", () => loads++);
 
-async function axe(what) {
+async function axe(what, on = page) {
   // Evaluated through the browser's devtools protocol, which the page's
   // CSP does not govern; the page itself loads no script but its own.
-  await page.evaluate(axeSource);
-  const result = await page.evaluate(() =>
+  await on.evaluate(axeSource);
+  const result = await on.evaluate(() =>
     // eslint-disable-next-line no-undef
     axe.run(document, { runOnly: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] }),
   );
@@ -79,14 +80,14 @@ async function shot(name) {
 
 // Waits for `condition` in the page; when it does not come, says what the
 // page shows (its status line and main text) to explain why.
-async function until(what, condition, arg) {
+async function until(what, condition, arg, on = page) {
   try {
-    await page.waitForFunction(condition, arg, { timeout: 30000 });
+    await on.waitForFunction(condition, arg, { timeout: 30000 });
   } catch (err) {
-    const status = await page.locator("#status").innerText().catch(() => "");
-    const main = await page.locator("main").innerText().catch(() => "");
+    const status = await on.locator("#status").innerText().catch(() => "");
+    const main = await on.locator("main").innerText().catch(() => "");
     const open = [...pending.values()].join(", ");
-    const form = await page.evaluate(() => {
+    const form = await on.evaluate(() => {
       const text = document.getElementById("compose");
       const button = document.querySelector(".compose button[type=submit]");
       return `compose disabled=${text?.disabled} value=${JSON.stringify(text?.value)} button disabled=${button?.disabled}`;
@@ -123,6 +124,8 @@ const first = cli(SANNE, "open", "--anonymous", "--expertise", "child", "--urgen
   "--question", "Hoe ondersteunen we een 9-jarige die niet meer naar school wil?");
 await card(first.id).waitFor();
 assert.equal(loads, firstLoads, "no reload");
+// Who asks: the contact person and her organisation, by name.
+assert.match(await card(first.id).innerText(), /Sanne Contact \(Wijkteam Demostad-Oost\)/);
 assert.match(await page.locator("#badge").innerText(), /^[1-9]/);
 
 step("a second arrives; her colleague Ruben takes it, and it leaves her inbox at once");
@@ -159,6 +162,8 @@ await axe("a request");
 await page.focus("#accept");
 await page.keyboard.press("Enter");
 await page.waitForSelector("#compose");
+await until("the participants by name", () => /Mila Jeugd/.test(document.getElementById("participants")?.textContent));
+assert.match(await page.locator("#participants").innerText(), /Sanne Contact.*Wijkteam Demostad-Oost.*contactpersoon/);
 
 step("Sanne writes; the message appears in Mila's thread, decrypted on her machine");
 cli(SANNE, "send", first.id, "Moeder vertelt dat het kind buikpijn heeft op schooldagen.");
@@ -219,7 +224,7 @@ await page.locator("#thread li").first().waitFor();
 assert.ok(await page.isEnabled("#compose"));
 const loadsBefore = loads;
 cli(SANNE, "consent", "revoke", consent.id, "--family", family.id, "--reason", "withdrawn");
-await page.waitForFunction(() => document.getElementById("consult-state")?.textContent === "opgeschort");
+await page.waitForFunction(() => document.getElementById("consult-state")?.textContent === "opgeschort (toestemming ingetrokken)");
 assert.equal(loads, loadsBefore, "no reload");
 assert.ok(await page.isDisabled("#compose"), "writing is disabled");
 assert.match(await page.locator(".compose").innerText(), /opgeschort/);
@@ -248,6 +253,70 @@ await page.fill("#decline-note", "Ik ken het gezin privé.");
 await page.click(".decline button[type=submit]");
 await page.waitForSelector("#requests, main .empty");
 assert.equal(await card(fourth.id).count(), 0, "declined, it is not in her inbox");
+
+step("Sanne opens her own inbox in the browser: she follows, answers, invites and closes");
+// From here on Sanne's keys are her page's (one owner of a device's MLS
+// state): the command line no longer writes with them.
+const sanneInbox = spawn(
+  process.env.SAMENOP_BIN,
+  ["--config", process.env.SAMENOP_CONFIG, "--profile", SANNE, "inbox", "--web"],
+  { stdio: ["ignore", "pipe", "inherit"] },
+);
+// A failed step ends this script; Sanne's inbox must not outlive it.
+process.on("exit", () => sanneInbox.kill("SIGTERM"));
+const sanneAddress = await new Promise((resolve, reject) => {
+  let out = "";
+  sanneInbox.stdout.on("data", (chunk) => {
+    out += chunk;
+    const line = out.split("\n")[0];
+    if (out.includes("\n")) resolve(line.trim());
+  });
+  sanneInbox.on("exit", (code) => reject(new Error(`Sanne's inbox stopped (${code})`)));
+});
+// A window 1280 px wide at 200% zoom: 640 CSS pixels at device scale 2.
+const zoomed = await browser.newContext({ viewport: { width: 640, height: 720 }, deviceScaleFactor: 2 });
+const sanne = await zoomed.newPage();
+sanne.on("console", (m) => {
+  if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) problems.push(`Sanne: ${m.text()}`);
+});
+sanne.on("pageerror", (e) => problems.push(`Sanne: ${e}`));
+await sanne.goto(sanneAddress);
+await sanne.waitForSelector("#requests, main .empty");
+await page.goto(`${new URL(address).origin}/#/consult/${first.id}`);
+await page.waitForSelector("#compose");
+await sanne.goto(`${new URL(sanneAddress).origin}/#/consults`);
+await sanne.locator(`li[data-consult="${first.id}"] a`).click();
+await sanne.waitForSelector("#thread");
+assert.match(await sanne.locator("#thread").innerText(), /intern begeleider/, "Mila's answer, decrypted in Sanne's page");
+assert.match(await sanne.locator("#thread").innerText(), /verslag\.pdf/);
+const wide = await sanne.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+assert.ok(wide <= 1, `at 200% zoom the consult scrolls sideways by ${wide}px`);
+await axe("a consult of one's own (contact person, at 200% zoom)", sanne);
+await sanne.fill("#compose", "Dank je. Ik plan het gesprek met de intern begeleider.");
+await sanne.click(".compose button[type=submit]");
+await until("Sanne's answer in Mila's page, live", () =>
+  [...document.querySelectorAll("#thread li")].some((li) => li.textContent.includes("Ik plan het gesprek")));
+
+step("Sanne invites Mila's colleague Ruben; he sees the invitation");
+await until("specialists to invite", () => document.querySelectorAll("#invite-who option").length > 1, undefined, sanne);
+const ruben = cli(RUBEN, "whoami");
+await sanne.selectOption("#invite-who", ruben.id);
+await sanne.click("#invite-send");
+await until("Ruben among the participants", () => /Ruben Scheiding/.test(document.getElementById("participants")?.textContent), undefined, sanne);
+const invitedConsult = cli(RUBEN, "show", first.id);
+assert.ok(
+  invitedConsult.participants.some((p) => p.professional_id === ruben.id && p.status === "invited"),
+  JSON.stringify(invitedConsult.participants),
+);
+
+step("Sanne closes the consult with its outcome; Mila's page says so at once and takes no more writing");
+await sanne.selectOption("#close-outcome", "advice-given");
+await sanne.click("#close-send");
+await until("the closing in Mila's page", () => document.getElementById("consult-state")?.textContent === "afgesloten (advies gegeven)");
+assert.ok(await page.isDisabled("#compose"), "writing is disabled");
+await until("the closing in Sanne's page", () => document.getElementById("consult-state")?.textContent.startsWith("afgesloten"), undefined, sanne);
+await zoomed.close();
+sanneInbox.kill("SIGTERM");
 
 step("a narrow window (as at 200% zoom and more) needs no sideways scrolling; English on request");
 await page.setViewportSize({ width: 360, height: 800 });

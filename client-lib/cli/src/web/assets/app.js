@@ -3,7 +3,8 @@
 // changed. No framework: the DOM is built with createElement, never from
 // HTML strings, so no text from the service is ever parsed as markup.
 
-import { strings, expertise } from "./strings.js";
+import { strings } from "./strings.js";
+import { words } from "./words.js";
 
 let lang = localStorage.getItem("samenop-lang") || "nl";
 // What is being typed, per consult: a redraw (an event arrived) keeps it.
@@ -11,6 +12,15 @@ const drafts = new Map();
 let csrf = "";
 let me = null;
 const t = () => strings[lang];
+const w = () => words[lang];
+const expertiseName = (code) => w().expertise[code] || code;
+// A state in words, with why it is suspended or how it was closed.
+function stateText(c) {
+  const state = w().states[c.state] || c.state;
+  if (c.suspension) return `${state} (${w().suspensions[c.suspension] || c.suspension})`;
+  if (c.outcome) return `${state} (${w().outcomes[c.outcome] || c.outcome})`;
+  return state;
+}
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -111,7 +121,7 @@ function labels() {
 }
 
 function urgencyBadge(urgency) {
-  return el("span", { class: `urgency urgency-${urgency}` }, t().urgency[urgency] || urgency);
+  return el("span", { class: `urgency urgency-${urgency}` }, w().urgency[urgency] || urgency);
 }
 
 function dueLine(c) {
@@ -149,7 +159,7 @@ function cards(main, title, empty, items, id, lines) {
               el(
                 "h2",
                 {},
-                el("a", { href: `#/consult/${c.id}` }, expertise[lang][c.expertise] || c.expertise),
+                el("a", { href: `#/consult/${c.id}` }, expertiseName(c.expertise)),
               ),
               lines(c),
             ),
@@ -165,22 +175,50 @@ async function showInbox(main) {
     el("p", { class: "meta" }, urgencyBadge(c.urgency), " ", c.addressed_to === "me" ? t().forYou : t().forPool),
     el("p", { class: "question" }, c.question),
     dueLine(c),
-    el("p", { class: "from" }, `${t().from} ${c.asking_organisation_oin || ""}`),
+    el("p", { class: "from" }, t().from(c.owner_name, c.asking_organisation)),
   ]);
 }
 
 async function showConsults(main) {
   const { consults } = await api("/api/consults");
   cards(main, t().consultsTitle, t().consultsEmpty, consults, "consults", (c) => [
-    el("p", { class: "meta" }, urgencyBadge(c.urgency), " ", t().states[c.state] || c.state),
+    el("p", { class: "meta" }, urgencyBadge(c.urgency), " ", stateText(c)),
     el("p", { class: "question" }, c.question),
   ]);
 }
 
 function basisText(c) {
   const basis = c.legal_basis;
-  if (!basis) return t().grounds.none;
-  return basis.ground === "consent" ? t().grounds.consent : t().grounds.other;
+  if (!basis) return t().noBasis;
+  return w().grounds[basis.ground] || basis.ground;
+}
+
+function participantList(c) {
+  const s = t();
+  return el(
+    "ul",
+    { class: "participants", id: "participants" },
+    c.participants.map((p) =>
+      el(
+        "li",
+        {},
+        el("strong", {}, p.me ? `${p.name} (${s.you})` : p.name),
+        ` ${p.organisation} · ${p.owner ? s.owner : s.specialist} · ${w().statuses[p.status] || p.status}`,
+      ),
+    ),
+  );
+}
+
+// The consult page keeps its composer and forms across redraws: an event
+// that arrives while someone types, picks a file or fills in a form
+// redraws the facts and the thread only. A part is made again only when
+// what it offers changes (its `key`).
+let view = null;
+
+function keep(slot, key, make) {
+  if (view[`${slot}Key`] === key) return;
+  view[`${slot}Key`] = key;
+  view[slot].replaceChildren(...[make()].flat().filter(Boolean));
 }
 
 async function showConsult(main, id) {
@@ -197,35 +235,43 @@ async function showConsult(main, id) {
   }
   const c = data.consult;
   const s = t();
+  if (!view || view.id !== c.id || view.lang !== lang || !main.contains(view.root)) {
+    const slot = () => el("div");
+    view = { id: c.id, lang, head: slot(), thread: slot(), composer: slot(), actions: slot() };
+    view.root = el("div", {}, view.head, view.thread, view.composer, view.actions);
+    main.replaceChildren(view.root);
+  }
   const facts = el(
     "dl",
     { class: "facts" },
     el("dt", {}, s.state),
-    el("dd", { id: "consult-state" }, s.states[c.state] || c.state),
+    el("dd", { id: "consult-state" }, stateText(c)),
     el("dt", {}, s.question),
     el("dd", {}, c.question),
+    el("dt", {}, s.askedBy),
+    el("dd", {}, `${c.owner_name} (${c.asking_organisation})`),
     el("dt", {}, s.basis),
     el("dd", {}, basisText(c)),
+    c.justification ? [el("dt", {}, s.justification), el("dd", {}, c.justification)] : null,
     el("dt", {}, s.participants),
-    el("dd", {}, String(c.participants.filter((p) => p.status === "active").length)),
-    el("dt", {}, s.askedBy),
-    el("dd", {}, c.asking_organisation_oin || ""),
+    el("dd", {}, participantList(c)),
   );
-  const parts = [
-    el("h1", {}, expertise[lang][c.expertise] || c.expertise, " ", urgencyBadge(c.urgency)),
-    facts,
-    dueLine(c),
-  ];
+  view.head.replaceChildren(
+    ...[el("h1", {}, expertiseName(c.expertise), " ", urgencyBadge(c.urgency)), facts, dueLine(c)].filter(Boolean),
+  );
   if (c.state === "requested" && !c.own) {
     // A request has no thread yet: what to do is accept or decline.
-    parts.push(requestActions(c));
-    main.replaceChildren(...parts.filter(Boolean));
+    view.thread.replaceChildren();
+    keep("composer", "none", () => null);
+    keep("actions", "request", () => requestActions(c));
     return;
   }
-  parts.push(el("h2", {}, s.thread));
-  if (!data.joined && c.state === "accepted") parts.push(el("p", { class: "notice" }, s.notJoined));
-  if (!data.readable) parts.push(el("p", { class: "notice" }, s.unreadable));
-  parts.push(
+  const notices = [];
+  if (!data.joined && c.state === "accepted") notices.push(el("p", { class: "notice" }, s.notJoined));
+  if (!data.readable) notices.push(el("p", { class: "notice" }, s.unreadable));
+  view.thread.replaceChildren(
+    el("h2", {}, s.thread),
+    ...notices,
     data.messages.length === 0
       ? el("p", { class: "empty" }, s.threadEmpty)
       : el(
@@ -258,33 +304,125 @@ async function showConsult(main, id) {
           ),
         ),
   );
-  parts.push(composer(c, data.joined));
-  if (c.state === "accepted" && !c.own) {
-    parts.push(
-      el(
-        "p",
-        { class: "actions" },
-        el(
-          "button",
-          {
-            type: "button",
-            id: "leave",
-            onclick: async () => {
-              try {
-                await api(`/api/consults/${c.id}/leave`, { method: "POST" });
-                say(s.leftConsult);
-                location.hash = "#/consults";
-              } catch (err) {
-                say(s.failed(err.message));
-              }
-            },
-          },
-          s.leave,
-        ),
+  const waiting = c.own && c.state === "requested";
+  const blocked =
+    c.state === "accepted"
+      ? data.joined
+        ? null
+        : s.notJoined
+      : waiting
+        ? s.noPosts.waiting
+        : s.noPosts[c.state] || stateText(c);
+  keep("composer", `${blocked}`, () => composer(c, blocked));
+  const open = ["requested", "accepted", "suspended"].includes(c.state);
+  if (c.own && open) keep("actions", `owner|${c.expertise}`, () => ownerActions(c));
+  else if (c.state === "accepted") keep("actions", "specialist", () => leaveAction(c));
+  else keep("actions", "none", () => null);
+}
+
+function leaveAction(c) {
+  const s = t();
+  return el(
+    "p",
+    { class: "actions" },
+    el(
+      "button",
+      {
+        type: "button",
+        id: "leave",
+        onclick: async () => {
+          try {
+            await api(`/api/consults/${c.id}/leave`, { method: "POST" });
+            say(s.leftConsult);
+            location.hash = "#/consults";
+          } catch (err) {
+            say(s.failed(err.message));
+          }
+        },
+      },
+      s.leave,
+    ),
+  );
+}
+
+// What the consult's owner (the contact person) does here: invite a
+// further specialist, or close the consult with its outcome.
+function ownerActions(c) {
+  const s = t();
+  const options = (table) => Object.entries(table).map(([value, label]) => el("option", { value }, label));
+  const expertise = el("select", { id: "invite-expertise", name: "expertise" }, options(w().expertise));
+  expertise.value = c.expertise;
+  const who = el("select", { id: "invite-who", name: "specialist", required: true });
+  const none = el("p", { class: "notice", id: "invite-none", hidden: true }, s.inviteNone);
+  const load = async () => {
+    const { specialists } = await api(`/api/specialists?expertise=${encodeURIComponent(expertise.value)}`);
+    const taking = new Set(c.participants.map((p) => p.professional_id));
+    const choices = specialists.filter((p) => !taking.has(p.id));
+    who.replaceChildren(
+      el("option", { value: "" }, s.choose),
+      ...choices.map((p) =>
+        el("option", { value: p.id }, `${p.name} (${p.organisation_name || p.organisation_oin}) · ${w().availability[p.availability] || ""}`),
       ),
     );
-  }
-  main.replaceChildren(...parts.filter(Boolean));
+    none.hidden = choices.length > 0;
+  };
+  expertise.addEventListener("change", () => load().catch((err) => say(s.failed(err.message))));
+  load().catch((err) => say(s.failed(err.message)));
+  const invite = el(
+    "form",
+    {
+      class: "invite",
+      "aria-labelledby": "invite-title",
+      onsubmit: async (event) => {
+        event.preventDefault();
+        if (!who.value) {
+          who.focus();
+          return;
+        }
+        try {
+          await api(`/api/consults/${c.id}/invite`, {
+            method: "POST",
+            body: { specialist: who.value, expertise: expertise.value },
+          });
+          say(s.invited);
+          view.actionsKey = null;
+          await route();
+        } catch (err) {
+          say(s.failed(err.message));
+        }
+      },
+    },
+    el("h2", { id: "invite-title" }, s.invite),
+    el("label", { for: "invite-expertise" }, s.inviteExpertise),
+    expertise,
+    el("label", { for: "invite-who" }, s.inviteWho),
+    who,
+    none,
+    el("button", { type: "submit", id: "invite-send" }, s.inviteSend),
+  );
+  const outcome = el("select", { id: "close-outcome", name: "outcome" }, options(w().outcomes));
+  const close = el(
+    "form",
+    {
+      class: "close",
+      "aria-labelledby": "close-title",
+      onsubmit: async (event) => {
+        event.preventDefault();
+        try {
+          await api(`/api/consults/${c.id}/close`, { method: "POST", body: { outcome: outcome.value } });
+          say(s.closedDone);
+          await route();
+        } catch (err) {
+          say(s.failed(err.message));
+        }
+      },
+    },
+    el("h2", { id: "close-title" }, s.close),
+    el("label", { for: "close-outcome" }, s.closeOutcome),
+    outcome,
+    el("button", { type: "submit", id: "close-send" }, s.closeSend),
+  );
+  return el("div", { class: "actions owner" }, invite, close);
 }
 
 function requestActions(c) {
@@ -292,7 +430,7 @@ function requestActions(c) {
   const reason = el(
     "select",
     { id: "decline-reason", name: "reason" },
-    Object.entries(s.reasons).map(([value, label]) => el("option", { value }, label)),
+    Object.entries(w().reasons).map(([value, label]) => el("option", { value }, label)),
   );
   const note = el("textarea", { id: "decline-note", name: "note", rows: "2" });
   const declineForm = el(
@@ -364,9 +502,8 @@ function requestActions(c) {
   );
 }
 
-function composer(c, joined) {
+function composer(c, blocked) {
   const s = t();
-  const blocked = c.state !== "accepted" ? s.noPosts[c.state] : !joined ? s.notJoined : null;
   const text = el("textarea", {
     id: "compose",
     name: "text",
@@ -393,19 +530,29 @@ function composer(c, joined) {
             bar.hidden = false;
             const query = new URLSearchParams({ name: chosen.name, text: text.value });
             await upload(`/api/consults/${c.id}/attachments?${query}`, chosen, (done) => {
-              bar.value = done;
+              // Handed to this machine's samenop: it now encrypts and sends
+              // it, for a time the page cannot measure.
+              if (done >= 1) {
+                bar.removeAttribute("value");
+                bar.setAttribute("aria-label", s.encrypting);
+              } else bar.value = done;
             });
           } else {
             await api(`/api/consults/${c.id}/messages`, { method: "POST", body: { text: text.value } });
           }
           drafts.delete(c.id);
           text.value = "";
+          file.value = "";
           say(s.sent);
           await route();
-          document.getElementById("compose")?.focus();
+          text.focus();
         } catch (err) {
           say(s.failed(err.message));
-          button.disabled = false;
+        } finally {
+          button.disabled = Boolean(blocked);
+          bar.hidden = true;
+          bar.value = 0;
+          bar.setAttribute("aria-label", s.uploading);
         }
       },
     },
@@ -488,6 +635,11 @@ async function start() {
     route().then(() => document.getElementById("main").focus());
   });
   listen();
+  // Time left until respond-by moves on without an event: the inbox is
+  // drawn again each minute.
+  setInterval(() => {
+    if (!currentConsult() && location.hash !== "#/consults") route();
+  }, 60000);
   await route();
 }
 
