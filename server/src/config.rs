@@ -99,8 +99,11 @@ pub struct Retention {
 pub struct Config {
     /// Where to listen (mutual TLS).
     pub listen: SocketAddr,
-    /// The data directory of the embedded store.
+    /// The data directory: the embedded store's, and the audit key's by
+    /// default.
     pub data_dir: PathBuf,
+    /// Where the data is kept.
+    pub store: StoreChoice,
     /// The TLS configuration built from the configured files.
     pub tls: Arc<rustls::ServerConfig>,
     /// The organisations allowed to connect.
@@ -125,6 +128,15 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
 }
 
+/// Where the server keeps its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// The embedded store (redb) in the data directory: one server.
+    Embedded,
+    /// A PostgreSQL database: several replicas may share it.
+    Postgres(crate::store::postgres::PostgresConfig),
+}
+
 /// Where the admin listener binds unless told otherwise: loopback only,
 /// the port Prometheus exporters commonly take.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9464";
@@ -140,6 +152,11 @@ pub struct FileConfig {
     pub admin_listen: Option<String>,
     /// Data directory.
     pub data_dir: Option<PathBuf>,
+    /// Where data is kept: "embedded" (the default: redb in the data
+    /// directory) or "postgres" (the `[postgres]` table).
+    pub store: Option<String>,
+    /// The PostgreSQL database, with `store = "postgres"`.
+    pub postgres: Option<FilePostgres>,
     /// Seconds in-flight calls get at shutdown.
     pub shutdown_grace_seconds: Option<u64>,
     /// Seconds a TLS handshake may take.
@@ -162,6 +179,21 @@ pub struct FileConfig {
     /// Allowed organisations.
     #[serde(default)]
     pub organisations: Vec<FileOrganisation>,
+}
+
+/// The `[postgres]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePostgres {
+    /// A libpq connection string or URL.
+    pub url: String,
+    /// Connections per replica (default 16).
+    pub pool_size: Option<usize>,
+    /// Seconds one statement may run (default 30).
+    pub statement_timeout_seconds: Option<u64>,
+    /// CA certificate(s) of the database server's certificate: TLS is then
+    /// required and checked.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The `[retention]` table: days per data class.
@@ -278,6 +310,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// Replaces `admin_listen`.
     pub admin_listen: Option<String>,
+    /// Replaces the store with this PostgreSQL database (its URL).
+    pub postgres_url: Option<String>,
 }
 
 impl FileConfig {
@@ -387,9 +421,16 @@ impl FileConfig {
         }
         let retention = self.retention.check()?;
         let organisations = check_organisations(self.organisations)?;
+        let store = check_store(
+            self.store.as_deref(),
+            self.postgres,
+            overrides.postgres_url,
+            &resolve,
+        )?;
         Ok(Config {
             listen,
             data_dir: resolve(&data_dir),
+            store,
             tls: tls::server_config(&tls_paths)?,
             organisations,
             limits: Limits {
@@ -408,6 +449,67 @@ impl FileConfig {
             retention,
             admin_listen,
         })
+    }
+}
+
+/// The store configured: `store` and `[postgres]`, or a PostgreSQL URL that
+/// overrides both.
+fn check_store(
+    kind: Option<&str>,
+    postgres: Option<FilePostgres>,
+    url_override: Option<String>,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<StoreChoice, ConfigError> {
+    let kind = if url_override.is_some() {
+        "postgres"
+    } else {
+        kind.unwrap_or("embedded")
+    };
+    match kind {
+        "embedded" => Ok(StoreChoice::Embedded),
+        "postgres" => {
+            let file = match (postgres, url_override) {
+                (Some(mut file), Some(url)) => {
+                    file.url = url;
+                    file
+                }
+                (Some(file), None) => file,
+                (None, Some(url)) => FilePostgres {
+                    url,
+                    pool_size: None,
+                    statement_timeout_seconds: None,
+                    ca_file: None,
+                },
+                (None, None) => {
+                    return Err(ConfigError::Invalid(
+                        "store = \"postgres\" needs a [postgres] table with its url".into(),
+                    ));
+                }
+            };
+            let pool_size = file.pool_size.unwrap_or(16);
+            if !(2..=1000).contains(&pool_size) {
+                return Err(ConfigError::Invalid(
+                    "postgres.pool_size must be between 2 and 1000".into(),
+                ));
+            }
+            let timeout = file.statement_timeout_seconds.unwrap_or(30);
+            if !(1..=3600).contains(&timeout) {
+                return Err(ConfigError::Invalid(
+                    "postgres.statement_timeout_seconds must be between 1 and 3600".into(),
+                ));
+            }
+            Ok(StoreChoice::Postgres(
+                crate::store::postgres::PostgresConfig {
+                    url: file.url,
+                    pool_size,
+                    statement_timeout: Duration::from_secs(timeout),
+                    ca_file: file.ca_file.as_deref().map(resolve),
+                },
+            ))
+        }
+        other => Err(ConfigError::Invalid(format!(
+            "store {other:?} is neither \"embedded\" nor \"postgres\""
+        ))),
     }
 }
 

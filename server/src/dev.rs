@@ -27,6 +27,20 @@ pub fn ensure_pki(pki: &PkiPaths) -> Result<bool, ConfigError> {
 /// # Errors
 /// [`ConfigError`] when the PKI files are unusable or `listen` is not loopback.
 pub fn config(pki: &PkiPaths, data_dir: &Path, listen: SocketAddr) -> Result<Config, ConfigError> {
+    config_on(pki, data_dir, listen, None)
+}
+
+/// Like [`config`], with the data in the PostgreSQL database `postgres`
+/// names (a connection string or URL) instead of the embedded store.
+///
+/// # Errors
+/// As [`config`].
+pub fn config_on(
+    pki: &PkiPaths,
+    data_dir: &Path,
+    listen: SocketAddr,
+    postgres: Option<String>,
+) -> Result<Config, ConfigError> {
     if !listen.ip().is_loopback() {
         return Err(ConfigError::Invalid(format!(
             "dev mode listens on loopback only, not on {listen}"
@@ -37,6 +51,8 @@ pub fn config(pki: &PkiPaths, data_dir: &Path, listen: SocketAddr) -> Result<Con
         // `dev` binds its own admin listener (`--admin-listen`).
         admin_listen: Some("off".into()),
         data_dir: Some(data_dir.to_owned()),
+        store: None,
+        postgres: None,
         shutdown_grace_seconds: Some(5),
         handshake_timeout_seconds: None,
         sweep_interval_seconds: None,
@@ -61,7 +77,11 @@ pub fn config(pki: &PkiPaths, data_dir: &Path, listen: SocketAddr) -> Result<Con
             .collect(),
     };
     let base = std::env::current_dir().map_err(|e| ConfigError::Invalid(e.to_string()))?;
-    file.check(Overrides::default(), &base)
+    let overrides = Overrides {
+        postgres_url: postgres,
+        ..Overrides::default()
+    };
+    file.check(overrides, &base)
 }
 
 /// The file in the development PKI's directory that lists the demo network
@@ -132,11 +152,31 @@ pub(crate) fn expertise_code(expertise: crate::domain::Expertise) -> String {
     }
 }
 
+/// Where a connection string leads, without its password:
+/// `user@host:port/database`.
+fn redacted(url: &str) -> String {
+    use tokio_postgres::config::Host;
+    let Ok(parsed) = url.parse::<tokio_postgres::Config>() else {
+        return "an unreadable connection string".into();
+    };
+    let host = match parsed.get_hosts().first() {
+        Some(Host::Tcp(name)) => name.clone(),
+        Some(Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".into(),
+    };
+    format!(
+        "{}@{host}:{}/{}",
+        parsed.get_user().unwrap_or(""),
+        parsed.get_ports().first().copied().unwrap_or(5432),
+        parsed.get_dbname().unwrap_or("")
+    )
+}
+
 /// What `dev` prints once it serves: where everything is, who is in the demo
 /// network, and how to make a first call.
 pub fn welcome(
     pki: &PkiPaths,
-    data_dir: &Path,
+    config: &Config,
     listen: SocketAddr,
     admin: Option<SocketAddr>,
     people: &[DemoPerson],
@@ -146,7 +186,19 @@ pub fn welcome(
         out,
         "samenop dev server on {listen} (gRPC over mutual TLS, TLS 1.3)"
     );
-    let _ = writeln!(out, "  data directory: {}", data_dir.display());
+    match &config.store {
+        crate::config::StoreChoice::Embedded => {
+            let _ = writeln!(out, "  data directory: {}", config.data_dir.display());
+        }
+        crate::config::StoreChoice::Postgres(postgres) => {
+            let _ = writeln!(
+                out,
+                "  store: PostgreSQL ({}); audit key in {}",
+                redacted(&postgres.url),
+                config.data_dir.display()
+            );
+        }
+    }
     if let Some(admin) = admin {
         let _ = writeln!(
             out,

@@ -78,6 +78,10 @@ impl From<ServiceError> for Status {
                 Code::Aborted,
                 "the record was changed by a concurrent call; read it again and retry",
             ),
+            ServiceError::Store(StoreError::Unavailable(cause)) => {
+                tracing::warn!(%cause, "storage unavailable");
+                Status::unavailable("the service's storage is unavailable for a moment; retry")
+            }
             ServiceError::Store(cause @ (StoreError::Corrupt { .. } | StoreError::Backend(_))) => {
                 tracing::error!(cause = %cause, "storage failure");
                 Status::internal("internal error")

@@ -96,12 +96,19 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Opens the embedded store in the configured data directory.
+/// Opens the configured store: the embedded one in the data directory, or
+/// the PostgreSQL database (its migrations applied).
 ///
 /// # Errors
-/// [`StoreError`] when the directory cannot be created or opened.
-pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
+/// [`StoreError`] when the directory cannot be created or opened, or the
+/// database cannot be reached or migrated.
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
     create_durably(&config.data_dir)?;
+    if let config::StoreChoice::Postgres(postgres) = &config.store {
+        return Ok(Arc::new(
+            store::postgres::PostgresStore::connect(postgres).await?,
+        ));
+    }
     // A store of an earlier samenop (sled: files `conf` and `db`) is not
     // read by this one; starting an empty store beside it would look like
     // lost data.
@@ -150,7 +157,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
-    let store = open_store(&config)?;
+    let store = open_store(&config).await?;
     run_with(config, store, Arc::new(SystemClock), listener, shutdown).await
 }
 

@@ -45,6 +45,10 @@ enum Command {
         /// overrides `admin_listen` in the file (default 127.0.0.1:9464).
         #[arg(long, env = "SAMENOP_ADMIN_LISTEN")]
         admin_listen: Option<String>,
+        /// Keep the data in this PostgreSQL database (a connection string
+        /// or URL); overrides `store` and `postgres.url` in the file.
+        #[arg(long, env = "SAMENOP_POSTGRES_URL")]
+        postgres: Option<String>,
     },
     /// Run on loopback with the development PKI and the demo network.
     Dev {
@@ -61,6 +65,10 @@ enum Command {
         /// loopback port unless given; printed at start), or "off".
         #[arg(long, env = "SAMENOP_ADMIN_LISTEN", default_value = "127.0.0.1:0")]
         admin_listen: String,
+        /// Keep the data in this PostgreSQL database (a connection string
+        /// or URL) instead of the embedded store in the data directory.
+        #[arg(long, env = "SAMENOP_POSTGRES_URL")]
+        postgres: Option<String>,
     },
     /// Work on the audit trail of a stopped server's data directory.
     Audit {
@@ -118,6 +126,7 @@ fn main() -> ExitCode {
                 listen,
                 data_dir,
                 admin_listen,
+                postgres,
             } => {
                 // A relative --data-dir is relative to where the operator
                 // stands, not to the configuration file.
@@ -126,6 +135,7 @@ fn main() -> ExitCode {
                     listen,
                     data_dir,
                     admin_listen,
+                    postgres_url: postgres,
                 };
                 run(config, overrides).await
             }
@@ -134,7 +144,8 @@ fn main() -> ExitCode {
                 data_dir,
                 listen,
                 admin_listen,
-            } => run_dev(pki, data_dir, listen, &admin_listen).await,
+                postgres,
+            } => run_dev(pki, data_dir, listen, &admin_listen, postgres).await,
             Command::Audit {
                 command: AuditCommand::Verify { data, audit_key },
             } => verify_audit(&data, audit_key).await,
@@ -168,6 +179,7 @@ async fn run_dev(
     data_dir: PathBuf,
     listen: SocketAddr,
     admin_listen: &str,
+    postgres: Option<String>,
 ) -> ExitCode {
     let admin_addr: Option<SocketAddr> = match admin_listen {
         "off" => None,
@@ -187,12 +199,17 @@ async fn run_dev(
         Ok(false) => {}
         Err(err) => return config_failure(&err),
     }
-    let config = match dev::config(&pki, &data_dir, listen) {
+    let on_postgres = postgres.is_some();
+    let config = match dev::config_on(&pki, &data_dir, listen, postgres) {
         Ok(config) => config,
         Err(err) => return config_failure(&err),
     };
-    let store = match samenop_server::open_store(&config) {
+    let store = match samenop_server::open_store(&config).await {
         Ok(store) => store,
+        Err(err) if on_postgres => {
+            eprintln!("samenop-server: cannot use the PostgreSQL database: {err}");
+            return ExitCode::FAILURE;
+        }
         Err(err) => {
             eprintln!(
                 "samenop-server: cannot open the data directory {}: {err}",
@@ -237,7 +254,7 @@ async fn run_dev(
     }
     println!(
         "{}",
-        dev::welcome(&pki, &data_dir, listen, admin_addr, &people)
+        dev::welcome(&pki, &config, listen, admin_addr, &people)
     );
     let clock = std::sync::Arc::new(samenop_server::clock::SystemClock);
     finish(samenop_server::serve(config, store, clock, listener, admin, shutdown_signal()).await)

@@ -139,6 +139,8 @@ impl TestServer {
             // Bound by `launch` on a free port (see `admin_addr`).
             admin_listen: Some("off".into()),
             data_dir: Some(self.data_dir.clone()),
+            store: None,
+            postgres: None,
             shutdown_grace_seconds: Some(5),
             handshake_timeout_seconds: Some(5),
             sweep_interval_seconds: None,

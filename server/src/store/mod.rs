@@ -8,12 +8,14 @@
 //! typed operations that keep records and their indexes together live in
 //! [`directory`]. The contract tests in `contract` run against every backend.
 
+mod apply;
 pub mod attachments;
 pub mod audit;
 pub mod audit_index;
 pub mod consults;
 pub mod directory;
 pub mod families;
+pub mod postgres;
 pub mod records;
 pub mod redb;
 pub mod threads;
@@ -121,6 +123,88 @@ pub enum Keyspace {
 }
 
 impl Keyspace {
+    /// Every keyspace, in declaration order.
+    pub const ALL: [Keyspace; 36] = [
+        Keyspace::Professionals,
+        Keyspace::ProfessionalsByOrganisation,
+        Keyspace::Specialists,
+        Keyspace::SpecialistsByExpertise,
+        Keyspace::Devices,
+        Keyspace::DevicesByProfessional,
+        Keyspace::DeviceSets,
+        Keyspace::Families,
+        Keyspace::Consents,
+        Keyspace::ConsentsByFamily,
+        Keyspace::Consults,
+        Keyspace::ConsultsByOwner,
+        Keyspace::ConsultsByFamily,
+        Keyspace::ConsultsBySpecialist,
+        Keyspace::PoolRequests,
+        Keyspace::ConsultsByConsent,
+        Keyspace::Audit,
+        Keyspace::Threads,
+        Keyspace::ThreadEntries,
+        Keyspace::ThreadRequests,
+        Keyspace::Welcomes,
+        Keyspace::KeyPackages,
+        Keyspace::LastResortKeyPackages,
+        Keyspace::Events,
+        Keyspace::EventHeads,
+        Keyspace::ConsultDeadlines,
+        Keyspace::ConsentDeadlines,
+        Keyspace::Attachments,
+        Keyspace::AttachmentChunks,
+        Keyspace::AuditCheckpoints,
+        Keyspace::AuditIndex,
+        Keyspace::AuditConsultFamily,
+        Keyspace::AuditFamilyConsults,
+        Keyspace::Uploads,
+        Keyspace::EventTrims,
+        Keyspace::Meta,
+    ];
+
+    /// The keyspace's name in snake case: a PostgreSQL table's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Keyspace::Professionals => "professionals",
+            Keyspace::ProfessionalsByOrganisation => "professionals_by_organisation",
+            Keyspace::Specialists => "specialists",
+            Keyspace::SpecialistsByExpertise => "specialists_by_expertise",
+            Keyspace::Devices => "devices",
+            Keyspace::DevicesByProfessional => "devices_by_professional",
+            Keyspace::DeviceSets => "device_sets",
+            Keyspace::Families => "families",
+            Keyspace::Consents => "consents",
+            Keyspace::ConsentsByFamily => "consents_by_family",
+            Keyspace::Consults => "consults",
+            Keyspace::ConsultsByOwner => "consults_by_owner",
+            Keyspace::ConsultsByFamily => "consults_by_family",
+            Keyspace::ConsultsBySpecialist => "consults_by_specialist",
+            Keyspace::PoolRequests => "pool_requests",
+            Keyspace::ConsultsByConsent => "consults_by_consent",
+            Keyspace::Audit => "audit",
+            Keyspace::Threads => "threads",
+            Keyspace::ThreadEntries => "thread_entries",
+            Keyspace::ThreadRequests => "thread_requests",
+            Keyspace::Welcomes => "welcomes",
+            Keyspace::KeyPackages => "key_packages",
+            Keyspace::LastResortKeyPackages => "last_resort_key_packages",
+            Keyspace::Events => "events",
+            Keyspace::EventHeads => "event_heads",
+            Keyspace::ConsultDeadlines => "consult_deadlines",
+            Keyspace::ConsentDeadlines => "consent_deadlines",
+            Keyspace::Attachments => "attachments",
+            Keyspace::AttachmentChunks => "attachment_chunks",
+            Keyspace::AuditCheckpoints => "audit_checkpoints",
+            Keyspace::AuditIndex => "audit_index",
+            Keyspace::AuditConsultFamily => "audit_consult_family",
+            Keyspace::AuditFamilyConsults => "audit_family_consults",
+            Keyspace::Uploads => "uploads",
+            Keyspace::EventTrims => "event_trims",
+            Keyspace::Meta => "meta",
+        }
+    }
+
     /// The byte that prefixes every key of the keyspace in a single-tree backend.
     pub fn tag(self) -> u8 {
         match self {
@@ -287,6 +371,51 @@ impl Batch {
     }
 }
 
+/// What a backend's writer measures, under the same names for every
+/// backend: each write transaction's time to durable commit, how many
+/// batches it carried (the group commit's group), and how many it made
+/// durable.
+#[derive(Clone)]
+pub(crate) struct CommitMetrics {
+    /// Seconds from the transaction's start to its commit's return.
+    pub(crate) commit_seconds: prometheus_client::metrics::histogram::Histogram,
+    /// Batches per transaction.
+    pub(crate) group_size: prometheus_client::metrics::histogram::Histogram,
+    /// Transactions committed durably (each one `fdatasync` or more).
+    pub(crate) syncs: prometheus_client::metrics::counter::Counter,
+}
+
+impl CommitMetrics {
+    pub(crate) fn new() -> Self {
+        use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+        CommitMetrics {
+            // 20 µs to about 20 s.
+            commit_seconds: Histogram::new(exponential_buckets(0.000_02, 2.0, 21)),
+            group_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            syncs: prometheus_client::metrics::counter::Counter::default(),
+        }
+    }
+
+    /// Registers the three series in `registry`.
+    pub(crate) fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "samenop_store_commit_seconds",
+            "Time of one write transaction of the store, from its start to its durable commit",
+            self.commit_seconds.clone(),
+        );
+        registry.register(
+            "samenop_store_commit_batches",
+            "Batches carried by one write transaction (group commit)",
+            self.group_size.clone(),
+        );
+        registry.register(
+            "samenop_store_syncs",
+            "Write transactions committed durably (each one fdatasync at least)",
+            self.syncs.clone(),
+        );
+    }
+}
+
 /// Every entry under `prefix` in `space`, read in steps (for erasure and
 /// retention, which must see all of them).
 ///
@@ -331,6 +460,10 @@ pub enum StoreError {
     /// The backend failed (I/O, database).
     #[error("storage backend failed: {0}")]
     Backend(String),
+    /// The backend cannot be reached now (a database restarting, a lost
+    /// connection); nothing of the call was written, and it may be retried.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// An ordered, durable key-value store with atomic, conditional batches.

@@ -21,16 +21,13 @@ use std::{
 };
 
 use async_trait::async_trait;
-use prometheus_client::{
-    metrics::{
-        counter::Counter,
-        histogram::{Histogram, exponential_buckets},
-    },
-    registry::Registry,
-};
+use prometheus_client::registry::Registry;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{Batch, Entry, Keyspace, Store, StoreError, Write, audit, audit_index};
+use super::{
+    Batch, CommitMetrics, Entry, Keyspace, Store, StoreError,
+    apply::{View, apply},
+};
 
 /// The one table; keys are keyspace tag + key.
 const TABLE: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("samenop");
@@ -57,30 +54,7 @@ pub struct RedbStore {
     /// The database, for reads.
     db: Arc<redb::Database>,
     /// What the writer measures.
-    metrics: WriterMetrics,
-}
-
-/// What the writer measures: each write transaction's time to durable
-/// commit, how many batches it carried, and how many syncs it made.
-#[derive(Clone)]
-struct WriterMetrics {
-    /// Seconds from the transaction's start to its commit's return.
-    commit_seconds: Histogram,
-    /// Batches per transaction (the group commit's group).
-    group_size: Histogram,
-    /// Transactions committed durably (each one `fdatasync` or more).
-    syncs: Counter,
-}
-
-impl WriterMetrics {
-    fn new() -> Self {
-        WriterMetrics {
-            // 20 µs to about 20 s.
-            commit_seconds: Histogram::new(exponential_buckets(0.000_02, 2.0, 21)),
-            group_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
-            syncs: Counter::default(),
-        }
-    }
+    metrics: CommitMetrics,
 }
 
 /// The writer thread and its queue.
@@ -149,7 +123,7 @@ impl RedbStore {
         let db = Arc::new(db);
         let (sender, queue) = mpsc::channel();
         let for_writer = db.clone();
-        let metrics = WriterMetrics::new();
+        let metrics = CommitMetrics::new();
         let measured = metrics.clone();
         let thread = std::thread::Builder::new()
             .name("samenop-store-writer".into())
@@ -189,7 +163,7 @@ fn write_loop(
     db: &redb::Database,
     queue: &mpsc::Receiver<Waiting>,
     durable: bool,
-    metrics: &WriterMetrics,
+    metrics: &CommitMetrics,
 ) {
     while let Ok(first) = queue.recv() {
         let mut group = vec![first];
@@ -239,130 +213,40 @@ fn apply_group(
     let mut outcomes = Vec::with_capacity(batches.len());
     {
         let mut table = tx.open_table(TABLE).map_err(backend)?;
+        let mut view = TableView(&mut table);
         for batch in batches {
-            outcomes.push(apply(&mut table, batch)?);
+            outcomes.push(apply(&mut view, batch)?);
         }
     }
     tx.commit().map_err(backend)?;
     Ok(outcomes)
 }
 
-/// Applies one batch to `table`: `Ok(Err(..))` when a precondition does not
-/// hold or the audit head is unreadable (nothing of the batch written),
-/// `Err` when the storage fails (the whole transaction is lost).
-fn apply(
-    table: &mut redb::Table<'_, &[u8], &[u8]>,
-    batch: &Batch,
-) -> Result<Result<Vec<u64>, StoreError>, StoreError> {
-    for expect in &batch.expects {
-        let current = table
-            .get(full_key(expect.space, &expect.key).as_slice())
+/// The redb table as a batch sees it.
+struct TableView<'a, 't>(&'a mut redb::Table<'t, &'static [u8], &'static [u8]>);
+
+impl View for TableView<'_, '_> {
+    fn get(&mut self, space: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .0
+            .get(full_key(space, key).as_slice())
             .map_err(backend)?
-            .map(|v| v.value().to_vec());
-        if current != expect.value {
-            return Ok(Err(StoreError::Conflict));
-        }
+            .map(|v| v.value().to_vec()))
     }
-    // The head is read before anything is written, so a corrupt head
-    // leaves the batch unwritten.
-    let head_key = full_key(Keyspace::Meta, audit::HEAD_KEY);
-    let mut head = if batch.audit.is_empty() {
-        None
-    } else {
-        let stored = table
-            .get(head_key.as_slice())
-            .map_err(backend)?
-            .map(|v| v.value().to_vec());
-        match audit::Head::decode(stored.as_deref()) {
-            Ok(head) => Some(head),
-            Err(corrupt) => return Ok(Err(corrupt)),
-        }
-    };
-    // The log heads too are read before anything is written; a device
-    // appended to twice in one batch goes on after its first append.
-    let mut logs: Vec<(Vec<u8>, u64)> = Vec::with_capacity(batch.logs.len());
-    for (n, append) in batch.logs.iter().enumerate() {
-        let head_key = full_key(Keyspace::EventHeads, &append.device);
-        let earlier = batch.logs[..n]
-            .iter()
-            .zip(&logs)
-            .rev()
-            .find(|(a, _)| a.device == append.device)
-            .map(|(a, (_, start))| start + a.events.len() as u64);
-        if let Some(start) = earlier {
-            logs.push((head_key, start));
-            continue;
-        }
-        let last = match table.get(head_key.as_slice()).map_err(backend)? {
-            None => 0,
-            Some(raw) => match <[u8; 8]>::try_from(raw.value()) {
-                Ok(bytes) => u64::from_be_bytes(bytes),
-                Err(_) => {
-                    return Ok(Err(StoreError::Corrupt {
-                        space: Keyspace::EventHeads,
-                        reason: "not 8 bytes".into(),
-                    }));
-                }
-            },
-        };
-        logs.push((head_key, last));
-    }
-    for write in &batch.writes {
-        match write {
-            Write::Put { space, key, value } => {
-                table
-                    .insert(full_key(*space, key).as_slice(), value.as_slice())
-                    .map_err(backend)?;
-            }
-            Write::Delete { space, key } => {
-                table
-                    .remove(full_key(*space, key).as_slice())
-                    .map_err(backend)?;
-            }
-        }
-    }
-    let mut lasts = Vec::with_capacity(logs.len());
-    for (append, (head_key, mut last)) in batch.logs.iter().zip(logs) {
-        for event in &append.events {
-            last += 1;
-            let key = [append.device.as_slice(), &last.to_be_bytes()].concat();
-            table
-                .insert(
-                    full_key(Keyspace::Events, &key).as_slice(),
-                    event.as_slice(),
-                )
-                .map_err(backend)?;
-        }
-        table
-            .insert(head_key.as_slice(), last.to_be_bytes().as_slice())
+
+    fn put(&mut self, space: Keyspace, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.0
+            .insert(full_key(space, key).as_slice(), value)
             .map_err(backend)?;
-        lasts.push(last);
+        Ok(())
     }
-    if let Some(head) = head.as_mut() {
-        for event in &batch.audit {
-            let (sequence, entry, next) = head.append(event.clone());
-            let key = full_key(Keyspace::Audit, &sequence.to_be_bytes());
-            table
-                .insert(
-                    key.as_slice(),
-                    prost::Message::encode_to_vec(&entry).as_slice(),
-                )
-                .map_err(backend)?;
-            for index in audit_index::index_keys(event, sequence) {
-                table
-                    .insert(
-                        full_key(Keyspace::AuditIndex, &index).as_slice(),
-                        [].as_slice(),
-                    )
-                    .map_err(backend)?;
-            }
-            *head = next;
-        }
-        table
-            .insert(head_key.as_slice(), head.encode().as_slice())
+
+    fn delete(&mut self, space: Keyspace, key: &[u8]) -> Result<(), StoreError> {
+        self.0
+            .remove(full_key(space, key).as_slice())
             .map_err(backend)?;
+        Ok(())
     }
-    Ok(Ok(lasts))
 }
 
 #[async_trait]
@@ -430,22 +314,7 @@ impl Store for RedbStore {
     }
 
     fn register_metrics(&self, registry: &mut Registry) {
-        let m = &self.metrics;
-        registry.register(
-            "samenop_store_commit_seconds",
-            "Time of one write transaction of the store, from its start to its durable commit",
-            m.commit_seconds.clone(),
-        );
-        registry.register(
-            "samenop_store_commit_batches",
-            "Batches carried by one write transaction (group commit)",
-            m.group_size.clone(),
-        );
-        registry.register(
-            "samenop_store_syncs",
-            "Write transactions committed durably (each one fdatasync at least)",
-            m.syncs.clone(),
-        );
+        self.metrics.register(registry);
     }
 }
 

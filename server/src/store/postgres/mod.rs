@@ -1,0 +1,634 @@
+//! The PostgreSQL backend, for several server replicas on one database.
+//!
+//! Every keyspace is a table of its own (`key bytea PRIMARY KEY, value
+//! bytea`), made by the versioned migrations in `server/migrations/`,
+//! applied at start-up under an advisory lock held on a dedicated
+//! connection, so replicas starting at once apply each exactly once.
+//!
+//! Commits are one serial order across every replica, as the embedded
+//! store's are within its one process: the audit chain is one order anyway,
+//! and nearly every batch carries audit events. Each replica has one writer
+//! task that takes every batch waiting (group commit) and runs them in one
+//! transaction: it takes the transaction-level advisory lock
+//! `samenop_commit`, reads in one round every row the batches' preconditions,
+//! log heads and audit head name, applies the batches one after another to
+//! an overlay of those rows with the same code as the embedded store
+//! (`apply`), writes the overlay's changes in one pipelined round, and
+//! commits. So a batch's preconditions are checked against the latest
+//! committed state of every replica and the ones before it in the group,
+//! with nothing else in between; log numbers and the audit chain stay
+//! gapless. The cost is visible: the lock is held from the group's first
+//! statement to its durable commit (`samenop_store_commit_seconds`).
+//!
+//! Reads use the pool at READ COMMITTED: each sees what was committed when
+//! it ran. A connection lost before COMMIT leaves nothing done, and the
+//! group is retried; one lost during COMMIT is resolved by asking the
+//! database for the transaction's status (`txid_status`), so an answer is
+//! never a guess.
+
+mod schema;
+pub mod throwaway;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::PathBuf,
+    str::FromStr,
+    sync::Arc,
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use prometheus_client::{metrics::counter::Counter, registry::Registry};
+use tokio_postgres::{config::SslMode, error::SqlState};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::{
+    Batch, CommitMetrics, Entry, Keyspace, Store, StoreError,
+    apply::{self, View, apply},
+};
+
+/// How a server reaches its PostgreSQL database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresConfig {
+    /// A libpq connection string or URL
+    /// (`postgresql://samenop@db.example:5432/samenop`).
+    pub url: String,
+    /// Connections in the pool (the writer takes one at a time).
+    pub pool_size: usize,
+    /// How long one statement may run before the database cancels it.
+    pub statement_timeout: Duration,
+    /// The CA certificate(s) that sign the database server's certificate:
+    /// when set, TLS (rustls, ring) is required and the server's name and
+    /// certificate are checked; when not, the connection string's host is
+    /// trusted as it is (a Unix socket, a private network).
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The advisory lock of the commit order (`samenop_commit`).
+const COMMIT_LOCK: i64 = 0x7361_6d65_6e6f_7001;
+
+/// The most batches one transaction takes.
+const GROUP_MAX: usize = 512;
+
+/// How often a group is tried when the database is unreachable or
+/// restarting, and how long between tries at first.
+const TRIES: u32 = 8;
+const FIRST_PAUSE: Duration = Duration::from_millis(50);
+
+/// A batch waiting for the writer, and where its outcome goes.
+type Waiting = (
+    Batch,
+    tokio::sync::oneshot::Sender<Result<Vec<u64>, StoreError>>,
+);
+
+/// A [`Store`] on PostgreSQL. Clones share the pool and the writer.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+    queue: tokio::sync::mpsc::UnboundedSender<Waiting>,
+    metrics: Metrics,
+}
+
+/// What the writer measures: the series every backend has, and how often
+/// it tried a transaction again.
+#[derive(Clone)]
+struct Metrics {
+    commit: CommitMetrics,
+    retries: Counter,
+}
+
+fn unavailable(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("the database: {err}"))
+}
+
+/// A database error as the store says it: passing ones (the connection,
+/// the database shutting down or starting) are [`StoreError::Unavailable`].
+fn database(err: tokio_postgres::Error) -> StoreError {
+    match err.code() {
+        None => unavailable(err),
+        Some(code) if passing(code) => unavailable(err),
+        Some(_) => StoreError::Backend(format!("the database: {err}")),
+    }
+}
+
+/// Whether a failure with `code` is over when tried again.
+fn passing(code: &SqlState) -> bool {
+    [
+        SqlState::T_R_SERIALIZATION_FAILURE,
+        SqlState::T_R_DEADLOCK_DETECTED,
+        SqlState::ADMIN_SHUTDOWN,
+        SqlState::CRASH_SHUTDOWN,
+        SqlState::CANNOT_CONNECT_NOW,
+        SqlState::CONNECTION_FAILURE,
+        SqlState::CONNECTION_EXCEPTION,
+        SqlState::QUERY_CANCELED,
+    ]
+    .contains(code)
+}
+
+impl PostgresStore {
+    /// Connects, applies the migrations this version has and the database
+    /// lacks, and starts the writer.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the database cannot be reached,
+    /// [`StoreError::Backend`] when the configuration is unusable or the
+    /// schema is of a newer samenop.
+    pub async fn connect(config: &PostgresConfig) -> Result<Self, StoreError> {
+        let mut pg = tokio_postgres::Config::from_str(&config.url).map_err(|e| {
+            StoreError::Backend(format!("postgres.url is not a connection string: {e}"))
+        })?;
+        let timeout_ms = config.statement_timeout.as_millis();
+        pg.application_name("samenop-server")
+            .options(format!("-c statement_timeout={timeout_ms}"))
+            .connect_timeout(Duration::from_secs(10));
+        if config.ca_file.is_some() {
+            pg.ssl_mode(SslMode::Require);
+        } else {
+            pg.ssl_mode(SslMode::Disable);
+        }
+        let tls = tls(config.ca_file.as_deref())?;
+        schema::migrate(&pg, tls.clone()).await?;
+        let manager = Manager::from_config(
+            pg,
+            tls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size.max(2))
+            .build()
+            .map_err(|e| StoreError::Backend(format!("the connection pool: {e}")))?;
+        let metrics = Metrics {
+            commit: CommitMetrics::new(),
+            retries: Counter::default(),
+        };
+        let (queue, waiting) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(write_loop(pool.clone(), waiting, metrics.clone()));
+        Ok(PostgresStore {
+            pool,
+            queue,
+            metrics,
+        })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(unavailable)
+    }
+}
+
+/// The TLS connector: rustls with ring, trusting `ca_file` (none: no
+/// certificate is trusted, and the connection is not made with TLS).
+fn tls(ca_file: Option<&std::path::Path>) -> Result<MakeRustlsConnect, StoreError> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(path) = ca_file {
+        let unreadable = |e: &dyn std::fmt::Display| {
+            StoreError::Backend(format!("postgres.ca_file {}: {e}", path.display()))
+        };
+        for cert in CertificateDer::pem_file_iter(path).map_err(|e| unreadable(&e))? {
+            roots
+                .add(cert.map_err(|e| unreadable(&e))?)
+                .map_err(|e| unreadable(&e))?;
+        }
+        if roots.is_empty() {
+            return Err(unreadable(&"no certificate in the file"));
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| StoreError::Backend(format!("TLS to the database: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
+
+/// The writer: one transaction per group of waiting batches, until every
+/// store is gone.
+async fn write_loop(
+    pool: Pool,
+    mut waiting: tokio::sync::mpsc::UnboundedReceiver<Waiting>,
+    metrics: Metrics,
+) {
+    while let Some(first) = waiting.recv().await {
+        let mut group = vec![first];
+        while group.len() < GROUP_MAX {
+            match waiting.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        let (batches, answers): (Vec<Batch>, Vec<_>) = group.into_iter().unzip();
+        let started = std::time::Instant::now();
+        let outcome = commit_with_retries(&pool, &batches, &metrics).await;
+        metrics
+            .commit
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        metrics.commit.group_size.observe(batches.len() as f64);
+        match outcome {
+            Ok(outcomes) => {
+                metrics.commit.syncs.inc();
+                for (answer, outcome) in answers.into_iter().zip(outcomes) {
+                    let _ = answer.send(outcome);
+                }
+            }
+            Err(err) => {
+                tracing::error!(cause = %err, "a write transaction failed");
+                for answer in answers {
+                    let _ = answer.send(Err(match &err {
+                        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+                        other => StoreError::Backend(other.to_string()),
+                    }));
+                }
+            }
+        }
+    }
+}
+
+/// How one try of a group ended.
+enum Tried {
+    /// Committed (or every batch refused): the outcomes.
+    Done(Vec<Result<Vec<u64>, StoreError>>),
+    /// Nothing was done; try again.
+    Again(StoreError),
+}
+
+/// Commits `batches` as one group, trying again while the database is
+/// unreachable or restarting (nothing was done then), for a bounded time.
+async fn commit_with_retries(
+    pool: &Pool,
+    batches: &[Batch],
+    metrics: &Metrics,
+) -> Result<Vec<Result<Vec<u64>, StoreError>>, StoreError> {
+    let mut pause = FIRST_PAUSE;
+    let mut last = StoreError::Unavailable("the database was not tried".into());
+    for _ in 0..TRIES {
+        match commit_group(pool, batches).await? {
+            Tried::Done(outcomes) => return Ok(outcomes),
+            Tried::Again(err) => {
+                metrics.retries.inc();
+                tracing::warn!(cause = %err, "a write transaction is tried again");
+                last = err;
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+    Err(last)
+}
+
+/// The rows a group reads and the changes it makes, in memory: what the
+/// batches see while they apply.
+struct Overlay {
+    /// Every row read, as it was (`None`: absent).
+    read: HashMap<(Keyspace, Vec<u8>), Option<Vec<u8>>>,
+    /// Every row changed, as it is now (`None`: removed).
+    changed: BTreeMap<(Keyspace, Vec<u8>), Option<Vec<u8>>>,
+}
+
+impl View for Overlay {
+    fn get(&mut self, space: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let wanted = (space, key.to_vec());
+        if let Some(now) = self.changed.get(&wanted) {
+            return Ok(now.clone());
+        }
+        self.read.get(&wanted).cloned().ok_or_else(|| {
+            StoreError::Backend(format!("a batch read {space:?} that was not read ahead"))
+        })
+    }
+
+    fn put(&mut self, space: Keyspace, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.changed
+            .insert((space, key.to_vec()), Some(value.to_vec()));
+        Ok(())
+    }
+
+    fn delete(&mut self, space: Keyspace, key: &[u8]) -> Result<(), StoreError> {
+        self.changed.insert((space, key.to_vec()), None);
+        Ok(())
+    }
+}
+
+/// The keys and values of the rows put into one table.
+type Columns = (Vec<Vec<u8>>, Vec<Vec<u8>>);
+
+/// One try of a group: `Err` when it failed for good (nothing written),
+/// [`Tried::Again`] when nothing was done and it may be tried again.
+async fn commit_group(pool: &Pool, batches: &[Batch]) -> Result<Tried, StoreError> {
+    // What fails before COMMIT leaves nothing done.
+    let before_commit = |err: tokio_postgres::Error| match database(err) {
+        StoreError::Unavailable(m) => Ok(Tried::Again(StoreError::Unavailable(m))),
+        other => Err(other),
+    };
+    let mut client = match pool.get().await {
+        Ok(client) => client,
+        Err(err) => return Ok(Tried::Again(unavailable(err))),
+    };
+    let tx = match client.transaction().await {
+        Ok(tx) => tx,
+        Err(err) => return before_commit(err),
+    };
+    let lock = tx.query_one(
+        "SELECT pg_advisory_xact_lock($1), txid_current()",
+        &[&COMMIT_LOCK],
+    );
+    let txid: i64 = match lock.await {
+        Ok(row) => row.get(1),
+        Err(err) => return before_commit(err),
+    };
+    // Everything the batches read, in one pipelined round.
+    let mut wanted: BTreeMap<Keyspace, Vec<Vec<u8>>> = BTreeMap::new();
+    for batch in batches {
+        for (space, key) in apply::reads(batch) {
+            wanted.entry(space).or_default().push(key);
+        }
+    }
+    let reads = wanted.iter().map(|(space, keys)| {
+        let tx = &tx;
+        async move {
+            let sql = format!(
+                "SELECT key, value FROM {} WHERE key = ANY($1)",
+                space.name()
+            );
+            let statement = tx.prepare_cached(&sql).await?;
+            let rows = tx.query(&statement, &[keys]).await?;
+            Ok::<_, tokio_postgres::Error>((*space, rows))
+        }
+    });
+    let fetched = match futures_util::future::try_join_all(reads).await {
+        Ok(fetched) => fetched,
+        Err(err) => return before_commit(err),
+    };
+    let mut overlay = Overlay {
+        read: HashMap::new(),
+        changed: BTreeMap::new(),
+    };
+    for (space, keys) in wanted {
+        for key in keys {
+            overlay.read.insert((space, key), None);
+        }
+    }
+    for (space, rows) in fetched {
+        for row in rows {
+            overlay.read.insert((space, row.get(0)), Some(row.get(1)));
+        }
+    }
+    let mut outcomes = Vec::with_capacity(batches.len());
+    for batch in batches {
+        // A refused batch changed nothing: apply checks before it writes.
+        outcomes.push(apply(&mut overlay, batch)?);
+    }
+    // The changes, per table: puts in one statement, removals in another,
+    // all pipelined.
+    let mut puts: BTreeMap<Keyspace, Columns> = BTreeMap::new();
+    let mut deletes: BTreeMap<Keyspace, Vec<Vec<u8>>> = BTreeMap::new();
+    for ((space, key), value) in overlay.changed {
+        match value {
+            Some(value) => {
+                let (keys, values) = puts.entry(space).or_default();
+                keys.push(key);
+                values.push(value);
+            }
+            None => deletes.entry(space).or_default().push(key),
+        }
+    }
+    let tx_ref = &tx;
+    let put_all = puts.iter().map(|(space, (keys, values))| async move {
+        let sql = format!(
+            "INSERT INTO {} (key, value) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            space.name()
+        );
+        let statement = tx_ref.prepare_cached(&sql).await?;
+        tx_ref.execute(&statement, &[keys, values]).await
+    });
+    let delete_all = deletes.iter().map(|(space, keys)| async move {
+        let sql = format!("DELETE FROM {} WHERE key = ANY($1)", space.name());
+        let statement = tx_ref.prepare_cached(&sql).await?;
+        tx_ref.execute(&statement, &[keys]).await
+    });
+    let written = futures_util::future::try_join(
+        futures_util::future::try_join_all(put_all),
+        futures_util::future::try_join_all(delete_all),
+    )
+    .await;
+    if let Err(err) = written {
+        return before_commit(err);
+    }
+    match tx.commit().await {
+        Ok(()) => Ok(Tried::Done(outcomes)),
+        Err(err) if err.code().is_some() => before_commit(err),
+        // The connection went during COMMIT: the database says whether it
+        // happened.
+        Err(err) => {
+            drop(client);
+            match status_of(pool, txid).await {
+                Some(true) => Ok(Tried::Done(outcomes)),
+                Some(false) => Ok(Tried::Again(unavailable(err))),
+                None => Err(StoreError::Unavailable(format!(
+                    "the database went away during a commit whose outcome it cannot tell yet \
+                     (transaction {txid}): {err}"
+                ))),
+            }
+        }
+    }
+}
+
+/// Whether transaction `txid` committed (`Some(false)`: it aborted), asked
+/// on a new connection for a few seconds; `None` when no answer came.
+async fn status_of(pool: &Pool, txid: i64) -> Option<bool> {
+    let mut pause = FIRST_PAUSE;
+    for _ in 0..TRIES {
+        if let Ok(client) = pool.get().await
+            && let Ok(row) = client.query_one("SELECT txid_status($1)", &[&txid]).await
+        {
+            match row.get::<_, Option<String>>(0).as_deref() {
+                Some("committed") => return Some(true),
+                Some("aborted") => return Some(false),
+                // In progress still (its backend has not seen the loss).
+                _ => {}
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+    None
+}
+
+/// The key just after every key that starts with `prefix`, if any.
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn get(&self, space: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let client = self.client().await?;
+        let sql = format!("SELECT value FROM {} WHERE key = $1", space.name());
+        let statement = client.prepare_cached(&sql).await.map_err(database)?;
+        let row = client
+            .query_opt(&statement, &[&key])
+            .await
+            .map_err(database)?;
+        Ok(row.map(|row| row.get(0)))
+    }
+
+    async fn scan(
+        &self,
+        space: Keyspace,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let client = self.client().await?;
+        // From the prefix (or after `after`) to the first key past it.
+        let start = after.unwrap_or(prefix);
+        let op = if after.is_some() { ">" } else { ">=" };
+        let end = prefix_end(prefix);
+        let bound = if end.is_some() { " AND key < $2" } else { "" };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let sql = format!(
+            "SELECT key, value FROM {} WHERE key {op} $1{bound} ORDER BY key LIMIT {}",
+            space.name(),
+            if end.is_some() { "$3" } else { "$2" },
+        );
+        let statement = client.prepare_cached(&sql).await.map_err(database)?;
+        let rows = match &end {
+            Some(end) => client.query(&statement, &[&start, end, &limit]).await,
+            None => client.query(&statement, &[&start, &limit]).await,
+        }
+        .map_err(database)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .filter(|(key, _): &Entry| key.starts_with(prefix))
+            .collect())
+    }
+
+    async fn commit_logged(&self, batch: Batch) -> Result<Vec<u64>, StoreError> {
+        let (answer, outcome) = tokio::sync::oneshot::channel();
+        let stopped = || StoreError::Backend("the store's writer has stopped".into());
+        self.queue.send((batch, answer)).map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        // Every commit is durable when it returns.
+        Ok(())
+    }
+
+    fn register_metrics(&self, registry: &mut Registry) {
+        self.metrics.commit.register(registry);
+        registry.register(
+            "samenop_store_retries",
+            "Write transactions tried again because the database was unreachable or restarting",
+            self.metrics.retries.clone(),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_ends_at_the_next_key() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+        assert_eq!(prefix_end(b""), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_store_meets_the_contract() {
+        let Some(db) = throwaway::for_tests("the PostgreSQL store's contract tests").await else {
+            return;
+        };
+        let store = PostgresStore::connect(&db.config()).await.unwrap();
+        for space in Keyspace::ALL {
+            assert_eq!(store.get(space, b"none").await.unwrap(), None, "{space:?}");
+        }
+        super::super::contract::run_all(Arc::new(store)).await;
+    }
+
+    /// Two replicas on one database: every call goes to the one or the
+    /// other in turn, so concurrent commits meet only in the database.
+    struct Replicas {
+        both: [PostgresStore; 2],
+        next: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Replicas {
+        fn one(&self) -> &PostgresStore {
+            let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            &self.both[n % 2]
+        }
+    }
+
+    #[async_trait]
+    impl Store for Replicas {
+        async fn get(&self, space: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.one().get(space, key).await
+        }
+
+        async fn scan(
+            &self,
+            space: Keyspace,
+            prefix: &[u8],
+            after: Option<&[u8]>,
+            limit: usize,
+        ) -> Result<Vec<Entry>, StoreError> {
+            self.one().scan(space, prefix, after, limit).await
+        }
+
+        async fn commit_logged(&self, batch: Batch) -> Result<Vec<u64>, StoreError> {
+            self.one().commit_logged(batch).await
+        }
+
+        async fn flush(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_replicas_on_one_database_meet_the_contract_together() {
+        let Some(db) =
+            throwaway::for_tests("the PostgreSQL store's two-replica contract tests").await
+        else {
+            return;
+        };
+        // Both start at once: the migrations are applied exactly once.
+        let config = db.config();
+        let (a, b) = tokio::join!(
+            PostgresStore::connect(&config),
+            PostgresStore::connect(&config)
+        );
+        let replicas = Replicas {
+            both: [a.unwrap(), b.unwrap()],
+            next: std::sync::atomic::AtomicUsize::new(0),
+        };
+        let (client, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let applied: i64 = client
+            .query_one("SELECT count(*) FROM samenop_migrations", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(applied, schema::MIGRATIONS.len() as i64);
+        super::super::contract::run_all(Arc::new(replicas)).await;
+    }
+}
