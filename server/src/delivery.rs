@@ -146,9 +146,56 @@ impl Hub {
         }
     }
 
+    /// The devices with a subscription alive now.
+    pub fn live_devices(&self) -> Vec<DeviceId> {
+        self.mailboxes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(_, mailbox)| mailbox.head.receiver_count() > 0)
+            .map(|(device, _)| *device)
+            .collect()
+    }
+
     /// Ends every subscription (at shutdown): clients resume elsewhere or
     /// later from their cursor.
     pub fn close(&self) {
         self.closing.send_replace(true);
+    }
+}
+
+/// Wakes this replica's subscriptions for what other replicas appended to
+/// their devices' logs: each time the store says others appended (their
+/// payload-free wake-up, or its periodic look), reads the log heads of the
+/// devices subscribed here, in steps, and tells the hub. Runs until the
+/// store stops saying.
+pub(crate) async fn follow_others(
+    store: std::sync::Arc<dyn crate::store::Store>,
+    hub: Hub,
+    mut appended: watch::Receiver<u64>,
+) {
+    const STEP: usize = 1000;
+    while appended.changed().await.is_ok() {
+        let devices = hub.live_devices();
+        for chunk in devices.chunks(STEP) {
+            let keys: Vec<Vec<u8>> = chunk.iter().map(|d| d.as_bytes().to_vec()).collect();
+            match store
+                .get_many(crate::store::Keyspace::EventHeads, &keys)
+                .await
+            {
+                Ok(heads) => {
+                    for (device, head) in chunk.iter().zip(heads) {
+                        let last = head
+                            .and_then(|raw| <[u8; 8]>::try_from(raw.as_slice()).ok())
+                            .map_or(0, u64::from_be_bytes);
+                        hub.notify(*device, last);
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(cause = %err, "cannot read what other replicas appended; next look");
+                    break;
+                }
+            }
+        }
     }
 }

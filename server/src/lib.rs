@@ -31,6 +31,7 @@ pub mod domain;
 pub mod error;
 pub mod layers;
 pub mod metrics;
+mod periodic;
 mod retention;
 pub mod services;
 pub mod store;
@@ -220,8 +221,17 @@ pub async fn serve(
         trail: Trail::new(store.clone()),
         audit_key,
         clock,
+        store: store.clone(),
     };
     let hub = ctx.hub.clone();
+    // What other replicas append reaches the subscriptions here.
+    let follower = store.others_appended().map(|appended| {
+        AbortOnDrop(tokio::spawn(delivery::follow_others(
+            store.clone(),
+            hub.clone(),
+            appended,
+        )))
+    });
     // Ends with this function, however it returns.
     let sweeper = AbortOnDrop(tokio::spawn(sweep::run(ctx.clone(), config.sweep_interval)));
     let purger = AbortOnDrop(tokio::spawn(retention::run(ctx.clone(), config.retention)));
@@ -324,6 +334,7 @@ pub async fn serve(
     drop(sweeper);
     drop(purger);
     drop(checkpointer);
+    drop(follower);
     // A last checkpoint, so a restart finds the trail's end signed.
     if let Err(err) = ctx
         .trail

@@ -62,6 +62,9 @@ pub(crate) async fn run(ctx: Context, retention: Retention) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
+        if !crate::periodic::my_turn(&ctx, "retention", retention.interval).await {
+            continue;
+        }
         match round(&ctx, &retention).await {
             Ok(purged) if purged != Purged::default() => {
                 tracing::info!(?purged, "retention purge");

@@ -28,6 +28,9 @@ pub(crate) async fn run(ctx: Context, interval: Duration) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
+        if !crate::periodic::my_turn(&ctx, "sweep", interval).await {
+            continue;
+        }
         if let Err(err) = round(&ctx, &consults).await {
             tracing::warn!(error = %err, "sweep round failed; trying again next round");
         }
@@ -91,6 +94,9 @@ pub(crate) async fn checkpoints(ctx: Context, interval: Duration) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
+        if !crate::periodic::my_turn(&ctx, "audit-checkpoint", interval).await {
+            continue;
+        }
         match ctx.trail.checkpoint(&ctx.audit_key, ctx.now()).await {
             Ok(_) | Err(crate::store::StoreError::Conflict) => {}
             Err(err) => tracing::warn!(error = %err, "audit checkpoint failed; next round"),

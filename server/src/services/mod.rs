@@ -55,6 +55,9 @@ pub struct Context {
     pub audit_key: Arc<crate::audit_key::AuditKey>,
     /// The current time.
     pub clock: Arc<dyn Clock>,
+    /// The store itself, for what spans its typed parts (the leases of the
+    /// periodic work).
+    pub store: Arc<dyn crate::store::Store>,
 }
 
 impl Context {

@@ -511,6 +511,41 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::Backend`] when the backend fails.
     async fn flush(&self) -> Result<(), StoreError>;
 
+    /// Reads several keys of one keyspace: each one's value, in order.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the backend fails.
+    async fn get_many(
+        &self,
+        space: Keyspace,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let mut values = Vec::with_capacity(keys.len());
+        for key in keys {
+            values.push(self.get(space, key).await?);
+        }
+        Ok(values)
+    }
+
+    /// Whether this process should do the periodic work `name` now: true
+    /// for at most one process sharing the store per `period`. A store only
+    /// one process writes always says true.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Backend`] when the
+    /// backend cannot be asked.
+    async fn lease(&self, name: &str, period: std::time::Duration) -> Result<bool, StoreError> {
+        let _ = (name, period);
+        Ok(true)
+    }
+
+    /// Changes whenever another process sharing the store may have appended
+    /// to device logs (and at least every few seconds, so a lost wake-up
+    /// only delays); `None` for a store only this process writes.
+    fn others_appended(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
     /// Registers the backend's own metrics (commit latency, group sizes,
     /// syncs) in `registry`; none by default.
     fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {

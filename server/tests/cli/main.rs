@@ -15,6 +15,7 @@ use samenop_certs_dev::{DEMO_ORGANISATIONS, PkiPaths};
 use samenop_client::{Client, ClientConfig, ClientError, Role};
 
 mod powercut;
+mod replicas;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_samenop-server");
 const ADMIN: &str = "0190a5b0-0000-7000-8000-00000000a001";

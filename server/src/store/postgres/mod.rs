@@ -88,7 +88,19 @@ pub struct PostgresStore {
     pool: Pool,
     queue: tokio::sync::mpsc::UnboundedSender<Waiting>,
     metrics: Metrics,
+    /// Who holds a lease this replica takes.
+    holder: Arc<str>,
+    /// Bumped when another replica appended to device logs.
+    appended: tokio::sync::watch::Receiver<u64>,
 }
+
+/// The channel of the payload-free wake-up a replica sends after it
+/// appended to device logs.
+const CHANNEL: &str = "samenop_logs";
+
+/// How often replicas look for what others appended without a wake-up:
+/// the most a lost one delays a delivery.
+const LOOK_EVERY: Duration = Duration::from_secs(2);
 
 /// What the writer measures: the series every backend has, and how often
 /// it tried a transaction again.
@@ -150,6 +162,7 @@ impl PostgresStore {
         }
         let tls = tls(config.ca_file.as_deref())?;
         schema::migrate(&pg, tls.clone()).await?;
+        let (pg_config, tls_config) = (pg.clone(), tls.clone());
         let manager = Manager::from_config(
             pg,
             tls,
@@ -166,11 +179,28 @@ impl PostgresStore {
             retries: Counter::default(),
         };
         let (queue, waiting) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(write_loop(pool.clone(), waiting, metrics.clone()));
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let own = Arc::new(std::sync::atomic::AtomicI32::new(0));
+        let (appended_tx, appended) = tokio::sync::watch::channel(0);
+        tokio::spawn(write_loop(
+            pool.clone(),
+            waiting,
+            metrics.clone(),
+            Arc::clone(&wake),
+        ));
+        tokio::spawn(wake_others(
+            pg_config.clone(),
+            tls_config.clone(),
+            wake,
+            Arc::clone(&own),
+        ));
+        tokio::spawn(hear_others(pg_config, tls_config, appended_tx, own));
         Ok(PostgresStore {
             pool,
             queue,
             metrics,
+            holder: holder().into(),
+            appended,
         })
     }
 
@@ -213,6 +243,7 @@ async fn write_loop(
     pool: Pool,
     mut waiting: tokio::sync::mpsc::UnboundedReceiver<Waiting>,
     metrics: Metrics,
+    wake: Arc<tokio::sync::Notify>,
 ) {
     while let Some(first) = waiting.recv().await {
         let mut group = vec![first];
@@ -233,6 +264,10 @@ async fn write_loop(
         match outcome {
             Ok(outcomes) => {
                 metrics.commit.syncs.inc();
+                // Other replicas' subscriptions read what is new for them.
+                if batches.iter().any(|b| !b.logs.is_empty()) {
+                    wake.notify_one();
+                }
                 for (answer, outcome) in answers.into_iter().zip(outcomes) {
                     let _ = answer.send(outcome);
                 }
@@ -460,6 +495,114 @@ async fn status_of(pool: &Pool, txid: i64) -> Option<bool> {
     None
 }
 
+/// This replica as a lease holder: host, process and a random id of this
+/// start.
+fn holder() -> String {
+    use ring::rand::SecureRandom;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "unknown-host".into());
+    let mut random = [0u8; 4];
+    let _ = ring::rand::SystemRandom::new().fill(&mut random);
+    format!(
+        "{host}:{}:{}",
+        std::process::id(),
+        random
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
+}
+
+/// Sends the payload-free wake-up after this replica's appends, on a
+/// connection of its own and outside every data transaction (a transaction
+/// that notifies takes a database-wide lock at commit). Wake-ups that come
+/// while one is sent become one more.
+async fn wake_others(
+    pg: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+    wake: Arc<tokio::sync::Notify>,
+    own: Arc<std::sync::atomic::AtomicI32>,
+) {
+    let mut pause = FIRST_PAUSE;
+    loop {
+        if let Ok((client, connection)) = pg.connect(tls.clone()).await {
+            let driver = tokio::spawn(connection);
+            if let Ok(row) = client.query_one("SELECT pg_backend_pid()", &[]).await {
+                own.store(row.get(0), std::sync::atomic::Ordering::Relaxed);
+                pause = FIRST_PAUSE;
+                loop {
+                    wake.notified().await;
+                    if let Err(err) = client.batch_execute(&format!("NOTIFY {CHANNEL}")).await {
+                        tracing::warn!(cause = %err, "cannot wake the other replicas");
+                        // The next try sends it again; their own look at
+                        // the logs bounds the delay meanwhile.
+                        wake.notify_one();
+                        break;
+                    }
+                }
+            }
+            driver.abort();
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Listens for the other replicas' wake-ups on a connection of its own, and
+/// bumps `appended` for each (its own aside), on every (re)connection, and
+/// every [`LOOK_EVERY`] regardless, until no one watches `appended`.
+async fn hear_others(
+    pg: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+    appended: tokio::sync::watch::Sender<u64>,
+    own: Arc<std::sync::atomic::AtomicI32>,
+) {
+    let bump = || appended.send_modify(|n| *n = n.wrapping_add(1));
+    let mut pause = FIRST_PAUSE;
+    while !appended.is_closed() {
+        if let Ok((client, mut connection)) = pg.connect(tls.clone()).await {
+            let (heard, mut hearing) = tokio::sync::mpsc::unbounded_channel();
+            let driver = tokio::spawn(async move {
+                while let Some(Ok(message)) =
+                    std::future::poll_fn(|cx| connection.poll_message(cx)).await
+                {
+                    if let tokio_postgres::AsyncMessage::Notification(n) = message
+                        && heard.send(n.process_id()).is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+            if client
+                .batch_execute(&format!("LISTEN {CHANNEL}"))
+                .await
+                .is_ok()
+            {
+                pause = FIRST_PAUSE;
+                // What came while no one listened.
+                bump();
+                let mut look = tokio::time::interval(LOOK_EVERY);
+                loop {
+                    tokio::select! {
+                        pid = hearing.recv() => match pid {
+                            Some(pid) if pid == own.load(std::sync::atomic::Ordering::Relaxed) => {}
+                            Some(_) => bump(),
+                            None => break,
+                        },
+                        _ = look.tick() => bump(),
+                        () = appended.closed() => break,
+                    }
+                }
+            }
+            driver.abort();
+        }
+        bump();
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
+}
+
 /// The key just after every key that starts with `prefix`, if any.
 fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
@@ -515,6 +658,50 @@ impl Store for PostgresStore {
             .map(|row| (row.get(0), row.get(1)))
             .filter(|(key, _): &Entry| key.starts_with(prefix))
             .collect())
+    }
+
+    async fn get_many(
+        &self,
+        space: Keyspace,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT key, value FROM {} WHERE key = ANY($1)",
+            space.name()
+        );
+        let statement = client.prepare_cached(&sql).await.map_err(database)?;
+        let rows = client.query(&statement, &[&keys]).await.map_err(database)?;
+        let found: HashMap<Vec<u8>, Vec<u8>> = rows
+            .into_iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        Ok(keys.iter().map(|key| found.get(key).cloned()).collect())
+    }
+
+    async fn lease(&self, name: &str, period: Duration) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        // A little short of the period, so the next period's turn finds
+        // it free.
+        let seconds = period.as_secs_f64() * 0.9;
+        let statement = client
+            .prepare_cached(
+                "INSERT INTO samenop_leases (name, holder, until) \
+                 VALUES ($1, $2, now() + make_interval(secs => $3)) \
+                 ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, until = EXCLUDED.until \
+                 WHERE samenop_leases.until <= now() RETURNING holder",
+            )
+            .await
+            .map_err(database)?;
+        let taken = client
+            .query_opt(&statement, &[&name, &&*self.holder, &seconds])
+            .await
+            .map_err(database)?;
+        Ok(taken.is_some())
+    }
+
+    fn others_appended(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.appended.clone())
     }
 
     async fn commit_logged(&self, batch: Batch) -> Result<Vec<u64>, StoreError> {
@@ -629,6 +816,27 @@ mod tests {
             .unwrap()
             .get(0);
         assert_eq!(applied, schema::MIGRATIONS.len() as i64);
+        // Periodic work: one replica's turn per period.
+        let period = Duration::from_millis(600);
+        let (first, second) = tokio::join!(
+            replicas.both[0].lease("sweep", period),
+            replicas.both[1].lease("sweep", period)
+        );
+        assert_eq!(
+            usize::from(first.unwrap()) + usize::from(second.unwrap()),
+            1,
+            "one turn per period"
+        );
+        assert!(!replicas.both[0].lease("sweep", period).await.unwrap());
+        assert!(
+            replicas.both[0].lease("retention", period).await.unwrap(),
+            "a task of its own"
+        );
+        tokio::time::sleep(period).await;
+        assert!(
+            replicas.both[1].lease("sweep", period).await.unwrap(),
+            "the next period's turn"
+        );
         super::super::contract::run_all(Arc::new(replicas)).await;
     }
 }

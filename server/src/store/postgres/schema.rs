@@ -9,11 +9,18 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::{StoreError, database};
 
 /// Every migration this version knows: version, name, SQL.
-pub(super) const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "one table per keyspace",
-    include_str!("../../../migrations/0001_keyspaces.sql"),
-)];
+pub(super) const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "one table per keyspace",
+        include_str!("../../../migrations/0001_keyspaces.sql"),
+    ),
+    (
+        2,
+        "leases of the periodic work",
+        include_str!("../../../migrations/0002_leases.sql"),
+    ),
+];
 
 /// The advisory lock migrations are applied under (`samenop_migrate`).
 const MIGRATE_LOCK: i64 = 0x7361_6d65_6e6f_7000;
