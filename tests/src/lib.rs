@@ -29,6 +29,17 @@ use tempfile::TempDir;
 use tokio::{sync::oneshot, task::JoinHandle};
 use uuid::Uuid;
 
+/// With `postgres`, every [`TestServer`] keeps its data in a fresh database
+/// of the PostgreSQL server `SAMENOP_TEST_POSTGRES_URL` names (or of a
+/// throwaway cluster) instead of the embedded store: the suite runs once
+/// on each (`the_suite_on_postgres` in `tests/e2e/main.rs`).
+pub const STORE_VARIABLE: &str = "SAMENOP_E2E_STORE";
+
+/// Whether this run of the suite is on PostgreSQL.
+pub fn on_postgres() -> bool {
+    std::env::var(STORE_VARIABLE).as_deref() == Ok("postgres")
+}
+
 /// An organisation with a valid certificate from the trusted CA that the
 /// server's configuration does not allow.
 pub const NOT_ALLOWED: Organisation = Organisation {
@@ -62,6 +73,10 @@ pub struct TestServer {
     /// Whether the store syncs its commits (always, but for measuring what
     /// durability costs: [`TestServer::start_volatile`]).
     durable: bool,
+    /// The PostgreSQL database the server keeps its data in, when the suite
+    /// runs on PostgreSQL ([`STORE_VARIABLE`]); `None`: the embedded store
+    /// in the data directory.
+    postgres: Option<samenop_server::store::postgres::throwaway::Database>,
     /// Sends the shutdown signal.
     stop: Option<oneshot::Sender<()>>,
     /// The server task.
@@ -87,11 +102,8 @@ impl TestServer {
         let mut server = Self::start_with(true).await;
         server.stop().await;
         {
-            let store = open_when_released(|| {
-                samenop_server::store::redb::RedbStore::open(&server.data_dir)
-            })
-            .await;
-            let directory = samenop_server::store::directory::Directory::new(Arc::new(store));
+            let directory =
+                samenop_server::store::directory::Directory::new(server.offline_store().await);
             let people = samenop_server::bootstrap::seed_demo_network(
                 &directory,
                 DEMO_ORGANISATIONS,
@@ -125,11 +137,61 @@ impl TestServer {
             clock: ManualClock::new(SystemTime::now()),
             admins,
             durable,
+            postgres: None,
             stop: None,
             task: None,
         };
+        if on_postgres() {
+            server.postgres = Some(
+                samenop_server::store::postgres::throwaway::open()
+                    .await
+                    .expect("a PostgreSQL database")
+                    .expect("PostgreSQL is installed, or SAMENOP_TEST_POSTGRES_URL set"),
+            );
+        }
         server.launch().await;
         server
+    }
+
+    /// The server's store, opened as a tool with the disk (or the database)
+    /// would: the embedded one once the stopped server has released it.
+    pub async fn offline_store(&self) -> Arc<dyn samenop_server::store::Store> {
+        match &self.postgres {
+            Some(db) => Arc::new(
+                samenop_server::store::postgres::PostgresStore::connect(&db.config())
+                    .await
+                    .expect("the database"),
+            ),
+            None => Arc::new(
+                open_when_released(|| samenop_server::store::redb::RedbStore::open(&self.data_dir))
+                    .await,
+            ),
+        }
+    }
+
+    /// Whether the server's stored data (its files, or its database's
+    /// rows) holds `needle` anywhere.
+    pub async fn stores(&self, needle: &[u8]) -> bool {
+        if !files_containing(&self.data_dir, needle).is_empty() {
+            return true;
+        }
+        if self.postgres.is_none() {
+            return false;
+        }
+        let store = self.offline_store().await;
+        for space in samenop_server::store::Keyspace::ALL {
+            let entries = samenop_server::store::scan_all(store.as_ref(), space, b"")
+                .await
+                .expect("scan");
+            if entries.iter().any(|(key, value)| {
+                [key, value]
+                    .iter()
+                    .any(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+            }) {
+                return true;
+            }
+        }
+        false
     }
 
     /// The server's configuration, as a file would give it.
@@ -195,12 +257,20 @@ impl TestServer {
         };
         self.admin_addr = admin.local_addr().expect("local addr");
         let durable = self.durable;
-        let store = open_when_released(|| {
-            samenop_server::create_durably(&config.data_dir)?;
-            samenop_server::store::redb::RedbStore::open_with(&config.data_dir, durable)
-                .map(|s| Arc::new(s) as Arc<dyn samenop_server::store::Store>)
-        })
-        .await;
+        let store = match &self.postgres {
+            Some(_) => {
+                samenop_server::create_durably(&config.data_dir).expect("the data directory");
+                self.offline_store().await
+            }
+            None => {
+                open_when_released(|| {
+                    samenop_server::create_durably(&config.data_dir)?;
+                    samenop_server::store::redb::RedbStore::open_with(&config.data_dir, durable)
+                        .map(|s| Arc::new(s) as Arc<dyn samenop_server::store::Store>)
+                })
+                .await
+            }
+        };
         let (stop, stopped) = oneshot::channel::<()>();
         let clock = Arc::new(self.clock.clone());
         self.task = Some(tokio::spawn(samenop_server::serve(
@@ -279,9 +349,8 @@ impl TestServer {
 
     /// The last audit sequence the stopped server recorded.
     pub async fn audit_head(&self) -> u64 {
-        use samenop_server::store::{audit::Trail, redb::RedbStore};
-        let store = open_when_released(|| RedbStore::open(&self.data_dir)).await;
-        Trail::new(Arc::new(store))
+        use samenop_server::store::audit::Trail;
+        Trail::new(self.offline_store().await)
             .head()
             .await
             .expect("the audit head")
@@ -329,10 +398,10 @@ impl Drop for TestServer {
 /// Changes one byte of the stored audit event `sequence` in the data
 /// directory of a stopped server, as someone with access to the disk might:
 /// the event's recorded hash is left as it was.
-pub async fn tamper_with_audit_event(data_dir: &std::path::Path, sequence: u64) {
+pub async fn tamper_with_audit_event(server: &TestServer, sequence: u64) {
     use prost::Message;
-    use samenop_server::store::{Batch, Keyspace, Store, audit::AuditEntry, redb::RedbStore};
-    let store = open_when_released(|| RedbStore::open(data_dir)).await;
+    use samenop_server::store::{Batch, Keyspace, audit::AuditEntry};
+    let store = server.offline_store().await;
     let key = sequence.to_be_bytes();
     let raw = store
         .get(Keyspace::Audit, &key)
@@ -350,13 +419,12 @@ pub async fn tamper_with_audit_event(data_dir: &std::path::Path, sequence: u64) 
 /// Removes the audit events after `keep` from the data directory of a
 /// stopped server, and rewrites the recorded head to match, as an attacker
 /// with the disk who covers their tracks would.
-pub async fn truncate_audit(data_dir: &std::path::Path, keep: u64) {
+pub async fn truncate_audit(server: &TestServer, keep: u64) {
     use samenop_server::store::{
-        Batch, Keyspace, Store,
+        Batch, Keyspace,
         audit::{AuditEntry, HEAD_KEY, Head},
-        redb::RedbStore,
     };
-    let store = open_when_released(|| RedbStore::open(data_dir)).await;
+    let store = server.offline_store().await;
     let raw = store
         .get(Keyspace::Audit, &keep.to_be_bytes())
         .await
@@ -382,18 +450,16 @@ pub async fn truncate_audit(data_dir: &std::path::Path, keep: u64) {
 /// Removes the audit indexes and the schema version from the data directory
 /// of a stopped server, leaving the store as a server before the indexes
 /// wrote it.
-pub async fn forget_audit_indexes(data_dir: &std::path::Path) {
-    use samenop_server::store::{
-        Batch, Keyspace, Store, audit_index::SCHEMA_KEY, redb::RedbStore, scan_all,
-    };
-    let store = open_when_released(|| RedbStore::open(data_dir)).await;
+pub async fn forget_audit_indexes(server: &TestServer) {
+    use samenop_server::store::{Batch, Keyspace, audit_index::SCHEMA_KEY, scan_all};
+    let store = server.offline_store().await;
     let mut batch = Batch::new();
     for space in [
         Keyspace::AuditIndex,
         Keyspace::AuditConsultFamily,
         Keyspace::AuditFamilyConsults,
     ] {
-        let entries = scan_all(&store, space, b"").await.expect("scan");
+        let entries = scan_all(store.as_ref(), space, b"").await.expect("scan");
         assert!(!entries.is_empty(), "{space:?} was written");
         for (key, _) in entries {
             batch.delete(space, key);
@@ -406,14 +472,14 @@ pub async fn forget_audit_indexes(data_dir: &std::path::Path) {
 /// Leaves in the data directory of a stopped server what an upload cut off
 /// by a crash leaves: its mark, begun at `at`, and `chunks` chunks of bytes.
 pub async fn leave_upload_behind(
-    data_dir: &std::path::Path,
+    server: &TestServer,
     consult: Uuid,
     attachment: Uuid,
     at: SystemTime,
     chunks: u64,
 ) {
-    use samenop_server::store::{Batch, Keyspace, Store, records::to_millis, redb::RedbStore};
-    let store = open_when_released(|| RedbStore::open(data_dir)).await;
+    use samenop_server::store::{Batch, Keyspace, records::to_millis};
+    let store = server.offline_store().await;
     let mut batch = Batch::new();
     batch.put(
         Keyspace::Uploads,
@@ -438,14 +504,14 @@ pub async fn leave_upload_behind(
 /// directory of a stopped server, as an attacker with the server's disk
 /// might.
 pub async fn alter_thread_entry(
-    data_dir: &std::path::Path,
+    server: &TestServer,
     consult: Uuid,
     sequence: u64,
     change: impl FnOnce(&mut samenop_proto::v1::ThreadEntry),
 ) {
     use prost::Message;
-    use samenop_server::store::{Batch, Keyspace, Store, redb::RedbStore};
-    let store = open_when_released(|| RedbStore::open(data_dir)).await;
+    use samenop_server::store::{Batch, Keyspace};
+    let store = server.offline_store().await;
     let key = [consult.as_bytes().as_slice(), &sequence.to_be_bytes()].concat();
     let raw = store
         .get(Keyspace::ThreadEntries, &key)
@@ -462,13 +528,13 @@ pub async fn alter_thread_entry(
 /// Changes stored chunk `index` of an attachment's encrypted bytes, as an
 /// attacker with the server's disk could (the server must be stopped).
 pub async fn alter_attachment_chunk(
-    data_dir: &std::path::Path,
+    server: &TestServer,
     attachment: Uuid,
     index: u64,
     change: impl FnOnce(&mut Vec<u8>),
 ) {
-    use samenop_server::store::{Batch, Keyspace, Store, redb::RedbStore};
-    let store = open_when_released(|| RedbStore::open(data_dir)).await;
+    use samenop_server::store::{Batch, Keyspace};
+    let store = server.offline_store().await;
     let key = [attachment.as_bytes().as_slice(), &index.to_be_bytes()].concat();
     let mut raw = store
         .get(Keyspace::AttachmentChunks, &key)
@@ -630,13 +696,16 @@ pub async fn accepted_anonymous_consult(owner: &Client, specialist: &Client) -> 
 /// How many entries the stopped server's data directory holds in `space`
 /// under `prefix`.
 pub async fn stored_under(
-    data_dir: &std::path::Path,
+    server: &TestServer,
     space: samenop_server::store::Keyspace,
     prefix: &[u8],
 ) -> usize {
-    use samenop_server::store::{redb::RedbStore, scan_all};
-    let store = open_when_released(|| RedbStore::open(data_dir)).await;
-    scan_all(&store, space, prefix).await.expect("scan").len()
+    use samenop_server::store::scan_all;
+    let store = server.offline_store().await;
+    scan_all(store.as_ref(), space, prefix)
+        .await
+        .expect("scan")
+        .len()
 }
 
 /// A family consult of Sanne (contact person, org A) on consent, accepted

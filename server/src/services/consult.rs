@@ -176,19 +176,36 @@ impl ConsultApi {
         new: &Consult,
         change: v1::ConsultChange,
     ) -> ServiceResult<()> {
-        let mut batch = Batch::new();
-        self.ctx
-            .consults
-            .stage(&mut batch, Some(&loaded.stored), new);
-        batch.audit(caller.audit.allowed());
-        let mut notices = settled_notice(loaded).into_iter().collect::<Vec<_>>();
-        notices.push(Notice {
-            old: Some(&loaded.now),
-            new,
-            change,
-            actor: Some(caller.professional.id),
-        });
-        notices::commit(self, batch, &notices).await
+        let mut reloaded: Option<Loaded> = None;
+        loop {
+            let current = reloaded.as_ref().unwrap_or(loaded);
+            let mut batch = Batch::new();
+            self.ctx
+                .consults
+                .stage(&mut batch, Some(&current.stored), new);
+            batch.audit(caller.audit.allowed());
+            let mut notices = settled_notice(current).into_iter().collect::<Vec<_>>();
+            notices.push(Notice {
+                old: Some(&current.now),
+                new,
+                change,
+                actor: Some(caller.professional.id),
+            });
+            match notices::commit(self, batch, &notices).await {
+                // The sweep (here or on another replica) may only have
+                // stored what this call already saw, the consult settled by
+                // time: then the change holds as it is, on the record as
+                // stored now. Anything else that moved is a conflict.
+                Err(ServiceError::Store(StoreError::Conflict)) if reloaded.is_none() => {
+                    let again = self.load(new.id).await?;
+                    if again.now != loaded.now {
+                        return Err(ServiceError::Store(StoreError::Conflict));
+                    }
+                    reloaded = Some(again);
+                }
+                outcome => return outcome,
+            }
+        }
     }
 
     /// Stores what time did to consult `id` (expiry, consent ending), when

@@ -467,7 +467,7 @@ async fn a_flipped_byte_in_a_stored_event_is_reported_at_exactly_that_event() {
     assert!(target > 1);
 
     n.server.stop().await;
-    tamper_with_audit_event(&n.server.data_dir, target).await;
+    tamper_with_audit_event(&n.server, target).await;
     n.server.launch().await;
 
     let after = verify_after_restart(&n).await;
@@ -490,7 +490,7 @@ async fn removing_the_last_events_is_caught_by_the_signed_checkpoint() {
     n.server.stop().await;
     let last = n.server.audit_head().await;
     assert!(last > 5);
-    truncate_audit(&n.server.data_dir, last - 3).await;
+    truncate_audit(&n.server, last - 3).await;
     n.server.launch().await;
 
     let after = verify_after_restart(&n).await;

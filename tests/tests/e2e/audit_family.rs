@@ -138,7 +138,7 @@ async fn a_family_query_holds_every_event_about_the_family_and_its_consults() {
     // same answer.
     let before = ids(&t.officer.query_audit(&family).await.unwrap());
     t.server.stop().await;
-    forget_audit_indexes(&t.server.data_dir).await;
+    forget_audit_indexes(&t.server).await;
     t.server.launch().await;
     let after = t.officer.query_audit(&family).await.unwrap();
     assert!(

@@ -58,7 +58,7 @@ async fn a_device_log_is_trimmed_to_what_its_subscription_has_not_passed() {
     drop(fresh);
     let device = t.eva_device.device();
     t.server.stop().await;
-    let kept = stored_under(&t.server.data_dir, Keyspace::Events, device.as_bytes()).await;
+    let kept = stored_under(&t.server, Keyspace::Events, device.as_bytes()).await;
     t.server.launch().await;
     let resumed = t.eva_device.subscribe(Some(&cursors[4])).await;
     assert!(resumed.is_ok(), "{:?}", resumed.err());
@@ -67,7 +67,7 @@ async fn a_device_log_is_trimmed_to_what_its_subscription_has_not_passed() {
     t.server.clock.advance(181 * DAY);
     until_no_longer_kept(&t, &cursors[4]).await;
     t.server.stop().await;
-    let left = stored_under(&t.server.data_dir, Keyspace::Events, device.as_bytes()).await;
+    let left = stored_under(&t.server, Keyspace::Events, device.as_bytes()).await;
     assert!(left < kept, "{left} events left of {kept}");
 }
 
@@ -77,7 +77,7 @@ async fn the_chunks_of_an_upload_cut_off_by_a_crash_are_purged() {
     t.server.stop().await;
     let attachment = Uuid::now_v7();
     let begun = t.server.clock_now() - Duration::from_secs(3600);
-    leave_upload_behind(&t.server.data_dir, t.consult, attachment, begun, 3).await;
+    leave_upload_behind(&t.server, t.consult, attachment, begun, 3).await;
     t.server.launch().await;
     // Not within the day an upload may take.
     t.server.clock.advance(DAY);
@@ -107,7 +107,7 @@ async fn the_chunks_of_an_upload_cut_off_by_a_crash_are_purged() {
         (Keyspace::Uploads, Vec::new()),
     ] {
         assert_eq!(
-            stored_under(&t.server.data_dir, space, &prefix).await,
+            stored_under(&t.server, space, &prefix).await,
             0,
             "{space:?}"
         );

@@ -165,10 +165,6 @@ async fn thread_content_consults_consents_and_old_audit_events_are_purged_in_tur
         (Keyspace::AuditConsultFamily, consult.as_bytes().to_vec()),
         (Keyspace::AuditFamilyConsults, family.id.as_bytes().to_vec()),
     ] {
-        assert_eq!(
-            stored_under(&server.data_dir, space, &key).await,
-            0,
-            "{space:?}"
-        );
+        assert_eq!(stored_under(&server, space, &key).await, 0, "{space:?}");
     }
 }

@@ -116,13 +116,13 @@ async fn a_family_is_exported_whole_and_erased_leaving_only_the_audit_trail() {
         (Keyspace::Attachments, consult.as_bytes().to_vec()),
     ] {
         assert_eq!(
-            stored_under(&server.data_dir, space, &prefix).await,
+            stored_under(&server, space, &prefix).await,
             0,
             "{space:?} still holds the family's data"
         );
     }
     assert_eq!(
-        stored_under(&server.data_dir, Keyspace::AttachmentChunks, &[]).await,
+        stored_under(&server, Keyspace::AttachmentChunks, &[]).await,
         0
     );
 }
