@@ -70,6 +70,22 @@ enum Command {
         #[arg(long, env = "SAMENOP_POSTGRES_URL")]
         postgres: Option<String>,
     },
+    /// Move a stopped server's embedded store into an empty PostgreSQL
+    /// database, then verify the audit chain there: the way from one server
+    /// to replicas.
+    MigrateStore {
+        /// The data directory of the stopped server.
+        #[arg(long)]
+        data: PathBuf,
+        /// The PostgreSQL database (a connection string or URL); its schema
+        /// is made, and it must hold no samenop data yet.
+        #[arg(long)]
+        postgres: String,
+        /// The server's audit key, whose public half every checkpoint must
+        /// verify with (default: `audit-ed25519.pk8` in the data directory).
+        #[arg(long)]
+        audit_key: Option<PathBuf>,
+    },
     /// Work on the audit trail of a stopped server's data directory.
     Audit {
         #[command(subcommand)]
@@ -149,6 +165,11 @@ fn main() -> ExitCode {
             Command::Audit {
                 command: AuditCommand::Verify { data, audit_key },
             } => verify_audit(&data, audit_key).await,
+            Command::MigrateStore {
+                data,
+                postgres,
+                audit_key,
+            } => migrate_store(&data, &postgres, audit_key).await,
         }
     })
 }
@@ -279,8 +300,63 @@ async fn verify_audit(data: &std::path::Path, audit_key: Option<PathBuf>) -> Exi
         }
     };
     let key_path = audit_key.unwrap_or_else(|| data.join(samenop_server::audit_key::DEFAULT_FILE));
+    verify_trail(store, &key_path).await
+}
+
+/// `migrate-store`: copies the embedded store of `data` into the empty
+/// PostgreSQL database `url`, then verifies the audit chain there.
+async fn migrate_store(data: &std::path::Path, url: &str, audit_key: Option<PathBuf>) -> ExitCode {
+    use samenop_server::store::postgres::{PostgresConfig, PostgresStore};
+    if !RedbStore::file(data).is_file() {
+        eprintln!("samenop-server: {} is not a data directory", data.display());
+        return ExitCode::FAILURE;
+    }
+    let from = match RedbStore::open(data) {
+        Ok(store) => store,
+        Err(err) => {
+            eprintln!(
+                "samenop-server: cannot open {} (is the server still running?): {err}",
+                data.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = PostgresConfig {
+        url: url.to_owned(),
+        pool_size: 4,
+        statement_timeout: std::time::Duration::from_secs(300),
+        ca_file: None,
+    };
+    let to = match PostgresStore::connect(&config).await {
+        Ok(store) => std::sync::Arc::new(store),
+        Err(err) => {
+            eprintln!("samenop-server: cannot use the PostgreSQL database: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match samenop_server::store::copy_all(&from, to.as_ref()).await {
+        Ok(counts) => {
+            let total: u64 = counts.iter().map(|(_, n)| n).sum();
+            let tables = counts.iter().filter(|(_, n)| *n > 0).count();
+            println!("copied {total} entries into {tables} tables of the PostgreSQL database");
+        }
+        Err(err) => {
+            eprintln!("samenop-server: the store was not moved: {err}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let key_path = audit_key.unwrap_or_else(|| data.join(samenop_server::audit_key::DEFAULT_FILE));
+    verify_trail(to, &key_path).await
+}
+
+/// Verifies the audit trail of `store` against the audit key at
+/// `key_path` (when there is one): exit 0 when intact, 2 when broken.
+async fn verify_trail(
+    store: std::sync::Arc<dyn samenop_server::store::Store>,
+    key_path: &std::path::Path,
+) -> ExitCode {
     let public_key = if key_path.is_file() {
-        match samenop_server::audit_key::AuditKey::load_or_create(&key_path) {
+        match samenop_server::audit_key::AuditKey::load_or_create(key_path) {
             Ok(key) => Some(key.public_key().to_vec()),
             Err(err) => {
                 eprintln!("samenop-server: {err}");

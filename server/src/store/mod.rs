@@ -439,6 +439,52 @@ pub async fn scan_all(
     }
 }
 
+/// Copies every entry of every keyspace of `from` into `to`, which must be
+/// empty: how a deployment moves from one backend to another (with the
+/// server stopped). Answers how many entries each keyspace had.
+///
+/// # Errors
+/// [`StoreError::Backend`] when `to` is not empty or either store fails.
+pub async fn copy_all(
+    from: &dyn Store,
+    to: &dyn Store,
+) -> Result<Vec<(Keyspace, u64)>, StoreError> {
+    // Pages stay small: an attachment's chunks are large.
+    const PAGE: usize = 64;
+    for space in Keyspace::ALL {
+        if !to.scan(space, b"", None, 1).await?.is_empty() {
+            return Err(StoreError::Backend(format!(
+                "the target store is not empty ({} has entries): copy into an empty one",
+                space.name()
+            )));
+        }
+    }
+    let mut counts = Vec::with_capacity(Keyspace::ALL.len());
+    for space in Keyspace::ALL {
+        let mut copied = 0u64;
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = from.scan(space, b"", after.as_deref(), PAGE).await?;
+            let Some((last, _)) = page.last() else {
+                break;
+            };
+            after = Some(last.clone());
+            let full = page.len() == PAGE;
+            copied += page.len() as u64;
+            let mut batch = Batch::new();
+            for (key, value) in page {
+                batch.put(space, key, value);
+            }
+            to.commit(batch).await?;
+            if !full {
+                break;
+            }
+        }
+        counts.push((space, copied));
+    }
+    Ok(counts)
+}
+
 /// A key and its value, as a scan returns them.
 pub type Entry = (Vec<u8>, Vec<u8>);
 

@@ -3,7 +3,8 @@
 //! two specialists accepting one pool request on different replicas make
 //! exactly one winner, a replica killed with SIGKILL mid-load and a database
 //! restarted under load lose nothing acknowledged, and the audit chain both
-//! wrote verifies.
+//! wrote verifies. And a deployment moves from the embedded store to
+//! PostgreSQL with `migrate-store`, its audit chain verified on the new store.
 
 use std::{path::Path, sync::Arc, time::Duration};
 
@@ -257,4 +258,101 @@ async fn two_replicas_carry_a_thread(
     assert!(verification.broken.is_none(), "{:?}", verification.broken);
     assert_eq!(verification.checked, verification.recorded);
     assert!(verification.recorded.sequence > acknowledged.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_store_moves_to_postgres_and_its_trail_verifies_there() {
+    let Some(db) = throwaway::for_tests("the store migration test").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (pki, text) = super::setup(dir.path(), port);
+    let path = write_config(dir.path(), &text);
+    let mut server = super::start(&path, port);
+    let client = connect(&pki, port).await;
+    let admin = client.acting_as(ADMIN.parse().unwrap());
+    let abuse = Expertise::Violence(ViolenceType::ChildAbuse);
+    let sanne = admin
+        .register_professional("Sanne", &[Role::ContactPerson], &[])
+        .await
+        .unwrap();
+    let opened = client
+        .acting_as(sanne.id)
+        .open_consult(&NewConsult {
+            about: About::Anonymous,
+            question: "Vraag van voor de verhuizing".into(),
+            expertise: abuse,
+            urgency: Urgency::Normal,
+            respond_by: None,
+            specialist: None,
+        })
+        .await
+        .unwrap();
+    drop(client);
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.child().id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let child = server.into_child();
+    let stopped = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stopped.status.success());
+
+    // The data directory moves into the database, and the chain verifies
+    // there with the server's audit key.
+    let data = path.parent().unwrap().join("data");
+    let migrate = || {
+        std::process::Command::new(super::BINARY)
+            .args(["migrate-store", "--data"])
+            .arg(&data)
+            .args(["--postgres", db.url()])
+            .env("SAMENOP_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let moved = migrate();
+    let said = String::from_utf8_lossy(&moved.stdout);
+    assert!(
+        moved.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&moved.stderr)
+    );
+    assert!(said.contains("copied "), "{said}");
+    assert!(said.contains("audit trail intact"), "{said}");
+    assert!(
+        !said.contains("checkpoints verified: 0"),
+        "a signed checkpoint moved too: {said}"
+    );
+    // A second move would mix two deployments: refused, nothing written.
+    let again = migrate();
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("not empty"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    // The server on the database finds everything as it was.
+    let child = std::process::Command::new(super::BINARY)
+        .args(["run", "--config"])
+        .arg(&path)
+        .args(["--postgres", db.url()])
+        .env("SAMENOP_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut on_postgres = ServerProcess {
+        child: Some(child),
+        port,
+    };
+    let client = connect(&pki, port).await;
+    let found = client.acting_as(sanne.id).consult(opened.id).await.unwrap();
+    assert_eq!(found.question, "Vraag van voor de verhuizing");
+    on_postgres.child().kill().unwrap();
+    on_postgres.child().wait().unwrap();
 }
