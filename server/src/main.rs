@@ -81,6 +81,10 @@ enum Command {
         /// is made, and it must hold no samenop data yet.
         #[arg(long)]
         postgres: String,
+        /// The CA of the database server's certificate: TLS to the database
+        /// is then required and checked.
+        #[arg(long)]
+        postgres_ca_file: Option<PathBuf>,
         /// The server's audit key, whose public half every checkpoint must
         /// verify with (default: `audit-ed25519.pk8` in the data directory).
         #[arg(long)]
@@ -168,8 +172,9 @@ fn main() -> ExitCode {
             Command::MigrateStore {
                 data,
                 postgres,
+                postgres_ca_file,
                 audit_key,
-            } => migrate_store(&data, &postgres, audit_key).await,
+            } => migrate_store(&data, &postgres, postgres_ca_file, audit_key).await,
         }
     })
 }
@@ -305,7 +310,12 @@ async fn verify_audit(data: &std::path::Path, audit_key: Option<PathBuf>) -> Exi
 
 /// `migrate-store`: copies the embedded store of `data` into the empty
 /// PostgreSQL database `url`, then verifies the audit chain there.
-async fn migrate_store(data: &std::path::Path, url: &str, audit_key: Option<PathBuf>) -> ExitCode {
+async fn migrate_store(
+    data: &std::path::Path,
+    url: &str,
+    ca_file: Option<PathBuf>,
+    audit_key: Option<PathBuf>,
+) -> ExitCode {
     use samenop_server::store::postgres::{PostgresConfig, PostgresStore};
     if !RedbStore::file(data).is_file() {
         eprintln!("samenop-server: {} is not a data directory", data.display());
@@ -325,7 +335,7 @@ async fn migrate_store(data: &std::path::Path, url: &str, audit_key: Option<Path
         url: url.to_owned(),
         pool_size: 4,
         statement_timeout: std::time::Duration::from_secs(300),
-        ca_file: None,
+        ca_file,
     };
     let to = match PostgresStore::connect(&config).await {
         Ok(store) => std::sync::Arc::new(store),

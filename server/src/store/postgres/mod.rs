@@ -152,11 +152,25 @@ impl PostgresStore {
             StoreError::Backend(format!("postgres.url is not a connection string: {e}"))
         })?;
         let timeout_ms = config.statement_timeout.as_millis();
+        // A replica that vanishes in a transaction must not hold the commit
+        // lock for long: the database ends such a session after 10 s idle,
+        // and keepalives find a dead peer.
         pg.application_name("samenop-server")
-            .options(format!("-c statement_timeout={timeout_ms}"))
-            .connect_timeout(Duration::from_secs(10));
+            .options(format!(
+                "-c statement_timeout={timeout_ms} -c idle_in_transaction_session_timeout=10000"
+            ))
+            .connect_timeout(Duration::from_secs(10))
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(10));
         if config.ca_file.is_some() {
             pg.ssl_mode(SslMode::Require);
+        } else if pg.get_ssl_mode() == SslMode::Require {
+            return Err(StoreError::Backend(
+                "the connection string requires TLS (sslmode=require): give the CA of the \
+                 database server's certificate (postgres.ca_file, or --postgres-ca-file) so \
+                 that it is checked"
+                    .into(),
+            ));
         } else {
             pg.ssl_mode(SslMode::Disable);
         }
@@ -179,19 +193,15 @@ impl PostgresStore {
             retries: Counter::default(),
         };
         let (queue, waiting) = tokio::sync::mpsc::unbounded_channel();
-        let wake = Arc::new(tokio::sync::Notify::new());
+        // One pending wake-up at most: more while one is pending are one.
+        let (wake, woken) = tokio::sync::mpsc::channel(1);
         let own = Arc::new(std::sync::atomic::AtomicI32::new(0));
         let (appended_tx, appended) = tokio::sync::watch::channel(0);
-        tokio::spawn(write_loop(
-            pool.clone(),
-            waiting,
-            metrics.clone(),
-            Arc::clone(&wake),
-        ));
+        tokio::spawn(write_loop(pool.clone(), waiting, metrics.clone(), wake));
         tokio::spawn(wake_others(
             pg_config.clone(),
             tls_config.clone(),
-            wake,
+            woken,
             Arc::clone(&own),
         ));
         tokio::spawn(hear_others(pg_config, tls_config, appended_tx, own));
@@ -243,7 +253,7 @@ async fn write_loop(
     pool: Pool,
     mut waiting: tokio::sync::mpsc::UnboundedReceiver<Waiting>,
     metrics: Metrics,
-    wake: Arc<tokio::sync::Notify>,
+    wake: tokio::sync::mpsc::Sender<()>,
 ) {
     while let Some(first) = waiting.recv().await {
         let mut group = vec![first];
@@ -266,7 +276,8 @@ async fn write_loop(
                 metrics.commit.syncs.inc();
                 // Other replicas' subscriptions read what is new for them.
                 if batches.iter().any(|b| !b.logs.is_empty()) {
-                    wake.notify_one();
+                    // Full: a wake-up is pending already.
+                    let _ = wake.try_send(());
                 }
                 for (answer, outcome) in answers.into_iter().zip(outcomes) {
                     let _ = answer.send(outcome);
@@ -369,11 +380,11 @@ async fn commit_group(pool: &Pool, batches: &[Batch]) -> Result<Tried, StoreErro
         Err(err) => return before_commit(err),
     };
     let lock = tx.query_one(
-        "SELECT pg_advisory_xact_lock($1), txid_current()",
+        "SELECT pg_advisory_xact_lock($1), txid_current(), pg_backend_pid()",
         &[&COMMIT_LOCK],
     );
-    let txid: i64 = match lock.await {
-        Ok(row) => row.get(1),
+    let (txid, backend): (i64, i32) = match lock.await {
+        Ok(row) => (row.get(1), row.get(2)),
         Err(err) => return before_commit(err),
     };
     // Everything the batches read, in one pipelined round.
@@ -457,26 +468,38 @@ async fn commit_group(pool: &Pool, batches: &[Batch]) -> Result<Tried, StoreErro
     }
     match tx.commit().await {
         Ok(()) => Ok(Tried::Done(outcomes)),
-        Err(err) if err.code().is_some() => before_commit(err),
-        // The connection went during COMMIT: the database says whether it
-        // happened.
+        // Refused before it committed: nothing happened.
+        Err(err) if err.code().is_some_and(refused_before_commit) => before_commit(err),
+        // The connection went during COMMIT, or the database failed in it:
+        // the database says whether it happened.
         Err(err) => {
             drop(client);
-            match status_of(pool, txid).await {
+            match status_of(pool, txid, backend).await {
                 Some(true) => Ok(Tried::Done(outcomes)),
                 Some(false) => Ok(Tried::Again(unavailable(err))),
-                None => Err(StoreError::Unavailable(format!(
-                    "the database went away during a commit whose outcome it cannot tell yet \
-                     (transaction {txid}): {err}"
+                // Never "unavailable" (which says nothing was written): it
+                // may have been.
+                None => Err(StoreError::Backend(format!(
+                    "the database failed during a commit whose outcome it could not tell \
+                     (transaction {txid}); the change may have been made: {err}"
                 ))),
             }
         }
     }
 }
 
+/// Whether a COMMIT that failed with `code` certainly did not commit.
+fn refused_before_commit(code: &SqlState) -> bool {
+    *code == SqlState::T_R_SERIALIZATION_FAILURE
+        || *code == SqlState::T_R_DEADLOCK_DETECTED
+        || code.code().starts_with("23")
+}
+
 /// Whether transaction `txid` committed (`Some(false)`: it aborted), asked
-/// on a new connection for a few seconds; `None` when no answer came.
-async fn status_of(pool: &Pool, txid: i64) -> Option<bool> {
+/// on a new connection for a few seconds; `None` when no answer came. A
+/// transaction still in progress (its session has not noticed the lost
+/// connection) has its session, `backend`, ended, so that it settles.
+async fn status_of(pool: &Pool, txid: i64, backend: i32) -> Option<bool> {
     let mut pause = FIRST_PAUSE;
     for _ in 0..TRIES {
         if let Ok(client) = pool.get().await
@@ -485,8 +508,11 @@ async fn status_of(pool: &Pool, txid: i64) -> Option<bool> {
             match row.get::<_, Option<String>>(0).as_deref() {
                 Some("committed") => return Some(true),
                 Some("aborted") => return Some(false),
-                // In progress still (its backend has not seen the loss).
-                _ => {}
+                _ => {
+                    let _ = client
+                        .query_one("SELECT pg_terminate_backend($1)", &[&backend])
+                        .await;
+                }
             }
         }
         tokio::time::sleep(pause).await;
@@ -517,14 +543,16 @@ fn holder() -> String {
 /// Sends the payload-free wake-up after this replica's appends, on a
 /// connection of its own and outside every data transaction (a transaction
 /// that notifies takes a database-wide lock at commit). Wake-ups that come
-/// while one is sent become one more.
+/// while one is sent become one more. Ends with the writer.
 async fn wake_others(
     pg: tokio_postgres::Config,
     tls: MakeRustlsConnect,
-    wake: Arc<tokio::sync::Notify>,
+    mut woken: tokio::sync::mpsc::Receiver<()>,
     own: Arc<std::sync::atomic::AtomicI32>,
 ) {
     let mut pause = FIRST_PAUSE;
+    // A wake-up that could not be sent yet.
+    let mut owed = false;
     loop {
         if let Ok((client, connection)) = pg.connect(tls.clone()).await {
             let driver = tokio::spawn(connection);
@@ -532,14 +560,18 @@ async fn wake_others(
                 own.store(row.get(0), std::sync::atomic::Ordering::Relaxed);
                 pause = FIRST_PAUSE;
                 loop {
-                    wake.notified().await;
+                    if !owed && woken.recv().await.is_none() {
+                        driver.abort();
+                        return;
+                    }
+                    owed = true;
                     if let Err(err) = client.batch_execute(&format!("NOTIFY {CHANNEL}")).await {
+                        // Sent on the next connection; the other replicas'
+                        // own look at the logs bounds the delay meanwhile.
                         tracing::warn!(cause = %err, "cannot wake the other replicas");
-                        // The next try sends it again; their own look at
-                        // the logs bounds the delay meanwhile.
-                        wake.notify_one();
                         break;
                     }
+                    owed = false;
                 }
             }
             driver.abort();
@@ -637,8 +669,10 @@ impl Store for PostgresStore {
     ) -> Result<Vec<Entry>, StoreError> {
         let client = self.client().await?;
         // From the prefix (or after `after`) to the first key past it.
-        let start = after.unwrap_or(prefix);
-        let op = if after.is_some() { ">" } else { ">=" };
+        let (start, op) = match after {
+            Some(after) if after >= prefix => (after, ">"),
+            _ => (prefix, ">="),
+        };
         let end = prefix_end(prefix);
         let bound = if end.is_some() { " AND key < $2" } else { "" };
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -736,6 +770,20 @@ mod tests {
         assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
         assert_eq!(prefix_end(&[0xff, 0xff]), None);
         assert_eq!(prefix_end(b""), None);
+    }
+
+    #[tokio::test]
+    async fn tls_asked_for_without_a_ca_is_refused_before_connecting() {
+        let config = PostgresConfig {
+            url: "host=db.invalid user=samenop sslmode=require".into(),
+            pool_size: 2,
+            statement_timeout: Duration::from_secs(1),
+            ca_file: None,
+        };
+        let Err(StoreError::Backend(said)) = PostgresStore::connect(&config).await else {
+            panic!("refused");
+        };
+        assert!(said.contains("ca_file"), "{said}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,6 +42,12 @@ pub(super) async fn migrate(
         }
     });
     let outcome = async {
+        // A migration (or the wait for another replica's) may take longer
+        // than a statement of the service may.
+        client
+            .batch_execute("SET statement_timeout = 0")
+            .await
+            .map_err(database)?;
         client
             .execute("SELECT pg_advisory_lock($1)", &[&MIGRATE_LOCK])
             .await
