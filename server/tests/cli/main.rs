@@ -163,6 +163,22 @@ impl ServerProcess {
     fn into_child(mut self) -> Child {
         self.child.take().expect("the process, not yet taken")
     }
+
+    /// Sends SIGTERM and waits for the process to end, without blocking the
+    /// runtime (a still-connected client must be able to answer the
+    /// server's HTTP/2 GOAWAY): what it printed, and how it ended.
+    async fn terminate(mut self) -> Output {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child().id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let child = self.into_child();
+        tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap()
+    }
 }
 
 impl Drop for ServerProcess {
@@ -238,7 +254,7 @@ async fn sigterm_drains_flushes_and_exits_cleanly() {
     let port = free_port();
     let (pki, text) = setup(dir.path(), port);
     let path = write_config(dir.path(), &text);
-    let mut server = start(&path, port);
+    let server = start(&path, port);
     let client = connect(&pki, server.port).await;
     let admin = client.acting_as(ADMIN.parse().unwrap());
     admin
@@ -246,18 +262,7 @@ async fn sigterm_drains_flushes_and_exits_cleanly() {
         .await
         .unwrap();
 
-    let status = Command::new("kill")
-        .args(["-TERM", &server.child().id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    // Wait without blocking the runtime: the still-connected client must be
-    // able to answer the server's HTTP/2 GOAWAY.
-    let child = server.into_child();
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
+    let output = server.terminate().await;
     drop(client);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
@@ -579,7 +584,7 @@ async fn offline_audit_verify_catches_removed_last_events_by_the_signed_checkpoi
     let port = free_port();
     let (pki, text) = setup(dir.path(), port);
     let path = write_config(dir.path(), &text);
-    let mut server = start(&path, port);
+    let server = start(&path, port);
     let admin = connect(&pki, port).await.acting_as(ADMIN.parse().unwrap());
     for name in ["Sanne", "Eva", "Pim", "Noor"] {
         admin
@@ -589,15 +594,7 @@ async fn offline_audit_verify_catches_removed_last_events_by_the_signed_checkpoi
     }
     drop(admin);
     // A graceful stop signs a checkpoint of the chain's end (event 5).
-    Command::new("kill")
-        .args(["-TERM", &server.child().id().to_string()])
-        .status()
-        .unwrap();
-    let child = server.into_child();
-    let stopped = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
+    let stopped = server.terminate().await;
     assert!(stopped.status.success());
     let data = dir.path().join("data");
     let key = std::fs::metadata(data.join("audit-ed25519.pk8")).unwrap();

@@ -269,7 +269,7 @@ async fn an_embedded_store_moves_to_postgres_and_its_trail_verifies_there() {
     let port = free_port();
     let (pki, text) = super::setup(dir.path(), port);
     let path = write_config(dir.path(), &text);
-    let mut server = super::start(&path, port);
+    let server = super::start(&path, port);
     let client = connect(&pki, port).await;
     let admin = client.acting_as(ADMIN.parse().unwrap());
     let abuse = Expertise::Violence(ViolenceType::ChildAbuse);
@@ -290,16 +290,7 @@ async fn an_embedded_store_moves_to_postgres_and_its_trail_verifies_there() {
         .await
         .unwrap();
     drop(client);
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &server.child().id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let child = server.into_child();
-    let stopped = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
+    let stopped = server.terminate().await;
     assert!(stopped.status.success());
 
     // The data directory moves into the database, and the chain verifies
