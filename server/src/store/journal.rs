@@ -1,0 +1,520 @@
+//! The embedded store's journal: a write-ahead log in front of redb.
+//!
+//! Each group commit of the writer is one record, appended to the current
+//! segment file and made durable with one `fdatasync` before any batch of
+//! the group is answered. The record holds what the group changed, key by
+//! key, as absolute values (a put's new value, or a removal), so applying a
+//! record twice is the same as once. The writes reach redb later, many
+//! groups at a time, in a durable checkpoint that also records the last
+//! segment it covers; segments up to that one are then removed.
+//!
+//! A segment is `journal/<number>.wal`, numbered upwards, never reused. A
+//! record is its header (payload length, u32 little-endian; its number in
+//! the segment, u64; the first 16 bytes of the SHA-256 of the segment
+//! number, the record number and the payload) and its payload. Recovery
+//! reads the segments after the last checkpoint in order, each up to its
+//! first record that is incomplete or does not match its digest: only the
+//! last segment can end so (its records after the last `fdatasync` were
+//! never acknowledged), and a valid record after such an end is refused as
+//! damage rather than skipped. Digests come from ring; they detect torn
+//! and stale bytes, they are not a defence against someone who can write
+//! the data directory.
+//!
+//! A segment grows in steps written with zeros and synced ahead of the
+//! records ([`EXTEND`]), so that a record's `fdatasync` flushes the record
+//! alone and not also the file's new size.
+
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    io::{ErrorKind, Read},
+    os::unix::fs::{FileExt, OpenOptionsExt},
+    path::{Path, PathBuf},
+};
+
+use super::StoreError;
+
+/// The journal's directory, in the data directory.
+pub(super) const DIR: &str = "journal";
+
+/// How much a segment grows by when its written space runs short.
+pub(super) const EXTEND: u64 = 4 << 20;
+
+/// A record's header: payload length (4), record number (8), digest (16).
+const HEADER: usize = 4 + 8 + 16;
+
+/// The largest payload a record may have (a group of batches; attachment
+/// chunks are the largest values).
+const PAYLOAD_MAX: usize = 1 << 30;
+
+/// A key's new value in a record: `None` when the group removed it.
+pub(super) type Changes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+fn io(what: &str, path: &Path, err: std::io::Error) -> StoreError {
+    StoreError::Backend(format!("journal: cannot {what} {}: {err}", path.display()))
+}
+
+/// The path of segment `number` in `dir`.
+fn segment_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{number:016}.wal"))
+}
+
+/// The segments in `dir`, by number, in order.
+///
+/// # Errors
+/// [`StoreError::Backend`] when the directory cannot be read.
+pub(super) fn segments(dir: &Path) -> Result<Vec<u64>, StoreError> {
+    let mut numbers = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| io("list", dir, e))? {
+        let entry = entry.map_err(|e| io("list", dir, e))?;
+        let name = entry.file_name();
+        let Some(number) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".wal"))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        numbers.push(number);
+    }
+    numbers.sort_unstable();
+    Ok(numbers)
+}
+
+/// Removes every segment numbered `upto` or lower (their records are in
+/// redb). Not synced: a removal a crash undoes is done again at the next
+/// open, as the checkpoint says which segments are covered.
+pub(super) fn remove_upto(dir: &Path, upto: u64) -> Result<(), StoreError> {
+    for number in segments(dir)?.into_iter().filter(|n| *n <= upto) {
+        let path = segment_path(dir, number);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(io("remove", &path, e)),
+        }
+    }
+    Ok(())
+}
+
+/// The digest of a record.
+fn digest(segment: u64, record: u64, payload: &[u8]) -> [u8; 16] {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    context.update(&segment.to_le_bytes());
+    context.update(&record.to_le_bytes());
+    context.update(payload);
+    let full = context.finish();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&full.as_ref()[..16]);
+    out
+}
+
+/// Encodes a group's changes as a record payload: per key, 1 (put) or 0
+/// (removal), the key's length (u32 LE) and bytes, and for a put the
+/// value's length and bytes.
+pub(super) fn encode(changes: &Changes) -> Vec<u8> {
+    let size: usize = changes
+        .iter()
+        .map(|(k, v)| 9 + k.len() + v.as_ref().map_or(0, Vec::len))
+        .sum();
+    let mut out = Vec::with_capacity(size);
+    for (key, value) in changes {
+        out.push(u8::from(value.is_some()));
+        out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        out.extend_from_slice(key);
+        if let Some(value) = value {
+            out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            out.extend_from_slice(value);
+        }
+    }
+    out
+}
+
+/// Decodes a payload made by [`encode`] into `into`.
+fn decode(mut payload: &[u8], into: &mut Changes) -> Option<()> {
+    fn take<'a>(input: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        if input.len() < n {
+            return None;
+        }
+        let (head, rest) = input.split_at(n);
+        *input = rest;
+        Some(head)
+    }
+    fn length(input: &mut &[u8]) -> Option<usize> {
+        let raw = take(input, 4)?;
+        Some(u32::from_le_bytes(raw.try_into().ok()?) as usize)
+    }
+    while !payload.is_empty() {
+        let put = match take(&mut payload, 1)?[0] {
+            0 => false,
+            1 => true,
+            _ => return None,
+        };
+        let n = length(&mut payload)?;
+        let key = take(&mut payload, n)?.to_vec();
+        let value = if put {
+            let n = length(&mut payload)?;
+            Some(take(&mut payload, n)?.to_vec())
+        } else {
+            None
+        };
+        into.insert(key, value);
+    }
+    Some(())
+}
+
+/// What recovery found after the last checkpoint.
+pub(super) struct Recovered {
+    /// Every change of the valid records, in order (later ones win).
+    pub(super) changes: Changes,
+    /// The highest segment number in the directory (0 when none).
+    pub(super) last_segment: u64,
+    /// How many records were read.
+    pub(super) records: u64,
+}
+
+/// Reads the segments of `dir` numbered after `checkpointed`, in order.
+///
+/// # Errors
+/// [`StoreError::Corrupt`] when a segment ends early (an incomplete or
+/// mismatching record) and a later one holds records, or a record's
+/// payload cannot be decoded; [`StoreError::Backend`] when a segment
+/// cannot be read.
+pub(super) fn recover(dir: &Path, checkpointed: u64) -> Result<Recovered, StoreError> {
+    let numbers = segments(dir)?;
+    let mut recovered = Recovered {
+        changes: Changes::new(),
+        last_segment: numbers.last().copied().unwrap_or(0),
+        records: 0,
+    };
+    let mut ended_early: Option<u64> = None;
+    for number in numbers.into_iter().filter(|n| *n > checkpointed) {
+        let path = segment_path(dir, number);
+        let mut bytes = Vec::new();
+        File::open(&path)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(|e| io("read", &path, e))?;
+        let (records, complete) =
+            read_segment(number, &bytes, &mut recovered.changes).ok_or_else(|| {
+                StoreError::Corrupt {
+                    space: super::Keyspace::Meta,
+                    reason: format!(
+                        "journal segment {} holds a record that cannot be decoded",
+                        path.display()
+                    ),
+                }
+            })?;
+        if records > 0
+            && let Some(earlier) = ended_early
+        {
+            return Err(StoreError::Corrupt {
+                space: super::Keyspace::Meta,
+                reason: format!(
+                    "journal segment {earlier} ends in a damaged record, yet segment {number} follows it"
+                ),
+            });
+        }
+        recovered.records += records;
+        if !complete {
+            ended_early = Some(number);
+        }
+    }
+    Ok(recovered)
+}
+
+/// Reads the records of one segment into `changes`: how many, and whether
+/// the segment ended cleanly (its unwritten space is zeros, or it ends
+/// exactly after a record). `None` when a valid record's payload cannot
+/// be decoded, or a valid record follows a damaged one.
+fn read_segment(number: u64, bytes: &[u8], changes: &mut Changes) -> Option<(u64, bool)> {
+    let mut offset = 0usize;
+    let mut records = 0u64;
+    loop {
+        let rest = &bytes[offset..];
+        if rest.is_empty() {
+            return Some((records, true));
+        }
+        match parse_record(number, records + 1, rest) {
+            Some((payload, used)) => {
+                decode(payload, changes)?;
+                records += 1;
+                offset += used;
+            }
+            None => {
+                // The end: zeros (space written ahead), or a record the
+                // crash cut short. Nothing valid may follow it.
+                let clean = rest.iter().all(|b| *b == 0);
+                if !clean && follows_valid(number, records + 1, rest) {
+                    return None;
+                }
+                return Some((records, clean));
+            }
+        }
+    }
+}
+
+/// The record at the start of `bytes` if it is complete and valid: its
+/// payload and its length with the header.
+fn parse_record(segment: u64, expected: u64, bytes: &[u8]) -> Option<(&[u8], usize)> {
+    let header = bytes.get(..HEADER)?;
+    let length = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
+    let number = u64::from_le_bytes(header[4..12].try_into().ok()?);
+    if length == 0 || length > PAYLOAD_MAX || number != expected {
+        return None;
+    }
+    let payload = bytes.get(HEADER..HEADER + length)?;
+    if header[12..HEADER] != digest(segment, number, payload) {
+        return None;
+    }
+    Some((payload, HEADER + length))
+}
+
+/// Whether a valid record numbered `expected` or later starts anywhere in
+/// `bytes` (damage in the middle of a segment, not a torn end).
+fn follows_valid(segment: u64, expected: u64, bytes: &[u8]) -> bool {
+    (1..bytes.len()).any(|at| {
+        bytes[at..].len() > HEADER && {
+            let number = bytes[at + 4..at + 12]
+                .try_into()
+                .map(u64::from_le_bytes)
+                .unwrap_or(0);
+            number >= expected && parse_record(segment, number, &bytes[at..]).is_some()
+        }
+    })
+}
+
+/// The segment being written.
+pub(super) struct Journal {
+    /// The journal's directory.
+    dir: PathBuf,
+    /// The current segment's file.
+    file: File,
+    /// Its number.
+    number: u64,
+    /// Where its next record goes.
+    offset: u64,
+    /// Its size on disk, synced: records up to here need no new size.
+    written_ahead: u64,
+    /// The number of its last record.
+    records: u64,
+}
+
+impl Journal {
+    /// Starts segment `number` in `dir` (which must exist), durably: the
+    /// file with its first space written ahead, and its name.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the file cannot be made.
+    pub(super) fn start(dir: &Path, number: u64) -> Result<Self, StoreError> {
+        let path = segment_path(dir, number);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| io("create", &path, e))?;
+        let mut journal = Journal {
+            dir: dir.to_path_buf(),
+            file,
+            number,
+            offset: 0,
+            written_ahead: 0,
+            records: 0,
+        };
+        journal.write_ahead(EXTEND)?;
+        super::redb::sync_dir(dir)?;
+        Ok(journal)
+    }
+
+    /// The current segment's number.
+    pub(super) fn number(&self) -> u64 {
+        self.number
+    }
+
+    /// Writes zeros from the end of the written-ahead space to `until`
+    /// and syncs them with the file's size.
+    fn write_ahead(&mut self, until: u64) -> Result<(), StoreError> {
+        const CHUNK: usize = 1 << 20;
+        let zeros = vec![0u8; CHUNK];
+        let mut at = self.written_ahead;
+        while at < until {
+            let n = CHUNK.min((until - at) as usize);
+            self.file
+                .write_all_at(&zeros[..n], at)
+                .map_err(|e| io("write", &self.path(), e))?;
+            at += n as u64;
+        }
+        self.file
+            .sync_data()
+            .map_err(|e| io("sync", &self.path(), e))?;
+        self.written_ahead = until;
+        Ok(())
+    }
+
+    fn path(&self) -> PathBuf {
+        segment_path(&self.dir, self.number)
+    }
+
+    /// Appends one record (not yet durable: see [`Journal::sync`]).
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the payload is too large or the write
+    /// fails.
+    pub(super) fn append(&mut self, payload: &[u8]) -> Result<(), StoreError> {
+        if payload.is_empty() || payload.len() > PAYLOAD_MAX {
+            return Err(StoreError::Backend(format!(
+                "journal: a record of {} bytes cannot be written",
+                payload.len()
+            )));
+        }
+        let number = self.records + 1;
+        let mut record = Vec::with_capacity(HEADER + payload.len());
+        record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        record.extend_from_slice(&number.to_le_bytes());
+        record.extend_from_slice(&digest(self.number, number, payload));
+        record.extend_from_slice(payload);
+        let end = self.offset + record.len() as u64;
+        if end > self.written_ahead {
+            self.write_ahead(end.div_ceil(EXTEND) * EXTEND + EXTEND)?;
+        }
+        self.file
+            .write_all_at(&record, self.offset)
+            .map_err(|e| io("write", &self.path(), e))?;
+        self.offset = end;
+        self.records = number;
+        Ok(())
+    }
+
+    /// Makes every record appended so far durable (`fdatasync`).
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the sync fails.
+    pub(super) fn sync(&self) -> Result<(), StoreError> {
+        self.file
+            .sync_data()
+            .map_err(|e| io("sync", &self.path(), e))
+    }
+
+    /// Bytes of records in the current segment.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> u64 {
+        self.offset
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    /// Changes from text pairs (`None`: removed), for tests here and in
+    /// `memtable`.
+    pub(in crate::store) fn changes(pairs: &[(&str, Option<&str>)]) -> Changes {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.map(|v| v.as_bytes().to_vec())))
+            .collect()
+    }
+
+    #[test]
+    fn records_come_back_in_order_and_later_ones_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = Journal::start(dir.path(), 1).unwrap();
+        journal
+            .append(&encode(&changes(&[("a", Some("1")), ("b", Some("2"))])))
+            .unwrap();
+        journal
+            .append(&encode(&changes(&[("a", None), ("c", Some("3"))])))
+            .unwrap();
+        journal.sync().unwrap();
+        let mut next = Journal::start(dir.path(), 2).unwrap();
+        next.append(&encode(&changes(&[("c", Some("4"))]))).unwrap();
+        next.sync().unwrap();
+        let recovered = recover(dir.path(), 0).unwrap();
+        assert_eq!(recovered.records, 3);
+        assert_eq!(recovered.last_segment, 2);
+        assert_eq!(
+            recovered.changes,
+            changes(&[("a", None), ("b", Some("2")), ("c", Some("4"))])
+        );
+        // Checkpointed segments are not read again.
+        let after = recover(dir.path(), 1).unwrap();
+        assert_eq!(after.changes, changes(&[("c", Some("4"))]));
+        remove_upto(dir.path(), 1).unwrap();
+        assert_eq!(segments(dir.path()).unwrap(), vec![2]);
+    }
+
+    #[test]
+    fn a_torn_last_record_is_dropped_and_damage_before_the_end_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = Journal::start(dir.path(), 1).unwrap();
+        journal
+            .append(&encode(&changes(&[("kept", Some("yes"))])))
+            .unwrap();
+        journal
+            .append(&encode(&changes(&[("torn", Some("no"))])))
+            .unwrap();
+        journal.sync().unwrap();
+        let path = segment_path(dir.path(), 1);
+        // The crash cut the second record short: its last bytes are zeros.
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(&[0u8; 4], journal.len() - 4).unwrap();
+        let recovered = recover(dir.path(), 0).unwrap();
+        assert_eq!(recovered.changes, changes(&[("kept", Some("yes"))]));
+
+        // A segment after one that ended early: damage, not a torn end.
+        let mut next = Journal::start(dir.path(), 2).unwrap();
+        next.append(&encode(&changes(&[("later", Some("1"))])))
+            .unwrap();
+        next.sync().unwrap();
+        assert!(matches!(
+            recover(dir.path(), 0),
+            Err(StoreError::Corrupt { .. })
+        ));
+        std::fs::remove_file(segment_path(dir.path(), 2)).unwrap();
+
+        // A damaged record with a valid one after it: refused too.
+        let mut third = Journal::start(dir.path(), 3).unwrap();
+        third
+            .append(&encode(&changes(&[("first", Some("1"))])))
+            .unwrap();
+        third
+            .append(&encode(&changes(&[("second", Some("2"))])))
+            .unwrap();
+        third.sync().unwrap();
+        let path = segment_path(dir.path(), 3);
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(&[0xff], HEADER as u64 + 2).unwrap();
+        assert!(matches!(
+            recover(dir.path(), 2),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn a_record_of_another_segment_does_not_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = Journal::start(dir.path(), 1).unwrap();
+        journal
+            .append(&encode(&changes(&[("a", Some("1"))])))
+            .unwrap();
+        journal.sync().unwrap();
+        // Segment 1's bytes under segment 2's name: the digests differ.
+        std::fs::copy(segment_path(dir.path(), 1), segment_path(dir.path(), 2)).unwrap();
+        std::fs::remove_file(segment_path(dir.path(), 1)).unwrap();
+        let recovered = recover(dir.path(), 0).unwrap();
+        assert_eq!(recovered.records, 0);
+    }
+
+    #[test]
+    fn a_record_larger_than_the_space_written_ahead_grows_the_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = Journal::start(dir.path(), 1).unwrap();
+        let big = "x".repeat(EXTEND as usize + 10);
+        journal
+            .append(&encode(&changes(&[("big", Some(&big))])))
+            .unwrap();
+        journal.sync().unwrap();
+        let recovered = recover(dir.path(), 0).unwrap();
+        assert_eq!(recovered.changes, changes(&[("big", Some(&big))]));
+    }
+}
