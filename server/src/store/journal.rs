@@ -21,8 +21,9 @@
 //! the data directory.
 //!
 //! A segment grows in steps written with zeros and synced ahead of the
-//! records ([`EXTEND`]), so that a record's `fdatasync` flushes the record
-//! alone and not also the file's new size.
+//! records (from [`INITIAL`], doubling up to [`EXTEND`]), so that a
+//! record's `fdatasync` flushes the record alone and not also the file's
+//! new size, and a segment of a quiet server stays small.
 
 use std::{
     collections::BTreeMap,
@@ -37,7 +38,11 @@ use super::StoreError;
 /// The journal's directory, in the data directory.
 pub(super) const DIR: &str = "journal";
 
-/// How much a segment grows by when its written space runs short.
+/// The space a new segment has written ahead.
+pub(super) const INITIAL: u64 = 256 << 10;
+
+/// The most a segment grows by at once when its written space runs short
+/// (each step doubles the space, from [`INITIAL`]).
 pub(super) const EXTEND: u64 = 4 << 20;
 
 /// A record's header: payload length (4), record number (8), digest (16).
@@ -175,10 +180,10 @@ pub(super) struct Recovered {
 /// Reads the segments of `dir` numbered after `checkpointed`, in order.
 ///
 /// # Errors
-/// [`StoreError::Corrupt`] when a segment ends early (an incomplete or
-/// mismatching record) and a later one holds records, or a record's
-/// payload cannot be decoded; [`StoreError::Backend`] when a segment
-/// cannot be read.
+/// [`StoreError::Backend`] when a segment cannot be read, or is damaged:
+/// it ends early (an incomplete or mismatching record) and a later one
+/// holds records, a record is damaged and the next one follows it intact,
+/// or a valid record's payload cannot be decoded.
 pub(super) fn recover(dir: &Path, checkpointed: u64) -> Result<Recovered, StoreError> {
     let numbers = segments(dir)?;
     let mut recovered = Recovered {
@@ -193,25 +198,21 @@ pub(super) fn recover(dir: &Path, checkpointed: u64) -> Result<Recovered, StoreE
         File::open(&path)
             .and_then(|mut f| f.read_to_end(&mut bytes))
             .map_err(|e| io("read", &path, e))?;
+        let damaged = |reason: String| {
+            StoreError::Backend(format!(
+                "the journal segment {} is damaged: {reason}; the store does not open rather \
+                 than lose what follows (restore the data directory from a backup)",
+                path.display()
+            ))
+        };
         let (records, complete) =
-            read_segment(number, &bytes, &mut recovered.changes).ok_or_else(|| {
-                StoreError::Corrupt {
-                    space: super::Keyspace::Meta,
-                    reason: format!(
-                        "journal segment {} holds a record that cannot be decoded",
-                        path.display()
-                    ),
-                }
-            })?;
+            read_segment(number, &bytes, &mut recovered.changes).map_err(damaged)?;
         if records > 0
             && let Some(earlier) = ended_early
         {
-            return Err(StoreError::Corrupt {
-                space: super::Keyspace::Meta,
-                reason: format!(
-                    "journal segment {earlier} ends in a damaged record, yet segment {number} follows it"
-                ),
-            });
+            return Err(damaged(format!(
+                "segment {earlier} before it ends in a damaged record, yet this one holds records"
+            )));
         }
         recovered.records += records;
         if !complete {
@@ -223,63 +224,72 @@ pub(super) fn recover(dir: &Path, checkpointed: u64) -> Result<Recovered, StoreE
 
 /// Reads the records of one segment into `changes`: how many, and whether
 /// the segment ended cleanly (its unwritten space is zeros, or it ends
-/// exactly after a record). `None` when a valid record's payload cannot
-/// be decoded, or a valid record follows a damaged one.
-fn read_segment(number: u64, bytes: &[u8], changes: &mut Changes) -> Option<(u64, bool)> {
+/// exactly after a record); or why it is damaged.
+///
+/// Each record is synced before the next is written, so only the last
+/// record can have been cut short by a crash (in any of its sectors):
+/// what follows the first invalid record is not read, except that a
+/// valid next record right where a whole header says the invalid one
+/// ends is damage in the middle of the segment.
+fn read_segment(number: u64, bytes: &[u8], changes: &mut Changes) -> Result<(u64, bool), String> {
     let mut offset = 0usize;
     let mut records = 0u64;
     loop {
         let rest = &bytes[offset..];
         if rest.is_empty() {
-            return Some((records, true));
+            return Ok((records, true));
         }
-        match parse_record(number, records + 1, rest) {
-            Some((payload, used)) => {
-                decode(payload, changes)?;
-                records += 1;
-                offset += used;
-            }
-            None => {
-                // The end: zeros (space written ahead), or a record the
-                // crash cut short. Nothing valid may follow it.
-                let clean = rest.iter().all(|b| *b == 0);
-                if !clean && follows_valid(number, records + 1, rest) {
-                    return None;
-                }
-                return Some((records, clean));
-            }
+        let expected = records + 1;
+        if let Some((payload, used)) = parse_record(number, expected, rest) {
+            decode(payload, changes)
+                .ok_or_else(|| format!("record {expected} cannot be decoded"))?;
+            records = expected;
+            offset += used;
+            continue;
         }
+        let clean = rest.iter().all(|b| *b == 0);
+        if !clean
+            && let Some(end) = declared_end(expected, rest)
+            && parse_record(number, expected + 1, &rest[end..]).is_some()
+        {
+            return Err(format!(
+                "record {expected} does not match its digest, yet record {} follows it",
+                expected + 1
+            ));
+        }
+        return Ok((records, clean));
     }
+}
+
+/// Where the record at the start of `bytes` ends, when its header is
+/// whole, names record `expected` and gives a length that fits.
+fn declared_end(expected: u64, bytes: &[u8]) -> Option<usize> {
+    let header = bytes.get(..HEADER)?;
+    let length = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
+    let number = u64::from_le_bytes(header[4..12].try_into().ok()?);
+    (length > 0 && length <= PAYLOAD_MAX && number == expected && HEADER + length <= bytes.len())
+        .then_some(HEADER + length)
 }
 
 /// The record at the start of `bytes` if it is complete and valid: its
 /// payload and its length with the header.
 fn parse_record(segment: u64, expected: u64, bytes: &[u8]) -> Option<(&[u8], usize)> {
-    let header = bytes.get(..HEADER)?;
-    let length = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
-    let number = u64::from_le_bytes(header[4..12].try_into().ok()?);
-    if length == 0 || length > PAYLOAD_MAX || number != expected {
+    let end = declared_end(expected, bytes)?;
+    let payload = &bytes[HEADER..end];
+    if bytes[12..HEADER] != digest(segment, expected, payload) {
         return None;
     }
-    let payload = bytes.get(HEADER..HEADER + length)?;
-    if header[12..HEADER] != digest(segment, number, payload) {
-        return None;
-    }
-    Some((payload, HEADER + length))
+    Some((payload, end))
 }
 
-/// Whether a valid record numbered `expected` or later starts anywhere in
-/// `bytes` (damage in the middle of a segment, not a torn end).
-fn follows_valid(segment: u64, expected: u64, bytes: &[u8]) -> bool {
-    (1..bytes.len()).any(|at| {
-        bytes[at..].len() > HEADER && {
-            let number = bytes[at + 4..at + 12]
-                .try_into()
-                .map(u64::from_le_bytes)
-                .unwrap_or(0);
-            number >= expected && parse_record(segment, number, &bytes[at..]).is_some()
-        }
-    })
+/// Why an append failed.
+#[derive(Debug)]
+pub(super) enum AppendError {
+    /// Nothing of the record was written (it is too large, or no space
+    /// could be written ahead): the journal can go on.
+    NotWritten(StoreError),
+    /// Writing the record failed: part or all of it may be on disk.
+    Unknown(StoreError),
 }
 
 /// The segment being written.
@@ -321,9 +331,23 @@ impl Journal {
             written_ahead: 0,
             records: 0,
         };
-        journal.write_ahead(EXTEND)?;
-        super::redb::sync_dir(dir)?;
+        let made = journal
+            .write_ahead(INITIAL)
+            .and_then(|()| super::redb::sync_dir(dir));
+        if let Err(err) = made {
+            // Not left behind half made: its number is tried again.
+            let _ = std::fs::remove_file(&path);
+            return Err(err);
+        }
         Ok(journal)
+    }
+
+    /// Removes this segment's file: it holds no record (a spare never
+    /// used).
+    pub(super) fn discard(self) -> Result<(), StoreError> {
+        let path = self.path();
+        drop(self.file);
+        std::fs::remove_file(&path).map_err(|e| io("remove", &path, e))
     }
 
     /// The current segment's number.
@@ -358,14 +382,15 @@ impl Journal {
     /// Appends one record (not yet durable: see [`Journal::sync`]).
     ///
     /// # Errors
-    /// [`StoreError::Backend`] when the payload is too large or the write
-    /// fails.
-    pub(super) fn append(&mut self, payload: &[u8]) -> Result<(), StoreError> {
+    /// [`AppendError::NotWritten`] when the payload is empty or too large,
+    /// or no space can be written ahead for it;
+    /// [`AppendError::Unknown`] when its write fails.
+    pub(super) fn append(&mut self, payload: &[u8]) -> Result<(), AppendError> {
         if payload.is_empty() || payload.len() > PAYLOAD_MAX {
-            return Err(StoreError::Backend(format!(
-                "journal: a record of {} bytes cannot be written",
+            return Err(AppendError::NotWritten(StoreError::Backend(format!(
+                "journal: a record of {} bytes cannot be written (at most {PAYLOAD_MAX})",
                 payload.len()
-            )));
+            ))));
         }
         let number = self.records + 1;
         let mut record = Vec::with_capacity(HEADER + payload.len());
@@ -375,11 +400,14 @@ impl Journal {
         record.extend_from_slice(payload);
         let end = self.offset + record.len() as u64;
         if end > self.written_ahead {
-            self.write_ahead(end.div_ceil(EXTEND) * EXTEND + EXTEND)?;
+            // Zeros past every synced record: a failure here harms none.
+            let step = self.written_ahead.clamp(INITIAL, EXTEND);
+            self.write_ahead(end.div_ceil(INITIAL) * INITIAL + step)
+                .map_err(AppendError::NotWritten)?;
         }
         self.file
             .write_all_at(&record, self.offset)
-            .map_err(|e| io("write", &self.path(), e))?;
+            .map_err(|e| AppendError::Unknown(io("write", &self.path(), e)))?;
         self.offset = end;
         self.records = number;
         Ok(())
@@ -468,7 +496,7 @@ pub(super) mod tests {
         next.sync().unwrap();
         assert!(matches!(
             recover(dir.path(), 0),
-            Err(StoreError::Corrupt { .. })
+            Err(StoreError::Backend(m)) if m.contains("damaged")
         ));
         std::fs::remove_file(segment_path(dir.path(), 2)).unwrap();
 
@@ -486,7 +514,7 @@ pub(super) mod tests {
         file.write_all_at(&[0xff], HEADER as u64 + 2).unwrap();
         assert!(matches!(
             recover(dir.path(), 2),
-            Err(StoreError::Corrupt { .. })
+            Err(StoreError::Backend(m)) if m.contains("damaged")
         ));
     }
 
@@ -503,6 +531,44 @@ pub(super) mod tests {
         std::fs::remove_file(segment_path(dir.path(), 1)).unwrap();
         let recovered = recover(dir.path(), 0).unwrap();
         assert_eq!(recovered.records, 0);
+    }
+
+    #[test]
+    fn garbage_after_a_torn_record_is_not_read_as_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = Journal::start(dir.path(), 1).unwrap();
+        journal
+            .append(&encode(&changes(&[("kept", Some("yes"))])))
+            .unwrap();
+        let torn = journal.len();
+        journal
+            .append(&encode(&changes(&[("torn", Some(&"t".repeat(3000)))])))
+            .unwrap();
+        journal.sync().unwrap();
+        // A sector in the middle of the torn record never reached the
+        // disk, and its header is gone too; what follows is not zeros.
+        let path = segment_path(dir.path(), 1);
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(&[0u8; HEADER], torn).unwrap();
+        file.write_all_at(&[0u8; 512], torn + 1024).unwrap();
+        let recovered = recover(dir.path(), 0).unwrap();
+        assert_eq!(recovered.records, 1);
+        assert_eq!(recovered.changes, changes(&[("kept", Some("yes"))]));
+    }
+
+    #[test]
+    fn a_segment_not_fully_made_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("gone");
+        // The directory does not exist: the file cannot even be made.
+        assert!(Journal::start(&missing, 1).is_err());
+        // A file of that number exists: refused, and left as it is.
+        std::fs::write(segment_path(dir.path(), 2), b"").unwrap();
+        assert!(Journal::start(dir.path(), 2).is_err());
+        assert!(segment_path(dir.path(), 2).is_file());
+        // A spare never used is discarded.
+        Journal::start(dir.path(), 3).unwrap().discard().unwrap();
+        assert_eq!(segments(dir.path()).unwrap(), vec![2]);
     }
 
     #[test]

@@ -143,14 +143,29 @@ impl Tables {
     /// The tables' entries from `start` on whose keys start with `prefix`,
     /// in key order (the active table's value where both hold a key),
     /// removals included, until `limit` live entries are taken: the
-    /// entries, and whether the tables hold nothing more in the range.
-    pub(super) fn range(
+    /// entries, whether the tables hold nothing more in the range, and what
+    /// `then` answers, called while the tables are still as read (to begin
+    /// a read of redb at the same moment).
+    pub(super) fn range<T>(
         &self,
         start: Bound<&[u8]>,
         prefix: &[u8],
         limit: usize,
-    ) -> (Vec<Change>, bool) {
+        then: impl FnOnce() -> T,
+    ) -> (Vec<Change>, bool, T) {
         let inner = self.read();
+        let (entries, done) = Self::collect(&inner, start, prefix, limit);
+        let after = then();
+        drop(inner);
+        (entries, done, after)
+    }
+
+    fn collect(
+        inner: &Inner,
+        start: Bound<&[u8]>,
+        prefix: &[u8],
+        limit: usize,
+    ) -> (Vec<Change>, bool) {
         let range = (start, Bound::Unbounded);
         let mut active = inner
             .active
@@ -271,7 +286,7 @@ mod tests {
         assert!(matches!(tables.get(b"a"), Found::Here(Some(v)) if v == b"new"));
         assert!(matches!(tables.get(b"b"), Found::Here(None)));
         assert!(matches!(tables.get(b"c"), Found::InRedb));
-        let (entries, done) = tables.range(Bound::Unbounded, b"", 10);
+        let (entries, done, ()) = tables.range(Bound::Unbounded, b"", 10, || ());
         assert!(done);
         assert_eq!(
             entries,

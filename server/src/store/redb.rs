@@ -14,12 +14,13 @@
 //! A checkpoint thread writes the changes into redb many groups at a time:
 //! when the changes held in memory pass [`FREEZE_BYTES`] (or the writer has
 //! been idle for [`IDLE_CHECKPOINT`]), the writer freezes them and moves on
-//! to a new journal segment; the checkpoint commits the frozen changes to
+//! to a new journal segment (made ahead by the checkpoint thread); the checkpoint commits the frozen changes to
 //! redb durably (`Durability::Immediate`), recording the last segment they
 //! cover in the same transaction, and the covered segments are removed.
 //! Opening the store replays the segments after the last checkpoint and
 //! checkpoints them; closing it (the last clone dropped) checkpoints
-//! everything, so a stopped server's data is all in the redb file.
+//! everything and removes the journal's segments, so a stopped server's
+//! data is all in the redb file.
 //!
 //! The database file, the journal's directory and each segment are synced
 //! when they are created, so the files themselves survive a power cut.
@@ -41,7 +42,7 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use super::{
     Batch, CommitMetrics, Entry, Keyspace, Store, StoreError,
     apply::{View, apply},
-    journal::{self, Changes, Journal},
+    journal::{self, AppendError, Changes, Journal},
     memtable::{self, Found, Table, Tables},
 };
 
@@ -61,6 +62,10 @@ pub const FILE: &str = "samenop.redb";
 /// The most batches one group commit takes.
 const GROUP_MAX: usize = 512;
 
+/// The most bytes of writes one group commit takes (a batch larger than
+/// this goes alone), so a journal record stays well within its limit.
+const GROUP_BYTES: usize = 64 << 20;
+
 /// Changes held in memory that start a checkpoint.
 pub const FREEZE_BYTES: usize = 16 << 20;
 
@@ -69,7 +74,7 @@ pub const FREEZE_BYTES: usize = 16 << 20;
 const STALL_BYTES: usize = 4 * FREEZE_BYTES;
 
 /// How long the writer is idle before it checkpoints what it holds.
-pub const IDLE_CHECKPOINT: Duration = Duration::from_secs(5);
+pub const IDLE_CHECKPOINT: Duration = Duration::from_secs(30);
 
 /// How long after a failed checkpoint it is tried again.
 const RETRY: Duration = Duration::from_secs(1);
@@ -178,8 +183,10 @@ impl RedbStore {
                 .map_err(|e| {
                     StoreError::Backend(format!("cannot create {}: {e}", journal_dir.display()))
                 })?;
-            sync_dir(dir)?;
         }
+        // Every time, not only when it was made: a crash right after
+        // making it would leave its name unsynced for good.
+        sync_dir(dir)?;
         let recovered = journal::recover(&journal_dir, checkpointed)?;
         if recovered.records > 0 {
             tracing::info!(
@@ -369,21 +376,37 @@ impl WriteLoop {
     /// Takes groups until every sender is gone, then checkpoints all.
     fn run(&mut self, queue: &mpsc::Receiver<Waiting>) {
         loop {
-            let next = queue.recv_timeout(IDLE_CHECKPOINT);
+            // While a checkpoint runs, its end is looked for often: its
+            // table is dropped and its segments removed soon after.
+            let wait = if self.in_flight.is_some() {
+                Duration::from_millis(10)
+            } else {
+                IDLE_CHECKPOINT
+            };
+            let next = queue.recv_timeout(wait);
+            let was_in_flight = self.in_flight.is_some();
             self.settle(false);
             match next {
                 Ok(first) => {
+                    let mut bytes = size_of(&first.0);
                     let mut group = vec![first];
-                    while group.len() < GROUP_MAX {
+                    while group.len() < GROUP_MAX && bytes < GROUP_BYTES {
                         match queue.try_recv() {
-                            Ok(next) => group.push(next),
+                            Ok(next) => {
+                                bytes += size_of(&next.0);
+                                group.push(next);
+                            }
                             Err(_) => break,
                         }
                     }
                     self.commit_group(group);
                     self.checkpoint_when_due(false);
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => self.checkpoint_when_due(true),
+                // Idle: not when the wait was only for a checkpoint's end.
+                Err(mpsc::RecvTimeoutError::Timeout) if !was_in_flight => {
+                    self.checkpoint_when_due(true);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
@@ -408,8 +431,12 @@ impl WriteLoop {
             }
             Err(err) => {
                 tracing::error!(cause = %err, "a group commit failed");
+                let message = match &err {
+                    StoreError::Backend(message) => message.clone(),
+                    other => other.to_string(),
+                };
                 for answer in answers {
-                    let _ = answer.send(Err(backend(&err)));
+                    let _ = answer.send(Err(StoreError::Backend(message.clone())));
                 }
             }
         }
@@ -423,6 +450,17 @@ impl WriteLoop {
             return Err(StoreError::Backend(format!(
                 "the store's journal failed earlier ({failed}); restart the server"
             )));
+        }
+        if self.in_flight.is_none()
+            && self.tables.frozen().is_some()
+            && self.tables.active_bytes() >= STALL_BYTES
+        {
+            // Checkpoints keep failing: memory is not to grow without end.
+            return Err(StoreError::Backend(
+                "the store cannot write its checkpoints into its database file (see the log); \
+                 changes are refused until it can"
+                    .into(),
+            ));
         }
         let read = self.db.begin_read().map_err(backend)?;
         let redb = read.open_table(TABLE).map_err(backend)?;
@@ -441,19 +479,16 @@ impl WriteLoop {
         if changes.is_empty() {
             return Ok(outcomes);
         }
-        let written = self
-            .journal
-            .append(&journal::encode(&changes))
-            .and_then(|()| {
-                if self.durable {
-                    self.journal.sync()
-                } else {
-                    Ok(())
-                }
-            });
+        let written = match self.journal.append(&journal::encode(&changes)) {
+            Ok(()) if self.durable => self.journal.sync(),
+            Ok(()) => Ok(()),
+            // Nothing written: the group fails, the journal goes on.
+            Err(AppendError::NotWritten(err)) => return Err(err),
+            Err(AppendError::Unknown(err)) => Err(err),
+        };
         if let Err(err) = written {
             // Whether the record reached the disk is unknown: the callers
-            // are told it failed, and nothing more is written.
+            // are told it may have, and nothing more is written.
             self.failed = Some(err.to_string());
             return Err(StoreError::Backend(format!(
                 "{err}; the change may have been written, and the store refuses every \
@@ -477,12 +512,14 @@ impl WriteLoop {
             } else {
                 self.done.try_recv().ok()
             };
-            let Some(done) = answer else {
-                if wait {
-                    // The checkpoint thread is gone.
+            let done = match answer {
+                Some(done) => done,
+                None if wait || self.checkpointer.as_ref().is_some_and(|t| t.is_finished()) => {
+                    tracing::error!("the store's checkpoint thread has stopped");
                     self.in_flight = None;
+                    return;
                 }
-                return;
+                None => return,
             };
             let upto = self.in_flight.take().unwrap_or_default();
             match done.spare {
@@ -575,7 +612,31 @@ impl WriteLoop {
         if let Some(thread) = self.checkpointer.take() {
             let _ = thread.join();
         }
+        if let Some(spare) = self.spare.take()
+            && let Err(err) = spare.discard()
+        {
+            tracing::warn!(cause = %err, "an unused journal segment stays");
+        }
     }
+}
+
+/// About the bytes a batch writes.
+fn size_of(batch: &Batch) -> usize {
+    let writes: usize = batch
+        .writes
+        .iter()
+        .map(|w| match w {
+            super::Write::Put { key, value, .. } => key.len() + value.len(),
+            super::Write::Delete { key, .. } => key.len(),
+        })
+        .sum();
+    let logs: usize = batch
+        .logs
+        .iter()
+        .flat_map(|a| &a.events)
+        .map(Vec::len)
+        .sum();
+    writes + logs + 1024 * batch.audit.len()
 }
 
 /// The store as one group sees it: its own changes, then the tables, then
@@ -647,14 +708,18 @@ impl Store for RedbStore {
             Some(after) => Bound::Excluded(after.as_slice()),
             None => Bound::Included(full_prefix.as_slice()),
         };
-        let (tabled, tables_done) = self.tables.range(start, &full_prefix, limit);
+        // redb is read as it was when the tables were: a checkpoint that
+        // commits meanwhile writes what the tables' entries already hold.
+        let (tabled, tables_done, tx) = self
+            .tables
+            .range(start, &full_prefix, limit, || self.db.begin_read());
+        let tx = tx.map_err(backend)?;
         // Enough of redb's entries for `limit` of them to show, however
         // many the tables hide; none past what the tables are sure of.
         let tables_end = (!tables_done)
             .then(|| tabled.last().map(|(k, _)| k.clone()))
             .flatten();
         let redb_limit = limit.saturating_add(tabled.len());
-        let tx = self.db.begin_read().map_err(backend)?;
         let table = tx.open_table(TABLE).map_err(backend)?;
         let mut stored = Vec::new();
         let mut redb_done = true;
