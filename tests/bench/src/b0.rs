@@ -36,8 +36,8 @@ pub(crate) async fn run(bench: &mut Bench) -> Result<(), String> {
     for (connections, in_flight) in SHAPES {
         let mut ours = Vec::new();
         let mut bare = Vec::new();
-        for _ in 0..connections {
-            ours.push(net.connect(&sanne).await?.channel());
+        for n in 0..connections {
+            ours.push(net.connect_to(n, &sanne).await?.channel());
             bare.push(net.connect_echo().await?.channel());
         }
         let ours = Arc::new(ours);

@@ -232,8 +232,8 @@ async fn measure_stage(
     let sanne = net.person("Sanne")?;
     // The subscribers' organisation: the specialists' own.
     let eva = net.person("Eva")?;
-    for _ in 0..connections {
-        ours.push(net.connect(&eva).await?.channel());
+    for n in 0..connections {
+        ours.push(net.connect_to(n, &eva).await?.channel());
         bare.push(net.connect_echo().await?.channel());
     }
     let publisher = net.connect(&sanne).await?.channel();
@@ -323,7 +323,7 @@ async fn measure_stage(
                 *latest += count;
                 let posted: Posted = Arc::default();
                 let cpu = (
-                    crate::sys::cpu_seconds(Some(net.server.pid)),
+                    crate::network::cpu_of(net.server.pid),
                     crate::sys::cpu_seconds(None),
                 );
                 let collecting = tokio::spawn(collect(streams, after, count, limit));
@@ -333,7 +333,7 @@ async fn measure_stage(
                 }
                 let seen = collecting.await.map_err(|e| e.to_string())??;
                 let cpu = (
-                    crate::sys::cpu_seconds(Some(net.server.pid)) - cpu.0,
+                    crate::network::cpu_of(net.server.pid) - cpu.0,
                     crate::sys::cpu_seconds(None) - cpu.1,
                 );
                 let posted = posted.lock().map_err(|_| "lock")?.clone();

@@ -31,7 +31,10 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{network::Network, report::Report};
+use crate::{
+    network::{Backend, Network},
+    report::Report,
+};
 
 #[derive(Parser)]
 #[command(
@@ -65,6 +68,10 @@ enum Command {
     B7(Options),
     /// B8: MLS in the client vs the raw primitives of its ciphersuite.
     B8(Options),
+    /// B0, B1 and B4 on the embedded store, then on PostgreSQL with one
+    /// replica and with two (`.pg1`, `.pg2`); writes postgres.json and
+    /// postgres.md.
+    Postgres(Options),
     /// The bare echo server (started by the benchmarks themselves).
     #[command(hide = true)]
     EchoServer {
@@ -162,22 +169,26 @@ fn main() -> ExitCode {
         match cli.command {
             Command::EchoServer { pki } => echo::serve(pki).await,
             Command::All(options) => {
-                benchmark(
-                    options,
-                    &["B0", "B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8"],
-                    true,
-                )
-                .await
+                let every = ["B0", "B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8"];
+                benchmark(options, &every, &[Backend::Embedded], Some("report")).await
             }
-            Command::B0(options) => benchmark(options, &["B0"], false).await,
-            Command::B1(options) => benchmark(options, &["B1"], false).await,
-            Command::B2(options) => benchmark(options, &["B2"], false).await,
-            Command::B3(options) => benchmark(options, &["B3"], false).await,
-            Command::B4(options) => benchmark(options, &["B4"], false).await,
-            Command::B5(options) => benchmark(options, &["B5"], false).await,
-            Command::B6(options) => benchmark(options, &["B6"], false).await,
-            Command::B7(options) => benchmark(options, &["B7"], false).await,
-            Command::B8(options) => benchmark(options, &["B8"], false).await,
+            Command::Postgres(options) => {
+                let backends = [
+                    Backend::Embedded,
+                    Backend::Postgres(1),
+                    Backend::Postgres(2),
+                ];
+                benchmark(options, &["B0", "B1", "B4"], &backends, Some("postgres")).await
+            }
+            Command::B0(options) => one(options, "B0").await,
+            Command::B1(options) => one(options, "B1").await,
+            Command::B2(options) => one(options, "B2").await,
+            Command::B3(options) => one(options, "B3").await,
+            Command::B4(options) => one(options, "B4").await,
+            Command::B5(options) => one(options, "B5").await,
+            Command::B6(options) => one(options, "B6").await,
+            Command::B7(options) => one(options, "B7").await,
+            Command::B8(options) => one(options, "B8").await,
         }
     });
     match result {
@@ -189,75 +200,99 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs the benchmarks `which` on one network; with `write`, the report.
-async fn benchmark(options: Options, which: &[&str], write: bool) -> Result<(), String> {
+/// Runs one benchmark on the embedded store, writing no report.
+async fn one(options: Options, name: &str) -> Result<(), String> {
+    benchmark(options, &[name], &[Backend::Embedded], None).await
+}
+
+/// Runs the benchmarks `which` on a network of each of `backends` in turn;
+/// with `stem`, writes the report (`<stem>.json`, `<stem>.md`) and, after
+/// a run on the embedded store alone, the server's metrics.
+async fn benchmark(
+    options: Options,
+    which: &[&str],
+    backends: &[Backend],
+    stem: Option<&str>,
+) -> Result<(), String> {
     let server = network::server_binary(options.server.as_deref())?;
-    sys::quiet_machine("starting", options.ignore_load)?;
-    let network = Network::start(&server).await?;
-    let fdatasync = sys::fdatasync_latencies(&network.data_dir, 300)
-        .map_err(|e| format!("cannot measure fdatasync: {e}"))?;
-    let mut bench = Bench {
-        fdatasync_p50_us: run::quantile(&fdatasync, 0.5) / 1000.0,
-        fdatasync_p99_us: run::quantile(&fdatasync, 0.99) / 1000.0,
-        mls_encrypt_us: None,
-        report: Report::new(options.rounds(), options.seconds),
-        options,
-        network,
-    };
-    eprintln!(
-        "fdatasync on the server's disk: p50 {:.0} µs, p99 {:.0} µs",
-        bench.fdatasync_p50_us, bench.fdatasync_p99_us
-    );
-    bench.report.notes.push(format!(
-        "fdatasync of 4 KiB on the server's disk: p50 {:.0} µs, p99 {:.0} µs.",
-        bench.fdatasync_p50_us, bench.fdatasync_p99_us
-    ));
+    let mut report = Report::new(options.rounds(), options.seconds);
     let mut failed = Vec::new();
-    // B8 first: B2's target needs its encryption cost. B7 next, on a
-    // fresh server: memory freed by the others' loads would be reused by
-    // its streams and hide what they cost.
-    for name in ["B8", "B7", "B0", "B1", "B2", "B4", "B5", "B6", "B3"] {
-        if !which.contains(&name) {
-            continue;
-        }
-        bench.quiet(name)?;
-        let outcome = match name {
-            "B0" => b0::run(&mut bench).await,
-            "B1" => b1::run(&mut bench).await,
-            "B2" => b2::run(&mut bench).await,
-            "B3" => b3::run(&mut bench).await,
-            "B4" => b4::run(&mut bench).await,
-            "B5" => b5::run(&mut bench).await,
-            "B6" => b6::run(&mut bench).await,
-            "B7" => b7::run(&mut bench).await,
-            _ => b8::run(&mut bench),
+    let mut metrics = None;
+    for &backend in backends {
+        sys::quiet_machine("starting", options.ignore_load)?;
+        let network = Network::start(&server, backend).await?;
+        report.suffix = backend.suffix();
+        let fdatasync = sys::fdatasync_latencies(&network.data_dir, 300)
+            .map_err(|e| format!("cannot measure fdatasync: {e}"))?;
+        let mut bench = Bench {
+            fdatasync_p50_us: run::quantile(&fdatasync, 0.5) / 1000.0,
+            fdatasync_p99_us: run::quantile(&fdatasync, 0.99) / 1000.0,
+            mls_encrypt_us: None,
+            report,
+            options: options.clone(),
+            network,
         };
-        // A benchmark that fails is reported, and the others still run.
-        if let Err(err) = outcome {
-            eprintln!("samenop-bench: {name} failed: {err}");
-            bench.report.notes.push(format!("{name} failed: {err}"));
-            failed.push(name);
+        let on = match backend {
+            Backend::Embedded => "the embedded store".to_owned(),
+            Backend::Postgres(n) => format!("PostgreSQL with {n} replica(s) (names end .pg{n})"),
+        };
+        eprintln!(
+            "{on}: fdatasync on the server's disk: p50 {:.0} µs, p99 {:.0} µs",
+            bench.fdatasync_p50_us, bench.fdatasync_p99_us
+        );
+        bench.report.notes.push(format!(
+            "On {on}: fdatasync of 4 KiB on the server's disk: p50 {:.0} µs, p99 {:.0} µs.",
+            bench.fdatasync_p50_us, bench.fdatasync_p99_us
+        ));
+        // B8 first: B2's target needs its encryption cost. B7 next, on a
+        // fresh server: memory freed by the others' loads would be reused
+        // by its streams and hide what they cost.
+        for name in ["B8", "B7", "B0", "B1", "B2", "B4", "B5", "B6", "B3"] {
+            if !which.contains(&name) {
+                continue;
+            }
+            bench.quiet(name)?;
+            let outcome = match name {
+                "B0" => b0::run(&mut bench).await,
+                "B1" => b1::run(&mut bench).await,
+                "B2" => b2::run(&mut bench).await,
+                "B3" => b3::run(&mut bench).await,
+                "B4" => b4::run(&mut bench).await,
+                "B5" => b5::run(&mut bench).await,
+                "B6" => b6::run(&mut bench).await,
+                "B7" => b7::run(&mut bench).await,
+                _ => b8::run(&mut bench),
+            };
+            // A benchmark that fails is reported, and the others still run.
+            if let Err(err) = outcome {
+                eprintln!("samenop-bench: {name} failed on {on}: {err}");
+                bench
+                    .report
+                    .notes
+                    .push(format!("{name} failed on {on}: {err}"));
+                failed.push(format!("{name}{}", backend.suffix()));
+            }
         }
+        bench.report.notes.push(format!(
+            "Server resident memory at the end on {on}: {:.1} MiB (its first replica).",
+            sys::resident_bytes(bench.network.server.pid) as f64 / 1024.0 / 1024.0
+        ));
+        if let Some(addr) = bench.network.server.metrics {
+            metrics = Some(network::metrics_text(addr)?);
+        }
+        report = bench.report;
     }
-    bench.report.notes.push(format!(
-        "Server resident memory at the end: {:.1} MiB.",
-        sys::resident_bytes(bench.network.server.pid) as f64 / 1024.0 / 1024.0
-    ));
-    if let Some(addr) = bench.network.server.metrics {
-        let text = network::metrics_text(addr)?;
-        if write {
-            std::fs::create_dir_all(&bench.options.out)
-                .and_then(|()| std::fs::write(bench.options.out.join("metrics.txt"), &text))
+    if let Some(stem) = stem {
+        let out = options.out.clone();
+        if let (Some(text), [Backend::Embedded]) = (&metrics, backends) {
+            std::fs::create_dir_all(&out)
+                .and_then(|()| std::fs::write(out.join("metrics.txt"), text))
                 .map_err(|e| format!("cannot write the metrics scrape: {e}"))?;
         }
-    }
-    if write {
-        let out = bench.options.out.clone();
-        bench
-            .report
-            .write(&out)
+        report
+            .write(&out, stem)
             .map_err(|e| format!("cannot write the report to {}: {e}", out.display()))?;
-        eprintln!("report: {}/report.md and report.json", out.display());
+        eprintln!("report: {}/{stem}.md and {stem}.json", out.display());
     }
     if failed.is_empty() {
         Ok(())

@@ -29,16 +29,53 @@ pub(crate) struct Process {
     pub(crate) metrics: Option<SocketAddr>,
 }
 
-/// The samenop server of this run, and where its metrics are.
-static SERVER_METRICS: std::sync::OnceLock<(u32, SocketAddr)> = std::sync::OnceLock::new();
+/// What serves with the samenop server `pid` of a run: where its metrics
+/// are, the other replicas, and the PostgreSQL cluster's postmaster.
+#[derive(Debug, Clone, Default)]
+struct Serving {
+    /// Its `/metrics`.
+    metrics: Option<SocketAddr>,
+    /// The other replicas' pids.
+    replicas: Vec<u32>,
+    /// The postmaster's pid, when the store is a PostgreSQL cluster here.
+    postmaster: Option<u32>,
+}
 
-/// Where the metrics of the process `pid` are, when it is this run's
-/// samenop server.
+/// The samenop servers of this run (a run may start several networks in
+/// turn), by the pid of the first replica.
+static SERVERS: std::sync::Mutex<Vec<(u32, Serving)>> = std::sync::Mutex::new(Vec::new());
+
+fn serving(pid: u32) -> Option<Serving> {
+    SERVERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .find(|(server, _)| *server == pid)
+        .map(|(_, serving)| serving.clone())
+}
+
+/// Where the metrics of the process `pid` are, when it is a samenop
+/// server of this run.
 pub(crate) fn metrics_of(pid: u32) -> Option<SocketAddr> {
-    SERVER_METRICS
-        .get()
-        .filter(|(server, _)| *server == pid)
-        .map(|(_, addr)| *addr)
+    serving(pid).and_then(|s| s.metrics)
+}
+
+/// CPU seconds of process `pid` and, when it is the first replica of a
+/// samenop server of this run, of everything serving with it: the other
+/// replicas and the PostgreSQL cluster's processes.
+pub(crate) fn cpu_of(pid: u32) -> f64 {
+    let own = crate::sys::cpu_seconds(Some(pid));
+    let Some(serving) = serving(pid) else {
+        return own;
+    };
+    own + serving
+        .replicas
+        .iter()
+        .map(|p| crate::sys::cpu_seconds(Some(*p)))
+        .sum::<f64>()
+        + serving
+            .postmaster
+            .map_or(0.0, crate::sys::cpu_seconds_with_children)
 }
 
 /// What the server's `/metrics` says of its store.
@@ -108,10 +145,33 @@ pub(crate) struct Person {
     pub(crate) name: String,
 }
 
+/// Where the samenop server of a run keeps its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    /// The embedded store in its data directory.
+    Embedded,
+    /// A throwaway PostgreSQL cluster of this machine's PostgreSQL (fsync
+    /// on, its defaults), with this many server replicas on it.
+    Postgres(usize),
+}
+
+impl Backend {
+    /// What the report appends to each figure's name.
+    pub(crate) fn suffix(self) -> String {
+        match self {
+            Backend::Embedded => String::new(),
+            Backend::Postgres(replicas) => format!(".pg{replicas}"),
+        }
+    }
+}
+
 /// The run's servers and what clients need to reach them.
 pub(crate) struct Network {
-    /// The real server.
+    /// The real server (its first replica).
     pub(crate) server: Process,
+    /// Its other replicas, on the same database (none on the embedded
+    /// store).
+    pub(crate) replicas: Vec<Process>,
     /// The bare echo server.
     pub(crate) echo: Process,
     /// The PKI.
@@ -120,6 +180,9 @@ pub(crate) struct Network {
     pub(crate) people: Vec<Person>,
     /// The server's data directory.
     pub(crate) data_dir: PathBuf,
+    /// The database, when on PostgreSQL (dropped after the servers: the
+    /// cluster stops).
+    _database: Option<samenop_server::store::postgres::throwaway::Database>,
     /// Everything of the run (kept until the network is dropped).
     _dir: tempfile::TempDir,
 }
@@ -171,10 +234,52 @@ pub(crate) fn server_binary(explicit: Option<&Path>) -> Result<PathBuf, String> 
     }
 }
 
+/// Starts `samenop-server dev` on `pki_dir` and `data_dir` (on the
+/// database `postgres` when given), logging to `log`.
+fn start_server(
+    server_binary: &Path,
+    pki_dir: &Path,
+    data_dir: &Path,
+    postgres: Option<&str>,
+    log: &Path,
+) -> Result<Process, String> {
+    let addr = free_port()?;
+    let admin = free_port()?;
+    let log = std::fs::File::create(log).map_err(|e| e.to_string())?;
+    let mut command = tokio::process::Command::new(server_binary);
+    command
+        .arg("dev")
+        .arg("--pki")
+        .arg(pki_dir)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--listen")
+        .arg(addr.to_string())
+        .arg("--admin-listen")
+        .arg(admin.to_string());
+    if let Some(url) = postgres {
+        command.arg("--postgres").arg(url);
+    }
+    let child = command
+        .env("SAMENOP_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", server_binary.display()))?;
+    let pid = child.id().ok_or("the server ended at once")?;
+    Ok(Process {
+        child,
+        pid,
+        addr,
+        metrics: Some(admin),
+    })
+}
+
 impl Network {
-    /// Starts the real server and the echo server, and waits until both
-    /// answer.
-    pub(crate) async fn start(server_binary: &Path) -> Result<Network, String> {
+    /// Starts the real server (its replicas on `backend`) and the echo
+    /// server, and waits until every one answers.
+    pub(crate) async fn start(server_binary: &Path, backend: Backend) -> Result<Network, String> {
         let dir = tempfile::Builder::new()
             .prefix("samenop-bench-")
             .tempdir_in(
@@ -184,34 +289,21 @@ impl Network {
             .map_err(|e| format!("cannot make the run's directory: {e}"))?;
         let pki_dir = dir.path().join("pki");
         let data_dir = dir.path().join("data");
-        let addr = free_port()?;
-        let admin = free_port()?;
-        let log =
-            std::fs::File::create(dir.path().join("server.log")).map_err(|e| e.to_string())?;
-        let child = tokio::process::Command::new(server_binary)
-            .arg("dev")
-            .arg("--pki")
-            .arg(&pki_dir)
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .arg("--listen")
-            .arg(addr.to_string())
-            .arg("--admin-listen")
-            .arg(admin.to_string())
-            .env("SAMENOP_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", server_binary.display()))?;
-        let pid = child.id().ok_or("the server ended at once")?;
-        let server = Process {
-            child,
-            pid,
-            addr,
-            metrics: Some(admin),
+        let (database, replicas) = match backend {
+            Backend::Embedded => (None, 1),
+            Backend::Postgres(replicas) => {
+                let database = samenop_server::store::postgres::throwaway::open()
+                    .await?
+                    .ok_or(
+                        "no PostgreSQL to run on: install it (apt-get install postgresql: initdb \
+                         and pg_ctl), or name a server in SAMENOP_TEST_POSTGRES_URL",
+                    )?;
+                (Some(database), replicas.max(1))
+            }
         };
-        let _ = SERVER_METRICS.set((pid, admin));
+        let url = database.as_ref().map(|d| d.url().to_owned());
+        let log = |n: usize| dir.path().join(format!("server-{n}.log"));
+        let server = start_server(server_binary, &pki_dir, &data_dir, url.as_deref(), &log(0))?;
         let pki = samenop_certs_dev::PkiPaths::new(pki_dir.clone());
         let network_file = pki_dir.join(samenop_server::dev::NETWORK_FILE);
         let started = Instant::now();
@@ -219,22 +311,49 @@ impl Network {
             if started.elapsed() > Duration::from_secs(60) {
                 return Err(format!(
                     "the server did not start; its log: {}",
-                    std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default()
+                    std::fs::read_to_string(log(0)).unwrap_or_default()
                 ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let people = read_people(&network_file)?;
+        // The other replicas start once the first has made the PKI, the
+        // audit key (in the shared data directory) and the demo network.
+        let mut others = Vec::new();
+        for n in 1..replicas {
+            others.push(start_server(
+                server_binary,
+                &pki_dir,
+                &data_dir,
+                url.as_deref(),
+                &log(n),
+            )?);
+        }
+        SERVERS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((
+                server.pid,
+                Serving {
+                    metrics: server.metrics,
+                    replicas: others.iter().map(|p| p.pid).collect(),
+                    postmaster: database.as_ref().and_then(|d| d.postmaster_pid()),
+                },
+            ));
         let echo = start_echo(&pki_dir).await?;
         let network = Network {
             server,
+            replicas: others,
             echo,
             pki,
             people,
             data_dir,
+            _database: database,
             _dir: dir,
         };
-        for addr in [network.server.addr, network.echo.addr] {
+        let mut all: Vec<SocketAddr> = network.servers().collect();
+        all.push(network.echo.addr);
+        for addr in all {
             let started = Instant::now();
             loop {
                 match Client::connect(network.config_for(addr, "wijkteam-demostad-oost")).await {
@@ -253,6 +372,11 @@ impl Network {
         Ok(network)
     }
 
+    /// Where every replica of the real server listens, the first first.
+    pub(crate) fn servers(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        std::iter::once(self.server.addr).chain(self.replicas.iter().map(|r| r.addr))
+    }
+
     /// The client configuration of `organisation` for the server at `addr`.
     pub(crate) fn config_for(&self, addr: SocketAddr, organisation: &str) -> ClientConfig {
         ClientConfig {
@@ -265,10 +389,18 @@ impl Network {
         }
     }
 
-    /// A new connection to the real server as `person`'s organisation,
-    /// acting for them.
+    /// A new connection to the real server (its first replica) as
+    /// `person`'s organisation, acting for them.
     pub(crate) async fn connect(&self, person: &Person) -> Result<Client, String> {
-        Client::connect(self.config_for(self.server.addr, &person.organisation))
+        self.connect_to(0, person).await
+    }
+
+    /// Like [`Network::connect`], to replica `n` modulo their number: how
+    /// a load spreads its connections over the replicas.
+    pub(crate) async fn connect_to(&self, n: usize, person: &Person) -> Result<Client, String> {
+        let servers: Vec<SocketAddr> = self.servers().collect();
+        let addr = servers[n % servers.len()];
+        Client::connect(self.config_for(addr, &person.organisation))
             .await
             .map(|c| c.acting_as(person.id))
             .map_err(|e| format!("cannot connect: {e}"))

@@ -110,6 +110,10 @@ pub(crate) struct Report {
     pub(crate) lines: Vec<Line>,
     /// What was measured beside the figures (the server's own metrics …).
     pub(crate) notes: Vec<String>,
+    /// Appended to the name of every line added (`.pg1`: on PostgreSQL
+    /// with one replica), so one report holds a figure on several stores.
+    #[serde(skip)]
+    pub(crate) suffix: String,
 }
 
 impl Report {
@@ -131,11 +135,13 @@ impl Report {
             load: Vec::new(),
             lines: Vec::new(),
             notes: Vec::new(),
+            suffix: String::new(),
         }
     }
 
     /// Prints `line` (`name ratio=… target=…`) and keeps it.
-    pub(crate) fn add(&mut self, line: Line) {
+    pub(crate) fn add(&mut self, mut line: Line) {
+        line.name.push_str(&self.suffix);
         let verdict = match line.met {
             Some(true) => " met",
             Some(false) => " MISSED",
@@ -177,12 +183,12 @@ impl Report {
         self.lines.push(line);
     }
 
-    /// Writes `report.json` and `report.md` into `dir`.
-    pub(crate) fn write(&self, dir: &Path) -> std::io::Result<()> {
+    /// Writes `<stem>.json` and `<stem>.md` into `dir`.
+    pub(crate) fn write(&self, dir: &Path, stem: &str) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
         let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
-        std::fs::write(dir.join("report.json"), json)?;
-        std::fs::write(dir.join("report.md"), self.markdown())?;
+        std::fs::write(dir.join(format!("{stem}.json")), json)?;
+        std::fs::write(dir.join(format!("{stem}.md")), self.markdown())?;
         Ok(())
     }
 

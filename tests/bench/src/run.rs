@@ -106,12 +106,12 @@ where
     F: Future<Output = Result<(u64, Vec<u64>), String>>,
 {
     let store_before = crate::network::scrape(metrics);
-    let server_before = server.map_or(0.0, |pid| sys::cpu_seconds(Some(pid)));
+    let server_before = server.map_or(0.0, crate::network::cpu_of);
     let client_before = sys::cpu_seconds(None);
     let started = Instant::now();
     let (calls, mut latencies) = work.await?;
     let seconds = started.elapsed().as_secs_f64();
-    let server_cpu = server.map_or(0.0, |pid| sys::cpu_seconds(Some(pid)) - server_before);
+    let server_cpu = server.map_or(0.0, |pid| crate::network::cpu_of(pid) - server_before);
     let client_cpu = sys::cpu_seconds(None) - client_before;
     let store_after = crate::network::scrape(metrics);
     latencies.sort_unstable();

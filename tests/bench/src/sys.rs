@@ -38,6 +38,43 @@ pub(crate) fn cpu_seconds(pid: Option<u32>) -> f64 {
     (ticks(11) + ticks(12)) / USER_HZ
 }
 
+/// CPU seconds of process `pid` with its children: those alive now (each
+/// process's own time) and those ended and waited for (in its `cutime` and
+/// `cstime`): a PostgreSQL postmaster and its backends.
+pub(crate) fn cpu_seconds_with_children(pid: u32) -> f64 {
+    let fields = |p: u32| -> Option<Vec<f64>> {
+        let text = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+        let (_, rest) = text.rsplit_once(')')?;
+        Some(
+            rest.split_whitespace()
+                .map(|f| f.parse::<f64>().unwrap_or(0.0))
+                .collect(),
+        )
+    };
+    let Some(own) = fields(pid) else {
+        return 0.0;
+    };
+    let at = |f: &[f64], i: usize| f.get(i).copied().unwrap_or(0.0);
+    // After the ')': state (0), ppid (1), …, utime (11), stime (12),
+    // cutime (13), cstime (14).
+    let mut ticks = at(&own, 11) + at(&own, 12) + at(&own, 13) + at(&own, 14);
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(child) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Some(f) = fields(child).filter(|f| at(f, 1) as u32 == pid) {
+                ticks += at(&f, 11) + at(&f, 12);
+            }
+        }
+    }
+    ticks / USER_HZ
+}
+
 /// Resident memory of process `pid` in bytes (`VmRSS`), 0 when unknown.
 pub(crate) fn resident_bytes(pid: u32) -> u64 {
     let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {

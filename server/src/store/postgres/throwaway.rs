@@ -56,6 +56,19 @@ impl Database {
         }
     }
 
+    /// The process id of the throwaway cluster's postmaster (its backends
+    /// are its children), when this made one and it runs.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        let cluster = self.cluster.as_ref()?;
+        std::fs::read_to_string(cluster.data().join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// Stops the cluster at once, as a crash would (`pg_ctl stop -m
     /// immediate`), and starts it again: what was committed is there after.
     ///
