@@ -1,34 +1,40 @@
 //! A device's MLS state on local disk: OpenMLS's key-value storage kept in
-//! a redb database, written one whole MLS operation at a time.
+//! a redb database behind a write-ahead journal (`samenop-journal`),
+//! written one whole MLS operation at a time.
 //!
 //! OpenMLS reads and writes its storage provider (here the in-memory
 //! `MemoryStorage` of `openmls_rust_crypto`) many times during one operation
 //! and has no transactions. So the provider works on a working copy in
 //! memory, and [`DurableState::persist`] writes everything one operation
 //! changed (with the client's own records, such as a thread's read position)
-//! as one redb write transaction, committed with `Durability::Immediate`
-//! (on disk, `fdatasync`ed, when it returns) before the caller acts on the
-//! result; or, for what can be found again after a crash, without
-//! waiting for the disk, made durable by the next durable write or
-//! [`DurableState::sync`] (redb keeps such a write in memory: any crash,
-//! not only a power cut, takes it). A crash or a power cut in the middle of an operation leaves the
-//! state of before it; an operation that fails is undone with
+//! as one journal record, on disk (`fdatasync`ed) when it returns, before
+//! the caller acts on the result; or, for what can be found again after a
+//! crash, without waiting for the disk, made durable by the next durable
+//! write or [`DurableState::sync`] (a power cut may take such a write;
+//! the journal is read back only up to what reached the disk in order). A
+//! crash or a power cut in the middle of an operation leaves the state of
+//! before it; an operation that fails is undone with
 //! [`DurableState::roll_back`]. So a ratchet step is never lost after the
-//! ciphertext it made has left: a key and nonce are never used twice.
+//! ciphertext it made has left: a key and nonce are never used twice. The
+//! journal's checkpoints write the records into the redb file in bulk, on a
+//! thread of their own.
 //!
-//! The directory is made mode 0700 and its file 0600: it holds private keys
-//! and the device's own sent messages. Creating them, their parents are
-//! `fsync`ed, so a new device's state survives a power cut too.
+//! The directory is made mode 0700 and its files 0600 (the journal's too):
+//! it holds private keys and the device's own sent messages. Creating them,
+//! their parents are `fsync`ed, so a new device's state survives a power
+//! cut too.
 
 use std::{
     collections::HashMap,
+    ops::Bound,
     path::{Path, PathBuf},
     sync::PoisonError,
 };
 
 use openmls_rust_crypto::OpenMlsRustCrypto;
 use openmls_traits::OpenMlsProvider;
-use redb::{ReadableDatabase, TableDefinition};
+use redb::TableDefinition;
+use samenop_journal::{Changes, Reader, Writer};
 
 use crate::{ClientError, Result};
 
@@ -37,7 +43,11 @@ const MLS_PREFIX: &[u8] = b"m/";
 /// Prefix of the client's own records.
 const OWN_PREFIX: &[u8] = b"c/";
 /// The one table.
-const TABLE: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("state");
+const TABLE: TableDefinition<'static, &'static [u8], &'static [u8]> = TableDefinition::new("state");
+
+/// Changes held in memory before the journal checkpoints them into the
+/// file: a device's state is small, and its memory is the application's.
+const FREEZE_BYTES: usize = 4 << 20;
 /// The database file's name in the state directory.
 const FILE: &str = "state.redb";
 
@@ -51,11 +61,10 @@ pub(crate) struct DurableState {
     provider: OpenMlsRustCrypto,
     /// The OpenMLS entries as last persisted.
     persisted: HashMap<Vec<u8>, Vec<u8>>,
-    /// The database.
-    db: redb::Database,
-    /// Whether a write since the last durable one did not wait for the
-    /// disk.
-    lazy: bool,
+    /// The journal in front of the database (the only writer).
+    journal: Writer,
+    /// Reads of what is persisted.
+    reader: Reader,
 }
 
 impl DurableState {
@@ -63,32 +72,24 @@ impl DurableState {
     pub(crate) fn open(dir: &Path) -> Result<Self> {
         create_durably(dir)?;
         restrict(dir, 0o700)?;
-        let path = dir.join(FILE);
-        let created = !path.exists();
-        let db = redb::Database::create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => {
-                ClientError::DeviceInUse(dir.display().to_string())
-            }
+        let options = samenop_journal::Options {
+            // Writes that do not wait for the disk are what the next durable
+            // one makes durable: records reach the disk in any order until
+            // a sync.
+            each_synced: false,
+            freeze_bytes: FREEZE_BYTES,
+            on_checkpoint: None,
+        };
+        let journal = Writer::open(dir, FILE, TABLE, options).map_err(|e| match e {
+            samenop_journal::Error::InUse(_) => ClientError::DeviceInUse(dir.display().to_string()),
             other => local("cannot open the state database", other),
         })?;
-        {
-            let tx = db
-                .begin_write()
-                .map_err(|e| local("cannot open the state database", e))?;
-            tx.open_table(TABLE)
-                .map_err(|e| local("cannot open the state database", e))?;
-            tx.commit()
-                .map_err(|e| local("cannot open the state database", e))?;
-        }
-        restrict(&path, 0o600)?;
-        if created {
-            sync_dir(dir)?;
-        }
+        restrict(&dir.join(FILE), 0o600)?;
         let mut state = DurableState {
             provider: OpenMlsRustCrypto::default(),
             persisted: HashMap::new(),
-            db,
-            lazy: false,
+            reader: journal.reader(),
+            journal,
         };
         for (key, value) in state.entries(MLS_PREFIX)? {
             state
@@ -122,27 +123,16 @@ impl DurableState {
         from: &[u8],
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let read = |e: &dyn std::fmt::Display| local("cannot read the state", e);
-        let tx = self.db.begin_read().map_err(|e| read(&e))?;
-        let table = tx.open_table(TABLE).map_err(|e| read(&e))?;
-        let mut found = Vec::new();
-        for item in table.range::<&[u8]>(from..).map_err(|e| read(&e))? {
-            let (key, value) = item.map_err(|e| read(&e))?;
-            if !key.value().starts_with(prefix) || found.len() == limit {
-                break;
-            }
-            found.push((key.value().to_vec(), value.value().to_vec()));
-        }
-        Ok(found)
+        self.reader
+            .scan(prefix, Bound::Included(from), limit)
+            .map_err(|e| local("cannot read the state", e))
     }
 
     /// One of the client's own records.
     pub(crate) fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        let read = |e: &dyn std::fmt::Display| local("cannot read the state", e);
-        let tx = self.db.begin_read().map_err(|e| read(&e))?;
-        let table = tx.open_table(TABLE).map_err(|e| read(&e))?;
-        let value = table.get(own_key(key).as_slice()).map_err(|e| read(&e))?;
-        Ok(value.map(|v| v.value().to_vec()))
+        self.reader
+            .get(&own_key(key))
+            .map_err(|e| local("cannot read the state", e))
     }
 
     /// The client's own records whose key starts with `prefix`.
@@ -176,9 +166,9 @@ impl DurableState {
     }
 
     /// Like [`DurableState::persist`]; with `durable` false, the write does
-    /// not wait for the disk (redb's `Durability::None`): any crash (a
-    /// kill, a panic, a power cut) may take it, and the state is then that
-    /// of the last durable write. A later durable write, or
+    /// not wait for the disk: a power cut may take it (a process crash
+    /// leaves it to the system's cache), and the state is then that of the
+    /// last durable write. A later durable write, or
     /// [`DurableState::sync`], makes this one durable too.
     pub(crate) fn persist_with(
         &mut self,
@@ -207,38 +197,22 @@ impl DurableState {
                 .collect();
             (changed, removed)
         };
-        let write = |e: &dyn std::fmt::Display| local("cannot write the state", e);
-        let mut tx = self.db.begin_write().map_err(|e| write(&e))?;
-        if !durable {
-            tx.set_durability(redb::Durability::None)
-                .map_err(|e| write(&e))?;
+        let mut changes = Changes::new();
+        for (key, value) in &changed {
+            changes.insert([MLS_PREFIX, key].concat(), Some(value.clone()));
         }
-        {
-            let mut table = tx.open_table(TABLE).map_err(|e| write(&e))?;
-            for (key, value) in &changed {
-                table
-                    .insert([MLS_PREFIX, key].concat().as_slice(), value.as_slice())
-                    .map_err(|e| write(&e))?;
-            }
-            for key in &removed {
-                table
-                    .remove([MLS_PREFIX, key].concat().as_slice())
-                    .map_err(|e| write(&e))?;
-            }
-            for (key, value) in own {
-                match value {
-                    Some(value) => table
-                        .insert(own_key(key).as_slice(), value.as_slice())
-                        .map(drop),
-                    None => table.remove(own_key(key).as_slice()).map(drop),
-                }
-                .map_err(|e| write(&e))?;
-            }
+        for key in &removed {
+            changes.insert([MLS_PREFIX, key].concat(), None);
         }
-        // Nothing of a transaction that fails to commit is kept: the last
-        // persisted state stays what a roll-back returns to.
-        tx.commit().map_err(|e| write(&e))?;
-        self.lazy = !durable;
+        for (key, value) in own {
+            changes.insert(own_key(key), value.clone());
+        }
+        // A write that fails leaves nothing of itself behind: the last
+        // persisted state stays what a roll-back returns to (a failed sync
+        // stops the journal: the device must be opened again).
+        self.journal
+            .commit(changes, durable)
+            .map_err(|e| local("cannot write the state", e))?;
         for key in removed {
             self.persisted.remove(&key);
         }
@@ -247,17 +221,11 @@ impl DurableState {
     }
 
     /// Makes every write so far durable, when one did not wait for the
-    /// disk: one empty write transaction committed durably, which redb
-    /// makes durable with everything before it.
+    /// disk (one `fdatasync` of the journal).
     pub(crate) fn sync(&mut self) -> Result<()> {
-        if !self.lazy {
-            return Ok(());
-        }
-        let write = |e: &dyn std::fmt::Display| local("cannot sync the state", e);
-        let tx = self.db.begin_write().map_err(|e| write(&e))?;
-        tx.commit().map_err(|e| write(&e))?;
-        self.lazy = false;
-        Ok(())
+        self.journal
+            .sync()
+            .map_err(|e| local("cannot sync the state", e))
     }
 
     /// Undoes every change OpenMLS made since the last persist.
@@ -290,9 +258,7 @@ fn create_durably(dir: &Path) -> Result<()> {
 
 /// `fsync` of a directory: its entries become durable.
 fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| local("cannot sync the state directory", e))
+    samenop_journal::sync_dir(dir).map_err(|e| local("cannot sync the state directory", e))
 }
 
 fn own_key(key: &str) -> Vec<u8> {

@@ -15,8 +15,6 @@ pub mod audit_index;
 pub mod consults;
 pub mod directory;
 pub mod families;
-mod journal;
-mod memtable;
 pub mod postgres;
 pub mod records;
 pub mod redb;

@@ -11,8 +11,19 @@ use std::{
 
 use samenop_powercut::{Cut, Mount};
 
+/// The tests here run one at a time: a process one of them starts holds
+/// copies of every open file of the test process until it has started, so
+/// another test's unmount at that moment fails with EBUSY (seen in CI).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn mount(dir: &Path) -> Option<Mount> {
     Mount::for_test(dir)
+}
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn sync_dir(path: &Path) {
@@ -21,6 +32,7 @@ fn sync_dir(path: &Path) {
 
 #[test]
 fn what_was_synced_survives_a_cut_and_nothing_else_does() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let Some(mut fs) = mount(dir.path()) else {
         return;
@@ -76,6 +88,7 @@ fn what_was_synced_survives_a_cut_and_nothing_else_does() {
 
 #[test]
 fn a_rename_and_a_removal_last_only_with_their_directory() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let Some(mut fs) = mount(dir.path()) else {
         return;
@@ -107,6 +120,7 @@ fn a_rename_and_a_removal_last_only_with_their_directory() {
 
 #[test]
 fn a_torn_cut_keeps_a_prefix_of_what_was_written_since_the_sync() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let Some(mut fs) = mount(dir.path()) else {
         return;

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use redb::ReadableDatabase;
+
 use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,58 +89,6 @@ async fn what_was_acknowledged_is_replayed_from_the_journal_after_a_crash() {
         Some(vec![1; 100])
     );
     drop(store);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn many_changes_are_checkpointed_into_the_file_and_their_segments_removed() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = RedbStore::open(dir.path()).unwrap();
-    // Twice the changes that start a checkpoint.
-    let value = vec![7u8; 256 << 10];
-    let count = 2 * FREEZE_BYTES / value.len() + 1;
-    for n in 0..count as u32 {
-        let mut batch = Batch::new();
-        batch.put(Keyspace::AttachmentChunks, n.to_be_bytes(), value.clone());
-        store.commit(batch).await.unwrap();
-    }
-    // The first checkpoint's segment goes once it has committed.
-    let mut waited = 0;
-    while journal::segments(&RedbStore::journal_dir(dir.path()))
-        .unwrap()
-        .first()
-        .is_some_and(|first| *first == 1)
-    {
-        assert!(waited < 500, "the first segment was never checkpointed");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        waited += 1;
-    }
-    assert_eq!(
-        store
-            .get(Keyspace::AttachmentChunks, &0u32.to_be_bytes())
-            .await
-            .unwrap()
-            .as_deref(),
-        Some(value.as_slice())
-    );
-    drop(store);
-    // A clean stop leaves everything in the file and nothing to replay.
-    let last = (count - 1) as u32;
-    assert_eq!(
-        in_file(dir.path(), Keyspace::AttachmentChunks, &last.to_be_bytes()).map(|v| v.len()),
-        Some(value.len())
-    );
-    let checkpointed = {
-        let db = redb::Database::open(RedbStore::file(dir.path())).unwrap();
-        let tx = db.begin_read().unwrap();
-        tx.open_table(JOURNAL)
-            .unwrap()
-            .get(CHECKPOINTED)
-            .unwrap()
-            .unwrap()
-            .value()
-    };
-    let left = journal::recover(&RedbStore::journal_dir(dir.path()), checkpointed).unwrap();
-    assert_eq!(left.records, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,12 +1,12 @@
-//! The embedded store's journal: a write-ahead log in front of redb.
+//! The journal's segments: records appended, synced, and read back.
 //!
-//! Each group commit of the writer is one record, appended to the current
-//! segment file and made durable with one `fdatasync` before any batch of
-//! the group is answered. The record holds what the group changed, key by
-//! key, as absolute values (a put's new value, or a removal), so applying a
-//! record twice is the same as once. The writes reach redb later, many
-//! groups at a time, in a durable checkpoint that also records the last
-//! segment it covers; segments up to that one are then removed.
+//! Each commit is one record, appended to the current segment file (and
+//! made durable with one `fdatasync` when the commit asks for it). The
+//! record holds what the commit changed, key by key, as absolute values (a
+//! put's new value, or a removal), so applying a record twice is the same
+//! as once. The writes reach redb later, many commits at a time, in a
+//! durable checkpoint that also records the last segment it covers;
+//! segments up to that one are then removed.
 //!
 //! A segment is `journal/<number>.wal`, numbered upwards, never reused. A
 //! record is its header (payload length, u32 little-endian; its number in
@@ -14,11 +14,11 @@
 //! number, the record number and the payload) and its payload. Recovery
 //! reads the segments after the last checkpoint in order, each up to its
 //! first record that is incomplete or does not match its digest: only the
-//! last segment can end so (its records after the last `fdatasync` were
-//! never acknowledged), and a valid record after such an end is refused as
-//! damage rather than skipped. Digests come from ring; they detect torn
-//! and stale bytes, they are not a defence against someone who can write
-//! the data directory.
+//! last segment can end so (what follows its last `fdatasync` was never
+//! promised), and where every record is synced before the next is written,
+//! an intact record right after a damaged one is refused as damage rather
+//! than skipped. Digests come from ring; they detect torn and stale bytes,
+//! they are not a defence against someone who can write the directory.
 //!
 //! A segment grows in steps written with zeros and synced ahead of the
 //! records (from [`INITIAL`], doubling up to [`EXTEND`]), so that a
@@ -33,17 +33,17 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::StoreError;
+use crate::Error;
 
-/// The journal's directory, in the data directory.
-pub(super) const DIR: &str = "journal";
+/// The journal's directory, beside the redb file.
+pub(crate) const DIR: &str = "journal";
 
 /// The space a new segment has written ahead.
-pub(super) const INITIAL: u64 = 256 << 10;
+pub(crate) const INITIAL: u64 = 256 << 10;
 
 /// The most a segment grows by at once when its written space runs short
 /// (each step doubles the space, from [`INITIAL`]).
-pub(super) const EXTEND: u64 = 4 << 20;
+pub(crate) const EXTEND: u64 = 4 << 20;
 
 /// A record's header: payload length (4), record number (8), digest (16).
 const HEADER: usize = 4 + 8 + 16;
@@ -53,10 +53,10 @@ const HEADER: usize = 4 + 8 + 16;
 const PAYLOAD_MAX: usize = 1 << 30;
 
 /// A key's new value in a record: `None` when the group removed it.
-pub(super) type Changes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+pub type Changes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
-fn io(what: &str, path: &Path, err: std::io::Error) -> StoreError {
-    StoreError::Backend(format!("journal: cannot {what} {}: {err}", path.display()))
+fn io(what: &str, path: &Path, err: std::io::Error) -> Error {
+    Error::Failed(format!("journal: cannot {what} {}: {err}", path.display()))
 }
 
 /// The path of segment `number` in `dir`.
@@ -67,8 +67,8 @@ fn segment_path(dir: &Path, number: u64) -> PathBuf {
 /// The segments in `dir`, by number, in order.
 ///
 /// # Errors
-/// [`StoreError::Backend`] when the directory cannot be read.
-pub(super) fn segments(dir: &Path) -> Result<Vec<u64>, StoreError> {
+/// [`Error::Failed`] when the directory cannot be read.
+pub(crate) fn segments(dir: &Path) -> Result<Vec<u64>, Error> {
     let mut numbers = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| io("list", dir, e))? {
         let entry = entry.map_err(|e| io("list", dir, e))?;
@@ -89,7 +89,7 @@ pub(super) fn segments(dir: &Path) -> Result<Vec<u64>, StoreError> {
 /// Removes every segment numbered `upto` or lower (their records are in
 /// redb). Not synced: a removal a crash undoes is done again at the next
 /// open, as the checkpoint says which segments are covered.
-pub(super) fn remove_upto(dir: &Path, upto: u64) -> Result<(), StoreError> {
+pub(crate) fn remove_upto(dir: &Path, upto: u64) -> Result<(), Error> {
     for number in segments(dir)?.into_iter().filter(|n| *n <= upto) {
         let path = segment_path(dir, number);
         match std::fs::remove_file(&path) {
@@ -116,7 +116,7 @@ fn digest(segment: u64, record: u64, payload: &[u8]) -> [u8; 16] {
 /// Encodes a group's changes as a record payload: per key, 1 (put) or 0
 /// (removal), the key's length (u32 LE) and bytes, and for a put the
 /// value's length and bytes.
-pub(super) fn encode(changes: &Changes) -> Vec<u8> {
+pub(crate) fn encode(changes: &Changes) -> Vec<u8> {
     let size: usize = changes
         .iter()
         .map(|(k, v)| 9 + k.len() + v.as_ref().map_or(0, Vec::len))
@@ -168,23 +168,31 @@ fn decode(mut payload: &[u8], into: &mut Changes) -> Option<()> {
 }
 
 /// What recovery found after the last checkpoint.
-pub(super) struct Recovered {
+pub(crate) struct Recovered {
     /// Every change of the valid records, in order (later ones win).
-    pub(super) changes: Changes,
+    pub(crate) changes: Changes,
     /// The highest segment number in the directory (0 when none).
-    pub(super) last_segment: u64,
+    pub(crate) last_segment: u64,
     /// How many records were read.
-    pub(super) records: u64,
+    pub(crate) records: u64,
 }
 
 /// Reads the segments of `dir` numbered after `checkpointed`, in order.
+/// `each_synced` says every record was synced before the next was written
+/// (else unsynced records may have reached the disk in any order, and
+/// whatever follows the first invalid record is simply not read).
 ///
 /// # Errors
-/// [`StoreError::Backend`] when a segment cannot be read, or is damaged:
-/// it ends early (an incomplete or mismatching record) and a later one
-/// holds records, a record is damaged and the next one follows it intact,
-/// or a valid record's payload cannot be decoded.
-pub(super) fn recover(dir: &Path, checkpointed: u64) -> Result<Recovered, StoreError> {
+/// [`Error::Failed`] when a segment cannot be read; [`Error::Damaged`]
+/// when one is damaged: it ends early (an incomplete or mismatching
+/// record) and a later one holds records, a record is damaged and the
+/// next one follows it intact (`each_synced` only), or a valid record's
+/// payload cannot be decoded.
+pub(crate) fn recover(
+    dir: &Path,
+    checkpointed: u64,
+    each_synced: bool,
+) -> Result<Recovered, Error> {
     let numbers = segments(dir)?;
     let mut recovered = Recovered {
         changes: Changes::new(),
@@ -199,14 +207,14 @@ pub(super) fn recover(dir: &Path, checkpointed: u64) -> Result<Recovered, StoreE
             .and_then(|mut f| f.read_to_end(&mut bytes))
             .map_err(|e| io("read", &path, e))?;
         let damaged = |reason: String| {
-            StoreError::Backend(format!(
-                "the journal segment {} is damaged: {reason}; the store does not open rather \
-                 than lose what follows (restore the data directory from a backup)",
+            Error::Damaged(format!(
+                "the journal segment {} is damaged: {reason}; it is not opened rather than \
+                 lose what follows (restore the directory from a backup)",
                 path.display()
             ))
         };
         let (records, complete) =
-            read_segment(number, &bytes, &mut recovered.changes).map_err(damaged)?;
+            read_segment(number, &bytes, &mut recovered.changes, each_synced).map_err(damaged)?;
         if records > 0
             && let Some(earlier) = ended_early
         {
@@ -226,12 +234,17 @@ pub(super) fn recover(dir: &Path, checkpointed: u64) -> Result<Recovered, StoreE
 /// the segment ended cleanly (its unwritten space is zeros, or it ends
 /// exactly after a record); or why it is damaged.
 ///
-/// Each record is synced before the next is written, so only the last
-/// record can have been cut short by a crash (in any of its sectors):
-/// what follows the first invalid record is not read, except that a
-/// valid next record right where a whole header says the invalid one
-/// ends is damage in the middle of the segment.
-fn read_segment(number: u64, bytes: &[u8], changes: &mut Changes) -> Result<(u64, bool), String> {
+/// When each record is synced before the next is written (`each_synced`),
+/// only the last record can have been cut short by a crash (in any of its
+/// sectors): what follows the first invalid record is not read, except
+/// that a valid next record right where a whole header says the invalid
+/// one ends is damage in the middle of the segment.
+fn read_segment(
+    number: u64,
+    bytes: &[u8],
+    changes: &mut Changes,
+    each_synced: bool,
+) -> Result<(u64, bool), String> {
     let mut offset = 0usize;
     let mut records = 0u64;
     loop {
@@ -249,6 +262,7 @@ fn read_segment(number: u64, bytes: &[u8], changes: &mut Changes) -> Result<(u64
         }
         let clean = rest.iter().all(|b| *b == 0);
         if !clean
+            && each_synced
             && let Some(end) = declared_end(expected, rest)
             && parse_record(number, expected + 1, &rest[end..]).is_some()
         {
@@ -284,16 +298,16 @@ fn parse_record(segment: u64, expected: u64, bytes: &[u8]) -> Option<(&[u8], usi
 
 /// Why an append failed.
 #[derive(Debug)]
-pub(super) enum AppendError {
+pub(crate) enum AppendError {
     /// Nothing of the record was written (it is too large, or no space
     /// could be written ahead): the journal can go on.
-    NotWritten(StoreError),
+    NotWritten(Error),
     /// Writing the record failed: part or all of it may be on disk.
-    Unknown(StoreError),
+    Unknown(Error),
 }
 
 /// The segment being written.
-pub(super) struct Journal {
+pub(crate) struct Journal {
     /// The journal's directory.
     dir: PathBuf,
     /// The current segment's file.
@@ -313,8 +327,8 @@ impl Journal {
     /// file with its first space written ahead, and its name.
     ///
     /// # Errors
-    /// [`StoreError::Backend`] when the file cannot be made.
-    pub(super) fn start(dir: &Path, number: u64) -> Result<Self, StoreError> {
+    /// [`Error::Failed`] when the file cannot be made.
+    pub(crate) fn start(dir: &Path, number: u64) -> Result<Self, Error> {
         let path = segment_path(dir, number);
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -333,7 +347,7 @@ impl Journal {
         };
         let made = journal
             .write_ahead(INITIAL)
-            .and_then(|()| super::redb::sync_dir(dir));
+            .and_then(|()| crate::sync_dir(dir));
         if let Err(err) = made {
             // Not left behind half made: its number is tried again.
             let _ = std::fs::remove_file(&path);
@@ -344,20 +358,20 @@ impl Journal {
 
     /// Removes this segment's file: it holds no record (a spare never
     /// used).
-    pub(super) fn discard(self) -> Result<(), StoreError> {
+    pub(crate) fn discard(self) -> Result<(), Error> {
         let path = self.path();
         drop(self.file);
         std::fs::remove_file(&path).map_err(|e| io("remove", &path, e))
     }
 
     /// The current segment's number.
-    pub(super) fn number(&self) -> u64 {
+    pub(crate) fn number(&self) -> u64 {
         self.number
     }
 
     /// Writes zeros from the end of the written-ahead space to `until`
     /// and syncs them with the file's size.
-    fn write_ahead(&mut self, until: u64) -> Result<(), StoreError> {
+    fn write_ahead(&mut self, until: u64) -> Result<(), Error> {
         const CHUNK: usize = 1 << 20;
         let zeros = vec![0u8; CHUNK];
         let mut at = self.written_ahead;
@@ -385,9 +399,9 @@ impl Journal {
     /// [`AppendError::NotWritten`] when the payload is empty or too large,
     /// or no space can be written ahead for it;
     /// [`AppendError::Unknown`] when its write fails.
-    pub(super) fn append(&mut self, payload: &[u8]) -> Result<(), AppendError> {
+    pub(crate) fn append(&mut self, payload: &[u8]) -> Result<(), AppendError> {
         if payload.is_empty() || payload.len() > PAYLOAD_MAX {
-            return Err(AppendError::NotWritten(StoreError::Backend(format!(
+            return Err(AppendError::NotWritten(Error::Failed(format!(
                 "journal: a record of {} bytes cannot be written (at most {PAYLOAD_MAX})",
                 payload.len()
             ))));
@@ -416,8 +430,8 @@ impl Journal {
     /// Makes every record appended so far durable (`fdatasync`).
     ///
     /// # Errors
-    /// [`StoreError::Backend`] when the sync fails.
-    pub(super) fn sync(&self) -> Result<(), StoreError> {
+    /// [`Error::Failed`] when the sync fails.
+    pub(crate) fn sync(&self) -> Result<(), Error> {
         self.file
             .sync_data()
             .map_err(|e| io("sync", &self.path(), e))
@@ -425,18 +439,18 @@ impl Journal {
 
     /// Bytes of records in the current segment.
     #[cfg(test)]
-    pub(super) fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         self.offset
     }
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Changes from text pairs (`None`: removed), for tests here and in
     /// `memtable`.
-    pub(in crate::store) fn changes(pairs: &[(&str, Option<&str>)]) -> Changes {
+    pub(crate) fn changes(pairs: &[(&str, Option<&str>)]) -> Changes {
         pairs
             .iter()
             .map(|(k, v)| (k.as_bytes().to_vec(), v.map(|v| v.as_bytes().to_vec())))
@@ -457,7 +471,7 @@ pub(super) mod tests {
         let mut next = Journal::start(dir.path(), 2).unwrap();
         next.append(&encode(&changes(&[("c", Some("4"))]))).unwrap();
         next.sync().unwrap();
-        let recovered = recover(dir.path(), 0).unwrap();
+        let recovered = recover(dir.path(), 0, true).unwrap();
         assert_eq!(recovered.records, 3);
         assert_eq!(recovered.last_segment, 2);
         assert_eq!(
@@ -465,7 +479,7 @@ pub(super) mod tests {
             changes(&[("a", None), ("b", Some("2")), ("c", Some("4"))])
         );
         // Checkpointed segments are not read again.
-        let after = recover(dir.path(), 1).unwrap();
+        let after = recover(dir.path(), 1, true).unwrap();
         assert_eq!(after.changes, changes(&[("c", Some("4"))]));
         remove_upto(dir.path(), 1).unwrap();
         assert_eq!(segments(dir.path()).unwrap(), vec![2]);
@@ -486,7 +500,7 @@ pub(super) mod tests {
         // The crash cut the second record short: its last bytes are zeros.
         let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         file.write_all_at(&[0u8; 4], journal.len() - 4).unwrap();
-        let recovered = recover(dir.path(), 0).unwrap();
+        let recovered = recover(dir.path(), 0, true).unwrap();
         assert_eq!(recovered.changes, changes(&[("kept", Some("yes"))]));
 
         // A segment after one that ended early: damage, not a torn end.
@@ -495,8 +509,8 @@ pub(super) mod tests {
             .unwrap();
         next.sync().unwrap();
         assert!(matches!(
-            recover(dir.path(), 0),
-            Err(StoreError::Backend(m)) if m.contains("damaged")
+            recover(dir.path(), 0, true),
+            Err(Error::Damaged(_))
         ));
         std::fs::remove_file(segment_path(dir.path(), 2)).unwrap();
 
@@ -513,8 +527,8 @@ pub(super) mod tests {
         let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         file.write_all_at(&[0xff], HEADER as u64 + 2).unwrap();
         assert!(matches!(
-            recover(dir.path(), 2),
-            Err(StoreError::Backend(m)) if m.contains("damaged")
+            recover(dir.path(), 2, true),
+            Err(Error::Damaged(_))
         ));
     }
 
@@ -529,7 +543,7 @@ pub(super) mod tests {
         // Segment 1's bytes under segment 2's name: the digests differ.
         std::fs::copy(segment_path(dir.path(), 1), segment_path(dir.path(), 2)).unwrap();
         std::fs::remove_file(segment_path(dir.path(), 1)).unwrap();
-        let recovered = recover(dir.path(), 0).unwrap();
+        let recovered = recover(dir.path(), 0, true).unwrap();
         assert_eq!(recovered.records, 0);
     }
 
@@ -551,7 +565,7 @@ pub(super) mod tests {
         let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         file.write_all_at(&[0u8; HEADER], torn).unwrap();
         file.write_all_at(&[0u8; 512], torn + 1024).unwrap();
-        let recovered = recover(dir.path(), 0).unwrap();
+        let recovered = recover(dir.path(), 0, true).unwrap();
         assert_eq!(recovered.records, 1);
         assert_eq!(recovered.changes, changes(&[("kept", Some("yes"))]));
     }
@@ -580,7 +594,7 @@ pub(super) mod tests {
             .append(&encode(&changes(&[("big", Some(&big))])))
             .unwrap();
         journal.sync().unwrap();
-        let recovered = recover(dir.path(), 0).unwrap();
+        let recovered = recover(dir.path(), 0, true).unwrap();
         assert_eq!(recovered.changes, changes(&[("big", Some(&big))]));
     }
 }

@@ -1,8 +1,8 @@
-//! What the journal holds and redb does not hold yet: the store's writes
-//! since the last checkpoint, in memory, in front of redb for every read.
+//! What the journal holds and redb does not hold yet: the writes since the
+//! last checkpoint, in memory, in front of redb for every read.
 //!
-//! Two tables: the active one, which each group commit extends once its
-//! journal record is durable (so nothing is seen before it is durable), and
+//! Two tables: the active one, which each commit extends once its journal
+//! record is written (and durable, when the commit asks for that), and
 //! at most one frozen one, being written into redb by a checkpoint. A read
 //! looks in the active table, then the frozen one, then redb: a later
 //! table's value of a key is never newer than an earlier one's. A
@@ -18,10 +18,10 @@ use std::{
     sync::{Arc, PoisonError, RwLock},
 };
 
-use super::journal::Changes;
+use crate::segment::Changes;
 
 /// A key and its value in the tables (`None`: removed).
-pub(super) type Change = (Vec<u8>, Option<Vec<u8>>);
+pub(crate) type Change = (Vec<u8>, Option<Vec<u8>>);
 
 /// Bytes counted for each entry beyond its key and value (the map's node
 /// and the two vectors), so that many small entries count.
@@ -29,16 +29,16 @@ const ENTRY_OVERHEAD: usize = 64;
 
 /// A table of changes and the bytes it holds.
 #[derive(Default)]
-pub(super) struct Table {
+pub(crate) struct Table {
     /// Full key → value, or `None` for a removal.
-    pub(super) map: Changes,
+    pub(crate) map: Changes,
     /// Approximate memory held.
     bytes: usize,
 }
 
 impl Table {
     /// A table holding `changes`.
-    pub(super) fn of(changes: Changes) -> Self {
+    pub(crate) fn of(changes: Changes) -> Self {
         let mut table = Table::default();
         table.extend(changes);
         table
@@ -61,7 +61,7 @@ impl Table {
 
 /// The active and frozen tables, shared by the writer and every reader.
 #[derive(Default)]
-pub(super) struct Tables {
+pub(crate) struct Tables {
     /// Both tables, under one lock so a read sees them at one moment.
     inner: RwLock<Inner>,
 }
@@ -73,7 +73,7 @@ struct Inner {
 }
 
 /// What a table lookup found.
-pub(super) enum Found {
+pub(crate) enum Found {
     /// The key's newest value is this one (`None`: removed).
     Here(Option<Vec<u8>>),
     /// Not in the tables: redb holds the key's newest value.
@@ -90,7 +90,7 @@ impl Tables {
     }
 
     /// Looks `key` up in the active table, then the frozen one.
-    pub(super) fn get(&self, key: &[u8]) -> Found {
+    pub(crate) fn get(&self, key: &[u8]) -> Found {
         let inner = self.read();
         if let Some(value) = inner.active.map.get(key) {
             return Found::Here(value.clone());
@@ -102,23 +102,23 @@ impl Tables {
     }
 
     /// Makes a durable group's changes visible.
-    pub(super) fn publish(&self, changes: Changes) {
+    pub(crate) fn publish(&self, changes: Changes) {
         self.write().active.extend(changes);
     }
 
     /// The bytes the active table holds.
-    pub(super) fn active_bytes(&self) -> usize {
+    pub(crate) fn active_bytes(&self) -> usize {
         self.read().active.bytes
     }
 
     /// Whether the active table holds anything.
-    pub(super) fn active_is_empty(&self) -> bool {
+    pub(crate) fn active_is_empty(&self) -> bool {
         self.read().active.map.is_empty()
     }
 
     /// Freezes the active table for a checkpoint and starts an empty one:
     /// the frozen table, or `None` when one is frozen already.
-    pub(super) fn freeze(&self) -> Option<Arc<Table>> {
+    pub(crate) fn freeze(&self) -> Option<Arc<Table>> {
         let mut inner = self.write();
         if inner.frozen.is_some() {
             return None;
@@ -129,12 +129,12 @@ impl Tables {
     }
 
     /// The frozen table, if any (to hand to a checkpoint again).
-    pub(super) fn frozen(&self) -> Option<Arc<Table>> {
+    pub(crate) fn frozen(&self) -> Option<Arc<Table>> {
         self.read().frozen.clone()
     }
 
     /// Drops the frozen table: its checkpoint has committed.
-    pub(super) fn drop_frozen(&self) {
+    pub(crate) fn drop_frozen(&self) {
         let frozen = self.write().frozen.take();
         // Freed outside the lock.
         drop(frozen);
@@ -146,7 +146,7 @@ impl Tables {
     /// entries, whether the tables hold nothing more in the range, and what
     /// `then` answers, called while the tables are still as read (to begin
     /// a read of redb at the same moment).
-    pub(super) fn range<T>(
+    pub(crate) fn range<T>(
         &self,
         start: Bound<&[u8]>,
         prefix: &[u8],
@@ -214,7 +214,7 @@ impl Tables {
 /// redb's entries of the same range: the first `limit` live entries, the
 /// tables' value winning. `tables_done` says the tables hold nothing past
 /// their last entry; `redb_done` the same of redb's.
-pub(super) fn merge(
+pub(crate) fn merge(
     tables: Vec<Change>,
     tables_done: bool,
     redb: Vec<(Vec<u8>, Vec<u8>)>,
@@ -274,7 +274,7 @@ pub(super) fn merge(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::journal::tests::changes;
+    use crate::segment::tests::changes;
 
     #[test]
     fn the_active_table_wins_over_the_frozen_one() {

@@ -1,0 +1,158 @@
+//! Reading: the tables in memory first, then redb as the last checkpoint
+//! left it.
+
+use std::{
+    ops::Bound,
+    sync::{Arc, PoisonError, RwLock},
+};
+
+use redb::ReadableDatabase;
+
+use crate::{
+    Error,
+    tables::{self, Found, Tables},
+};
+
+/// The redb table, read.
+pub(crate) type ReadTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
+
+fn failed(err: impl std::fmt::Display) -> Error {
+    Error::Failed(err.to_string())
+}
+
+/// redb as the last checkpoint left it: one read transaction's table,
+/// shared by every read until the next checkpoint commits. The checkpoint
+/// thread is redb's only writer, so nothing else changes it; a read needs
+/// no read transaction and table lookup of its own. The writer refreshes
+/// it after each checkpoint, before it drops the checkpoint's table, so a
+/// key not in the tables is in the snapshot a read takes after looking.
+pub(crate) struct Snapshot(RwLock<Arc<ReadTable>>);
+
+impl Snapshot {
+    pub(crate) fn of(
+        db: &redb::Database,
+        table: redb::TableDefinition<'static, &'static [u8], &'static [u8]>,
+    ) -> Result<Self, Error> {
+        Ok(Snapshot(RwLock::new(Arc::new(read_table(db, table)?))))
+    }
+
+    /// The table as now.
+    pub(crate) fn current(&self) -> Arc<ReadTable> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Reads redb anew (after a checkpoint committed).
+    pub(crate) fn refresh(
+        &self,
+        db: &redb::Database,
+        table: redb::TableDefinition<'static, &'static [u8], &'static [u8]>,
+    ) -> Result<(), Error> {
+        let fresh = Arc::new(read_table(db, table)?);
+        let old = std::mem::replace(
+            &mut *self.0.write().unwrap_or_else(PoisonError::into_inner),
+            fresh,
+        );
+        // The old read transaction ends once no read holds it.
+        drop(old);
+        Ok(())
+    }
+}
+
+fn read_table(
+    db: &redb::Database,
+    table: redb::TableDefinition<'static, &'static [u8], &'static [u8]>,
+) -> Result<ReadTable, Error> {
+    db.begin_read()
+        .map_err(failed)?
+        .open_table(table)
+        .map_err(failed)
+}
+
+/// What readers and the writer share. Fields drop in order: the
+/// snapshot's read transaction ends before the database closes.
+pub(crate) struct Shared {
+    /// The changes since the last checkpoint.
+    pub(crate) tables: Tables,
+    /// redb as the last checkpoint left it.
+    pub(crate) snapshot: Snapshot,
+    /// The database.
+    pub(crate) db: redb::Database,
+    /// The table's definition.
+    pub(crate) table: redb::TableDefinition<'static, &'static [u8], &'static [u8]>,
+}
+
+/// Reads of a journaled table, from any thread; clones share it. A read
+/// sees every commit that returned, and nothing of one that did not.
+#[derive(Clone)]
+pub struct Reader {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Reader {
+    /// The value of `key`.
+    ///
+    /// # Errors
+    /// [`Error::Failed`] when redb cannot be read.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        if let Found::Here(value) = self.shared.tables.get(key) {
+            return Ok(value);
+        }
+        let table = self.shared.snapshot.current();
+        let value = table.get(key).map_err(failed)?;
+        Ok(value.map(|v| v.value().to_vec()))
+    }
+
+    /// At most `limit` entries whose keys start with `prefix`, from
+    /// `start` on, in key order (`start` before the prefix starts at it).
+    ///
+    /// # Errors
+    /// [`Error::Failed`] when redb cannot be read.
+    pub fn scan(
+        &self,
+        prefix: &[u8],
+        start: Bound<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<crate::Entry>, Error> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let start = match start {
+            Bound::Included(key) | Bound::Excluded(key) if key < prefix => Bound::Included(prefix),
+            Bound::Unbounded => Bound::Included(prefix),
+            other => other,
+        };
+        // redb is read as it was when the tables were: a checkpoint that
+        // commits meanwhile writes what the tables' entries already hold.
+        let (tabled, tables_done, table) = self
+            .shared
+            .tables
+            .range(start, prefix, limit, || self.shared.snapshot.current());
+        // Enough of redb's entries for `limit` of them to show, however
+        // many the tables hide; none past what the tables are sure of.
+        let tables_end = (!tables_done)
+            .then(|| tabled.last().map(|(k, _)| k.clone()))
+            .flatten();
+        let redb_limit = limit.saturating_add(tabled.len());
+        let mut stored = Vec::new();
+        let mut redb_done = true;
+        for item in table
+            .range::<&[u8]>((start, Bound::Unbounded))
+            .map_err(failed)?
+        {
+            let (key, value) = item.map_err(failed)?;
+            let key = key.value();
+            if !key.starts_with(prefix) || tables_end.as_deref().is_some_and(|end| key > end) {
+                break;
+            }
+            if stored.len() >= redb_limit {
+                redb_done = false;
+                break;
+            }
+            stored.push((key.to_vec(), value.value().to_vec()));
+        }
+        Ok(tables::merge(tabled, tables_done, stored, redb_done, limit))
+    }
+}

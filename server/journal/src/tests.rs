@@ -1,0 +1,143 @@
+//! The journaled table as a whole: checkpoints, crashes, lazy commits.
+
+use std::{ops::Bound, time::Duration};
+
+use crate::{Changes, Options, Writer, segment};
+
+const TABLE: redb::TableDefinition<'static, &'static [u8], &'static [u8]> =
+    redb::TableDefinition::new("data");
+const FILE: &str = "data.redb";
+
+fn open(dir: &std::path::Path, options: Options) -> Writer {
+    Writer::open(dir, FILE, TABLE, options).unwrap()
+}
+
+fn put(key: &[u8], value: &[u8]) -> Changes {
+    [(key.to_vec(), Some(value.to_vec()))].into_iter().collect()
+}
+
+/// What the redb file itself holds under `key`, without the journal.
+fn in_file(dir: &std::path::Path, key: &[u8]) -> Option<Vec<u8>> {
+    use redb::ReadableDatabase;
+    let db = redb::Database::open(dir.join(FILE)).unwrap();
+    let tx = db.begin_read().unwrap();
+    let table = tx.open_table(TABLE).unwrap();
+    table.get(key).unwrap().map(|v| v.value().to_vec())
+}
+
+/// Copies the files as they are while the writer is open: what a crash
+/// leaves behind.
+fn crash_image(dir: &std::path::Path) -> tempfile::TempDir {
+    let image = tempfile::tempdir().unwrap();
+    std::fs::copy(dir.join(FILE), image.path().join(FILE)).unwrap();
+    let journal = crate::journal_dir(image.path());
+    std::fs::create_dir(&journal).unwrap();
+    for entry in std::fs::read_dir(crate::journal_dir(dir)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), journal.join(entry.file_name())).unwrap();
+    }
+    image
+}
+
+#[test]
+fn many_changes_are_checkpointed_into_the_file_and_their_segments_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        freeze_bytes: 1 << 20,
+        ..Options::default()
+    };
+    let mut writer = open(dir.path(), options.clone());
+    let reader = writer.reader();
+    // Three times the changes that start a checkpoint.
+    let value = vec![7u8; 64 << 10];
+    let count = 3 * options.freeze_bytes / value.len() + 1;
+    for n in 0..count as u32 {
+        writer.commit(put(&n.to_be_bytes(), &value), true).unwrap();
+    }
+    // The first checkpoint's segment goes once it has committed.
+    let mut waited = 0;
+    while segment::segments(&crate::journal_dir(dir.path()))
+        .unwrap()
+        .first()
+        .is_some_and(|first| *first == 1)
+    {
+        assert!(waited < 500, "the first segment was never checkpointed");
+        std::thread::sleep(Duration::from_millis(10));
+        writer.tick(false);
+        waited += 1;
+    }
+    assert_eq!(
+        reader.get(&0u32.to_be_bytes()).unwrap().as_deref(),
+        Some(value.as_slice())
+    );
+    assert_eq!(
+        reader
+            .scan(b"", Bound::Unbounded, usize::MAX)
+            .unwrap()
+            .len(),
+        count
+    );
+    drop(reader);
+    drop(writer);
+    // A closed store: everything in the file, no segment left.
+    let last = (count - 1) as u32;
+    assert_eq!(
+        in_file(dir.path(), &last.to_be_bytes()).map(|v| v.len()),
+        Some(value.len())
+    );
+    assert!(
+        segment::segments(&crate::journal_dir(dir.path()))
+            .unwrap()
+            .is_empty()
+    );
+    // And it opens again with all of it.
+    let writer = open(dir.path(), options);
+    assert_eq!(
+        writer
+            .reader()
+            .scan(b"", Bound::Unbounded, usize::MAX)
+            .unwrap()
+            .len(),
+        count
+    );
+}
+
+#[test]
+fn a_crash_image_is_replayed_and_lazy_commits_are_made_durable_by_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        each_synced: false,
+        ..Options::default()
+    };
+    let mut writer = open(dir.path(), options.clone());
+    writer.commit(put(b"durable", b"1"), true).unwrap();
+    writer.commit(put(b"lazy", b"2"), false).unwrap();
+    // Seen at once, durable or not.
+    assert_eq!(writer.reader().get(b"lazy").unwrap(), Some(b"2".to_vec()));
+    writer.sync().unwrap();
+    let image = crash_image(dir.path());
+    assert_eq!(
+        in_file(image.path(), b"durable"),
+        None,
+        "only the journal holds it"
+    );
+    let recovered = open(image.path(), options);
+    let reader = recovered.reader();
+    assert_eq!(reader.get(b"durable").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(reader.get(b"lazy").unwrap(), Some(b"2".to_vec()));
+    drop(reader);
+    drop(recovered);
+    // Opening checkpointed them into the file.
+    assert_eq!(in_file(image.path(), b"lazy"), Some(b"2".to_vec()));
+    drop(writer);
+}
+
+#[test]
+fn a_second_writer_of_the_same_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = open(dir.path(), Options::default());
+    assert!(matches!(
+        Writer::open(dir.path(), FILE, TABLE, Options::default()),
+        Err(crate::Error::InUse(_))
+    ));
+}
