@@ -2,8 +2,9 @@
 //! left it.
 
 use std::{
+    collections::HashMap,
     ops::Bound,
-    sync::{Arc, PoisonError, RwLock},
+    sync::{Arc, Mutex, PoisonError, RwLock},
 };
 
 use redb::ReadableDatabase;
@@ -20,24 +21,81 @@ fn failed(err: impl std::fmt::Display) -> Error {
     Error::Failed(err.to_string())
 }
 
+/// The most keys a snapshot keeps read (then it starts again).
+const CACHED_KEYS: usize = 8192;
+
+/// Values larger than this are not kept (attachment chunks).
+const CACHED_VALUE_MAX: usize = 4096;
+
 /// redb as the last checkpoint left it: one read transaction's table,
 /// shared by every read until the next checkpoint commits. The checkpoint
 /// thread is redb's only writer, so nothing else changes it; a read needs
 /// no read transaction and table lookup of its own. The writer refreshes
 /// it after each checkpoint, before it drops the checkpoint's table, so a
 /// key not in the tables is in the snapshot a read takes after looking.
-pub(crate) struct Snapshot(RwLock<Arc<ReadTable>>);
+pub(crate) struct Snapshot(RwLock<Arc<Frozen>>);
+
+/// One snapshot of redb, and what was read of it: it never changes, so a
+/// key read once answers the same until the next checkpoint (a device's
+/// record read at every delivery, a professional's at every call).
+pub(crate) struct Frozen {
+    /// The table.
+    pub(crate) table: ReadTable,
+    /// Keys read, with their values (`None`: absent).
+    read: Mutex<HashMap<Vec<u8>, Option<Vec<u8>>>>,
+}
+
+impl Frozen {
+    fn of(
+        db: &redb::Database,
+        table: redb::TableDefinition<'static, &'static [u8], &'static [u8]>,
+    ) -> Result<Self, Error> {
+        Ok(Frozen {
+            table: db
+                .begin_read()
+                .map_err(failed)?
+                .open_table(table)
+                .map_err(failed)?,
+            read: Mutex::default(),
+        })
+    }
+
+    /// The value of `key` in this snapshot.
+    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        if let Some(value) = self
+            .read
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+        {
+            return Ok(value.clone());
+        }
+        let value = self
+            .table
+            .get(key)
+            .map_err(failed)?
+            .map(|v| v.value().to_vec());
+        if value.as_ref().is_none_or(|v| v.len() <= CACHED_VALUE_MAX) {
+            let mut read = self.read.lock().unwrap_or_else(PoisonError::into_inner);
+            if read.len() >= CACHED_KEYS {
+                read.clear();
+            }
+            read.insert(key.to_vec(), value.clone());
+        }
+        Ok(value)
+    }
+}
 
 impl Snapshot {
     pub(crate) fn of(
         db: &redb::Database,
         table: redb::TableDefinition<'static, &'static [u8], &'static [u8]>,
     ) -> Result<Self, Error> {
-        Ok(Snapshot(RwLock::new(Arc::new(read_table(db, table)?))))
+        Ok(Snapshot(RwLock::new(Arc::new(Frozen::of(db, table)?))))
     }
 
-    /// The table as now.
-    pub(crate) fn current(&self) -> Arc<ReadTable> {
+    /// The snapshot as now.
+    pub(crate) fn current(&self) -> Arc<Frozen> {
         self.0
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -50,7 +108,7 @@ impl Snapshot {
         db: &redb::Database,
         table: redb::TableDefinition<'static, &'static [u8], &'static [u8]>,
     ) -> Result<(), Error> {
-        let fresh = Arc::new(read_table(db, table)?);
+        let fresh = Arc::new(Frozen::of(db, table)?);
         let old = std::mem::replace(
             &mut *self.0.write().unwrap_or_else(PoisonError::into_inner),
             fresh,
@@ -59,16 +117,6 @@ impl Snapshot {
         drop(old);
         Ok(())
     }
-}
-
-fn read_table(
-    db: &redb::Database,
-    table: redb::TableDefinition<'static, &'static [u8], &'static [u8]>,
-) -> Result<ReadTable, Error> {
-    db.begin_read()
-        .map_err(failed)?
-        .open_table(table)
-        .map_err(failed)
 }
 
 /// What readers and the writer share. Fields drop in order: the
@@ -100,9 +148,7 @@ impl Reader {
         if let Found::Here(value) = self.shared.tables.get(key) {
             return Ok(value);
         }
-        let table = self.shared.snapshot.current();
-        let value = table.get(key).map_err(failed)?;
-        Ok(value.map(|v| v.value().to_vec()))
+        self.shared.snapshot.current().get(key)
     }
 
     /// At most `limit` entries whose keys start with `prefix`, from
@@ -139,6 +185,7 @@ impl Reader {
         let mut stored = Vec::new();
         let mut redb_done = true;
         for item in table
+            .table
             .range::<&[u8]>((start, Bound::Unbounded))
             .map_err(failed)?
         {

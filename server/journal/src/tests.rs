@@ -141,3 +141,42 @@ fn a_second_writer_of_the_same_file_is_refused() {
         Err(crate::Error::InUse(_))
     ));
 }
+
+#[test]
+fn a_key_read_before_a_checkpoint_is_read_anew_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        freeze_bytes: 64 << 10,
+        ..Options::default()
+    };
+    let mut writer = open(dir.path(), options.clone());
+    writer.commit(put(b"key", b"old"), true).unwrap();
+    drop(writer);
+    // Now in the file: read through the snapshot (and kept there).
+    let mut writer = open(dir.path(), options);
+    let reader = writer.reader();
+    assert_eq!(reader.get(b"key").unwrap(), Some(b"old".to_vec()));
+    assert_eq!(reader.get(b"absent").unwrap(), None);
+    writer.commit(put(b"key", b"new"), true).unwrap();
+    writer.commit(put(b"absent", b"here"), true).unwrap();
+    // Enough to checkpoint both into the file and drop them from memory.
+    let filler = vec![0u8; 16 << 10];
+    for n in 0u32..8 {
+        writer.commit(put(&n.to_be_bytes(), &filler), true).unwrap();
+    }
+    let mut waited = 0;
+    while writer.checkpoint_running() || !in_tables_only(&writer) {
+        assert!(waited < 500, "no checkpoint");
+        std::thread::sleep(Duration::from_millis(10));
+        writer.tick(false);
+        waited += 1;
+    }
+    assert_eq!(reader.get(b"key").unwrap(), Some(b"new".to_vec()));
+    assert_eq!(reader.get(b"absent").unwrap(), Some(b"here".to_vec()));
+}
+
+/// Whether the writer's first checkpoint has been taken over by reads of
+/// the file (nothing frozen or settling).
+fn in_tables_only(writer: &Writer) -> bool {
+    !writer.checkpoint_running() && writer.frozen_is_empty()
+}

@@ -20,7 +20,7 @@ use redb::{ReadableTable, TableDefinition};
 
 use crate::{
     Error, Options,
-    reader::{ReadTable, Reader, Shared, Snapshot},
+    reader::{Frozen, Reader, Shared, Snapshot},
     segment::{self, AppendError, Changes, Journal},
     sync_dir,
     tables::{Found, Table, Tables},
@@ -310,6 +310,13 @@ impl Writer {
         self.in_flight.is_some() || self.settled.is_some()
     }
 
+    /// Whether no frozen table waits to be checkpointed (for tests).
+    #[cfg(test)]
+    pub(crate) fn frozen_is_empty(&self) -> bool {
+        self.shared.tables.frozen().is_none()
+            && self.shared.tables.active_bytes() < self.options.freeze_bytes
+    }
+
     /// Takes the checkpoint thread's answers (waiting for the one in
     /// progress when `wait`).
     fn settle(&mut self, wait: bool) {
@@ -528,7 +535,7 @@ fn checkpoint_loop(
 pub struct View<'a> {
     changes: &'a mut Changes,
     tables: &'a Tables,
-    redb: Arc<ReadTable>,
+    redb: Arc<Frozen>,
 }
 
 impl View<'_> {
@@ -542,11 +549,7 @@ impl View<'_> {
         }
         match self.tables.get(key) {
             Found::Here(value) => Ok(value),
-            Found::InRedb => Ok(self
-                .redb
-                .get(key)
-                .map_err(failed)?
-                .map(|v| v.value().to_vec())),
+            Found::InRedb => self.redb.get(key),
         }
     }
 

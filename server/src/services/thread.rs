@@ -681,12 +681,27 @@ impl ThreadService for ThreadApi {
                         return;
                     }
                 }
-                let events = match api
-                    .ctx
-                    .threads
-                    .events_after(device.id, after, EVENTS_PER_READ)
-                    .await
-                {
+                // Woken for a few new events: read them by their numbers.
+                let known = *subscription.head.borrow();
+                let numbered = if known > after && known - after <= EVENTS_PER_READ as u64 {
+                    api.ctx
+                        .threads
+                        .events_numbered(device.id, after, known)
+                        .await
+                } else {
+                    Ok(None)
+                };
+                let events = match numbered {
+                    Ok(Some(events)) => Ok(events),
+                    Ok(None) => {
+                        api.ctx
+                            .threads
+                            .events_after(device.id, after, EVENTS_PER_READ)
+                            .await
+                    }
+                    Err(err) => Err(err),
+                };
+                let events = match events {
                     Ok(events) => events,
                     Err(err) => {
                         let _ = tx.send(Box::new(Err(ServiceError::from(err).into()))).await;

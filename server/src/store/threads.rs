@@ -518,6 +518,35 @@ impl Threads {
             .collect()
     }
 
+    /// The events of `device`'s log numbered `after + 1` to `last`, read
+    /// by their keys (a new event is in memory, where a range read would
+    /// also look through the store's file), or `None` when one of them is
+    /// not there (trimmed, or not yet visible): then read the range.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails or an event is corrupt.
+    pub async fn events_numbered(
+        &self,
+        device: DeviceId,
+        after: u64,
+        last: u64,
+    ) -> Result<Option<Vec<(u64, StoredEvent)>>, StoreError> {
+        let keys: Vec<Vec<u8>> = (after + 1..=last)
+            .map(|n| [device.as_bytes().as_slice(), &n.to_be_bytes()].concat())
+            .collect();
+        let values = self.store.get_many(Keyspace::Events, &keys).await?;
+        let mut events = Vec::with_capacity(values.len());
+        for (number, value) in (after + 1..=last).zip(values) {
+            let Some(value) = value else {
+                return Ok(None);
+            };
+            let event = StoredEvent::decode(value.as_slice())
+                .map_err(|e| corrupt(Keyspace::Events, e.to_string()))?;
+            events.push((number, event));
+        }
+        Ok(Some(events))
+    }
+
     /// Whether every precondition of `batch` outside `ignore` still holds
     /// (see [`Batch::holds_apart_from`]).
     ///

@@ -304,6 +304,12 @@ pub(crate) async fn run(bench: &mut Bench) -> Result<(), String> {
             "bytes of the store (redb file and journal) per payload byte (ciphertext, heads, device logs, audit)",
         )
         .figure("file_mb", full / 1e6)
+        // The ciphertext alone is 1.7 bytes per payload byte: what the
+        // store adds beyond it shows here.
+        .figure(
+            "bytes_per_ciphertext_byte",
+            full / (messages * (PAYLOAD + MLS_OVERHEAD)) as f64,
+        )
         .figure("range_read_per_s", read_rate),
     );
     // Retention removes half the threads.
@@ -323,7 +329,11 @@ pub(crate) async fn run(bench: &mut Bench) -> Result<(), String> {
             Target::AtMost(1.5),
             "the same once retention removed half the threads (redb reuses freed pages; the file does not shrink)",
         )
-        .figure("file_mb", half / 1e6),
+        .figure("file_mb", half / 1e6)
+        .figure(
+            "bytes_per_ciphertext_byte",
+            half / (messages / 2 * (PAYLOAD + MLS_OVERHEAD)) as f64,
+        ),
     );
     // A crash: the files as they are while the store is open.
     let crashed = tempfile::tempdir_in(&root).map_err(|e| e.to_string())?;
