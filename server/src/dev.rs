@@ -53,6 +53,7 @@ pub fn config_on(
         data_dir: Some(data_dir.to_owned()),
         store: None,
         postgres: None,
+        checkpoint_kib: None,
         shutdown_grace_seconds: Some(5),
         handshake_timeout_seconds: None,
         sweep_interval_seconds: None,

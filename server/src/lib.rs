@@ -121,7 +121,11 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
             dir.display()
         )));
     }
-    Ok(Arc::new(RedbStore::open(dir)?))
+    Ok(Arc::new(RedbStore::open_tuned(
+        dir,
+        true,
+        config.checkpoint_bytes,
+    )?))
 }
 
 /// Creates `dir` and its missing parents so that they survive a power cut:

@@ -208,6 +208,7 @@ impl TestServer {
             sweep_interval_seconds: None,
             audit_key: None,
             audit_checkpoint_interval_seconds: None,
+            checkpoint_kib: None,
             retention: Default::default(),
             tls: FileTls {
                 certificate: self.pki.server_cert(),

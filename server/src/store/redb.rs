@@ -129,11 +129,25 @@ impl RedbStore {
     /// # Errors
     /// As [`RedbStore::open`].
     pub fn open_with(dir: &Path, durable: bool) -> Result<Self, StoreError> {
+        Self::open_tuned(dir, durable, FREEZE_BYTES)
+    }
+
+    /// Like [`RedbStore::open_with`], checkpointing once `checkpoint_bytes`
+    /// of changes are held in memory (the configuration's
+    /// `checkpoint_kib`; [`FREEZE_BYTES`] by default).
+    ///
+    /// # Errors
+    /// As [`RedbStore::open`].
+    pub fn open_tuned(
+        dir: &Path,
+        durable: bool,
+        checkpoint_bytes: usize,
+    ) -> Result<Self, StoreError> {
         let checkpoint_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 18));
         let observed = checkpoint_seconds.clone();
         let options = samenop_journal::Options {
             each_synced: durable,
-            freeze_bytes: FREEZE_BYTES,
+            freeze_bytes: checkpoint_bytes,
             on_checkpoint: Some(Arc::new(move |took: Duration| {
                 observed.observe(took.as_secs_f64());
             })),

@@ -4,7 +4,8 @@
 //! consults moving, a specialist's device subscribed; the server killed at
 //! a random moment, the power cut (cleanly or torn), the server started
 //! again; then every acknowledged write must be there, the audit trail
-//! must verify, and the subscriber must resume from its cursor.
+//! must verify, and the subscriber must resume from its cursor. The store
+//! checkpoints its journal every 64 KiB here, so cuts land in checkpoints.
 //!
 //! `SAMENOP_CYCLES=100` runs 100 cycles of each kind instead of 20.
 
@@ -323,7 +324,14 @@ async fn under_load(mount: Option<&mut Mount>, cut: impl Fn(u64) -> Option<Cut>)
         Some(mount) => mount.path().join("data"),
         None => dir.path().join("data"),
     };
-    let path = write_config(dir.path(), &config_text(&pki, port, &data, &ADMINS));
+    // The store checkpoints every 64 KiB of changes, so cuts and kills land
+    // in checkpoints, segment changes and segment removals too.
+    let text = config_text(&pki, port, &data, &ADMINS).replacen(
+        "[tls]",
+        "checkpoint_kib = 64\n[tls]",
+        1,
+    );
+    let path = write_config(dir.path(), &text);
     let mut mount = mount;
     let mut server: ServerProcess = start(&path, port);
     connect(&pki, port).await;
