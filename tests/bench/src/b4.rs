@@ -6,7 +6,8 @@
 //! device posts messages (encrypted before timing) one after the other,
 //! and every subscription must receive every message's entry, in order,
 //! with no gap and no repeat. Against a bare tonic broadcast to as many
-//! streams. Delivered messages per second (posts × subscribers over the
+//! streams. Each round subscribes again, from the cursor each device's
+//! subscription last delivered, as a client resumes. Delivered messages per second (posts × subscribers over the
 //! time from the first post to the last delivery), and publish → deliver
 //! latency.
 
@@ -175,6 +176,9 @@ pub(crate) async fn run(bench: &mut Bench) -> Result<(), String> {
     let text = "x".repeat(PAYLOAD);
     // The thread's last sequence: the device's own posts are all it holds.
     let mut latest = 0;
+    // Where each device's subscription last got to: the next round resumes
+    // there, as a client does, instead of reading its whole log again.
+    let cursors: Cursors = Arc::default();
     for stage in STAGES {
         while devices.len() < stage {
             let holder_index = devices.len() / PER_SPECIALIST;
@@ -210,11 +214,23 @@ pub(crate) async fn run(bench: &mut Bench) -> Result<(), String> {
             let id = register_device(holder.channel(), professional).await?;
             devices.push((professional, id));
         }
-        measure_stage(bench, consult, &device, &devices, &text, &mut latest).await?;
+        measure_stage(
+            bench,
+            consult,
+            &device,
+            &devices,
+            &text,
+            &mut latest,
+            &cursors,
+        )
+        .await?;
     }
     drop(holders);
     Ok(())
 }
+
+/// The last cursor each device's subscription delivered.
+type Cursors = Arc<Mutex<std::collections::HashMap<Uuid, String>>>;
 
 async fn measure_stage(
     bench: &mut Bench,
@@ -223,6 +239,7 @@ async fn measure_stage(
     devices: &[(Uuid, Uuid)],
     text: &str,
     latest: &mut u64,
+    cursors: &Cursors,
 ) -> Result<(), String> {
     let net = &bench.network;
     let subscribers = devices.len();
@@ -296,21 +313,31 @@ async fn measure_stage(
                     .map_err(|e| format!("cannot encrypt: {e}"))?;
                 let mut streams: Vec<Deliveries> = Vec::new();
                 for (i, (professional, id)) in devices.iter().enumerate() {
+                    let cursor = cursors
+                        .lock()
+                        .map_err(|_| "lock")?
+                        .get(id)
+                        .cloned()
+                        .unwrap_or_default();
                     let stream = ThreadServiceClient::new(ours[i % connections].clone())
                         .subscribe(acting(
                             *professional,
                             SubscribeRequest {
                                 device_id: id.to_string(),
-                                cursor: String::new(),
+                                cursor,
                             },
                         ))
                         .await
                         .map_err(|s| format!("subscribe: {s}"))?
                         .into_inner();
                     let consult_id = consult.to_string();
+                    let (cursors, id) = (cursors.clone(), *id);
                     let stream = stream.filter_map(move |item| match item {
                         Ok(event) => match event.event {
                             Some(Event::ThreadEntry(entry)) if entry.consult_id == consult_id => {
+                                if let Ok(mut cursors) = cursors.lock() {
+                                    cursors.insert(id, event.cursor);
+                                }
                                 Some(Ok(entry.sequence))
                             }
                             _ => None,
