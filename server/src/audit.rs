@@ -59,6 +59,9 @@ const REASON_MAX_CHARS: usize = 300;
 pub struct CallAudit {
     /// The event being filled in, and whether it went into a batch.
     draft: Arc<Mutex<Draft>>,
+    /// The fingerprint of the connection's client certificate, when it has
+    /// one (taken once, by the layer).
+    certificate: Option<Fingerprint>,
     /// The server's clock, for the event's time.
     clock: Arc<dyn Clock>,
 }
@@ -87,6 +90,7 @@ impl CallAudit {
         action: &str,
         request_id: String,
         remote: Option<SocketAddr>,
+        certificate: Option<Fingerprint>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         let event = v1::AuditEvent {
@@ -99,13 +103,26 @@ impl CallAudit {
             }),
             ..Default::default()
         };
-        CallAudit {
+        let audit = CallAudit {
             draft: Arc::new(Mutex::new(Draft {
                 event,
                 in_batch: false,
             })),
+            certificate,
             clock,
+        };
+        if let Some(certificate) = certificate {
+            // Known from the connection, so even a call refused before
+            // authentication names its certificate.
+            audit.peer(None, &certificate);
         }
+        audit
+    }
+
+    /// The fingerprint of the connection's client certificate, when the
+    /// layer saw one.
+    pub fn certificate(&self) -> Option<Fingerprint> {
+        self.certificate
     }
 
     /// The audit of the call `request` belongs to.
@@ -123,6 +140,7 @@ impl CallAudit {
                 CallAudit::start(
                     "detached",
                     String::new(),
+                    None,
                     None,
                     Arc::new(crate::clock::SystemClock),
                 )
@@ -142,9 +160,12 @@ impl CallAudit {
 
     /// Records the calling organisation and its certificate.
     pub fn peer(&self, organisation: Option<&Oin>, certificate: &Fingerprint) {
+        let same = self.certificate.as_ref() == Some(certificate);
         self.edit_actor(|actor| {
             actor.organisation_oin = organisation.map(ToString::to_string).unwrap_or_default();
-            actor.certificate_fingerprint = certificate.to_string();
+            if !same || actor.certificate_fingerprint.is_empty() {
+                actor.certificate_fingerprint = certificate.to_string();
+            }
         });
     }
 
@@ -406,12 +427,17 @@ where
         let connection = request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>();
         let remote = connection.and_then(|info| info.get_ref().remote_addr());
         let certs = connection.and_then(TlsConnectInfo::peer_certs);
-        let audit = CallAudit::start(&action, request_id, remote, self.layer.clock.clone());
-        if let Some(leaf) = certs.as_ref().and_then(|certs| certs.first()) {
-            // Known from the connection, so even a call refused before
-            // authentication names its certificate.
-            audit.peer(None, &Fingerprint::of(leaf.as_ref()));
-        }
+        let certificate = certs
+            .as_ref()
+            .and_then(|certs| certs.first())
+            .map(|leaf| Fingerprint::of(leaf.as_ref()));
+        let audit = CallAudit::start(
+            &action,
+            request_id,
+            remote,
+            certificate,
+            self.layer.clock.clone(),
+        );
         let named = request.headers().get(PROFESSIONAL_METADATA_KEY).cloned();
         request.extensions_mut().insert(audit.clone());
         let future = self.inner.call(request);

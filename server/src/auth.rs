@@ -38,7 +38,7 @@ const SERIAL_NUMBER_OID: &str = "2.5.4.5";
 const CERTIFICATES_KEPT: usize = 4096;
 
 /// The SHA-256 fingerprint of a client certificate (DER), shown in hex.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fingerprint([u8; 32]);
 
 impl Fingerprint {
@@ -53,7 +53,15 @@ impl Fingerprint {
 
 impl fmt::Display for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+        // One write of 64 hex digits: formatted for every call's span and
+        // audit event.
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut hex = [0u8; 64];
+        for (i, byte) in self.0.iter().enumerate() {
+            hex[2 * i] = DIGITS[usize::from(byte >> 4)];
+            hex[2 * i + 1] = DIGITS[usize::from(byte & 0x0f)];
+        }
+        f.write_str(std::str::from_utf8(&hex).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -196,8 +204,11 @@ impl Authenticator {
         let leaf = certs.first().ok_or_else(|| {
             ServiceError::Unauthenticated("the connection has no client certificate".into())
         })?;
-        let certificate = Fingerprint::of(leaf.as_ref());
         let audit = CallAudit::of(request);
+        // The audit layer took it from the same connection already.
+        let certificate = audit
+            .certificate()
+            .unwrap_or_else(|| Fingerprint::of(leaf.as_ref()));
         let span = tracing::Span::current();
         span.record("cert", tracing::field::display(&certificate));
         let organisation = self
@@ -239,7 +250,7 @@ impl Authenticator {
                 if kept.len() >= CERTIFICATES_KEPT {
                     kept.clear();
                 }
-                kept.insert(certificate.clone(), facts.clone());
+                kept.insert(*certificate, facts.clone());
                 facts
             }
         };
@@ -320,6 +331,15 @@ mod tests {
             validity: (time(from), time(until)),
             oin: Some(Oin::parse("oin", "00000001234567890000").expect("an OIN")),
         }
+    }
+
+    #[test]
+    fn a_fingerprint_is_the_certificate_s_sha256_in_lowercase_hex() {
+        // SHA-256 of "abc" (FIPS 180-2, appendix B.1).
+        assert_eq!(
+            Fingerprint::of(b"abc").to_string(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]

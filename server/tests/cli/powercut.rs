@@ -326,11 +326,8 @@ async fn under_load(mount: Option<&mut Mount>, cut: impl Fn(u64) -> Option<Cut>)
     };
     // The store checkpoints every 64 KiB of changes, so cuts and kills land
     // in checkpoints, segment changes and segment removals too.
-    let text = config_text(&pki, port, &data, &ADMINS).replacen(
-        "[tls]",
-        "checkpoint_kib = 64\n[tls]",
-        1,
-    );
+    let text =
+        config_text(&pki, port, &data, &ADMINS).replacen("[tls]", "checkpoint_kib = 64\n[tls]", 1);
     let path = write_config(dir.path(), &text);
     let mut mount = mount;
     let mut server: ServerProcess = start(&path, port);
