@@ -21,8 +21,9 @@ fn failed(err: impl std::fmt::Display) -> Error {
     Error::Failed(err.to_string())
 }
 
-/// The most keys a snapshot keeps read (then it starts again).
-const CACHED_KEYS: usize = 8192;
+/// The most bytes of keys and values a snapshot keeps read (then it starts
+/// again).
+const CACHED_BYTES: usize = 8 << 20;
 
 /// Values larger than this are not kept (attachment chunks).
 const CACHED_VALUE_MAX: usize = 4096;
@@ -42,7 +43,14 @@ pub(crate) struct Frozen {
     /// The table.
     pub(crate) table: ReadTable,
     /// Keys read, with their values (`None`: absent).
-    read: Mutex<HashMap<Vec<u8>, Option<Vec<u8>>>>,
+    read: Mutex<Kept>,
+}
+
+/// What a snapshot keeps read, and the bytes it holds.
+#[derive(Default)]
+struct Kept {
+    values: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    bytes: usize,
 }
 
 impl Frozen {
@@ -66,6 +74,7 @@ impl Frozen {
             .read
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .values
             .get(key)
         {
             return Ok(value.clone());
@@ -76,11 +85,13 @@ impl Frozen {
             .map_err(failed)?
             .map(|v| v.value().to_vec());
         if value.as_ref().is_none_or(|v| v.len() <= CACHED_VALUE_MAX) {
+            let size = key.len() + value.as_ref().map_or(0, Vec::len) + 64;
             let mut read = self.read.lock().unwrap_or_else(PoisonError::into_inner);
-            if read.len() >= CACHED_KEYS {
-                read.clear();
+            if read.bytes + size > CACHED_BYTES {
+                *read = Kept::default();
             }
-            read.insert(key.to_vec(), value.clone());
+            read.bytes += size;
+            read.values.insert(key.to_vec(), value.clone());
         }
         Ok(value)
     }
@@ -130,6 +141,20 @@ pub(crate) struct Shared {
     pub(crate) db: redb::Database,
     /// The table's definition.
     pub(crate) table: redb::TableDefinition<'static, &'static [u8], &'static [u8]>,
+    /// The redb file, for what errors say.
+    pub(crate) path: std::path::PathBuf,
+}
+
+impl Shared {
+    /// `err` of reading, saying which file.
+    pub(crate) fn reading(&self, err: Error) -> Error {
+        match err {
+            Error::Failed(message) => {
+                Error::Failed(format!("cannot read {}: {message}", self.path.display()))
+            }
+            other => other,
+        }
+    }
 }
 
 /// Reads of a journaled table, from any thread; clones share it. A read
@@ -148,7 +173,11 @@ impl Reader {
         if let Found::Here(value) = self.shared.tables.get(key) {
             return Ok(value);
         }
-        self.shared.snapshot.current().get(key)
+        self.shared
+            .snapshot
+            .current()
+            .get(key)
+            .map_err(|e| self.shared.reading(e))
     }
 
     /// At most `limit` entries whose keys start with `prefix`, from
@@ -157,6 +186,16 @@ impl Reader {
     /// # Errors
     /// [`Error::Failed`] when redb cannot be read.
     pub fn scan(
+        &self,
+        prefix: &[u8],
+        start: Bound<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<crate::Entry>, Error> {
+        self.scan_unnamed(prefix, start, limit)
+            .map_err(|e| self.shared.reading(e))
+    }
+
+    fn scan_unnamed(
         &self,
         prefix: &[u8],
         start: Bound<&[u8]>,

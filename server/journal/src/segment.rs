@@ -347,6 +347,9 @@ impl Journal {
         };
         let made = journal
             .write_ahead(INITIAL)
+            .map_err(|e| match e {
+                AppendError::NotWritten(e) | AppendError::Unknown(e) => e,
+            })
             .and_then(|()| crate::sync_dir(dir));
         if let Err(err) = made {
             // Not left behind half made: its number is tried again.
@@ -371,7 +374,12 @@ impl Journal {
 
     /// Writes zeros from the end of the written-ahead space to `until`
     /// and syncs them with the file's size.
-    fn write_ahead(&mut self, until: u64) -> Result<(), Error> {
+    ///
+    /// A failed write of the zeros harms nothing; a failed sync does: the
+    /// sync flushes the file's records not yet synced too, and an error it
+    /// reports about them is reported once only, so it is
+    /// [`AppendError::Unknown`].
+    fn write_ahead(&mut self, until: u64) -> Result<(), AppendError> {
         const CHUNK: usize = 1 << 20;
         let zeros = vec![0u8; CHUNK];
         let mut at = self.written_ahead;
@@ -379,12 +387,12 @@ impl Journal {
             let n = CHUNK.min((until - at) as usize);
             self.file
                 .write_all_at(&zeros[..n], at)
-                .map_err(|e| io("write", &self.path(), e))?;
+                .map_err(|e| AppendError::NotWritten(io("write", &self.path(), e)))?;
             at += n as u64;
         }
         self.file
             .sync_data()
-            .map_err(|e| io("sync", &self.path(), e))?;
+            .map_err(|e| AppendError::Unknown(io("sync", &self.path(), e)))?;
         self.written_ahead = until;
         Ok(())
     }
@@ -414,10 +422,8 @@ impl Journal {
         record.extend_from_slice(payload);
         let end = self.offset + record.len() as u64;
         if end > self.written_ahead {
-            // Zeros past every synced record: a failure here harms none.
             let step = self.written_ahead.clamp(INITIAL, EXTEND);
-            self.write_ahead(end.div_ceil(INITIAL) * INITIAL + step)
-                .map_err(AppendError::NotWritten)?;
+            self.write_ahead(end.div_ceil(INITIAL) * INITIAL + step)?;
         }
         self.file
             .write_all_at(&record, self.offset)
@@ -438,7 +444,6 @@ impl Journal {
     }
 
     /// Bytes of records in the current segment.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> u64 {
         self.offset
     }

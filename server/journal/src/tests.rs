@@ -180,3 +180,33 @@ fn a_key_read_before_a_checkpoint_is_read_anew_after_it() {
 fn in_tables_only(writer: &Writer) -> bool {
     !writer.checkpoint_running() && writer.frozen_is_empty()
 }
+
+#[test]
+fn a_key_written_again_and_again_still_leads_to_checkpoints() {
+    // The table holds one value; the journal holds every write of it.
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        freeze_bytes: 256 << 10,
+        ..Options::default()
+    };
+    let mut writer = open(dir.path(), options);
+    let value = vec![3u8; 32 << 10];
+    for _ in 0..64 {
+        writer.commit(put(b"same", &value), false).unwrap();
+    }
+    let mut waited = 0;
+    while segment::segments(&crate::journal_dir(dir.path()))
+        .unwrap()
+        .first()
+        .is_some_and(|first| *first == 1)
+    {
+        assert!(waited < 500, "the journal grew without a checkpoint");
+        std::thread::sleep(Duration::from_millis(10));
+        writer.tick(false);
+        waited += 1;
+    }
+    assert_eq!(
+        writer.reader().get(b"same").unwrap().as_deref(),
+        Some(value.as_slice())
+    );
+}

@@ -120,7 +120,13 @@ impl Writer {
                 }
                 other => Error::Failed(format!("cannot open {}: {other}", path.display())),
             })?;
-        let checkpointed = {
+        let opening = |e: Error| match e {
+            Error::Failed(message) => {
+                Error::Failed(format!("cannot open {}: {message}", path.display()))
+            }
+            other => other,
+        };
+        let checkpointed = (|| {
             let tx = db.begin_write().map_err(failed)?;
             tx.open_table(table).map_err(failed)?;
             let checkpointed = tx
@@ -130,8 +136,9 @@ impl Writer {
                 .map_err(failed)?
                 .map_or(0, |v| v.value());
             tx.commit().map_err(failed)?;
-            checkpointed
-        };
+            Ok::<u64, Error>(checkpointed)
+        })()
+        .map_err(opening)?;
         if created {
             // The new file's name is durable only once its directory is.
             sync_dir(dir)?;
@@ -164,7 +171,8 @@ impl Writer {
                 table,
                 &Table::of(recovered.changes),
                 recovered.last_segment,
-            )?;
+            )
+            .map_err(opening)?;
         }
         let covered = checkpointed.max(recovered.last_segment);
         segment::remove_upto(&journal_dir, covered)?;
@@ -172,9 +180,10 @@ impl Writer {
         let spare = Journal::start(&journal_dir, covered + 2)?;
         let shared = Arc::new(Shared {
             tables: Tables::default(),
-            snapshot: Snapshot::of(&db, table)?,
+            snapshot: Snapshot::of(&db, table).map_err(opening)?,
             db,
             table,
+            path: path.clone(),
         });
         let (jobs, job_queue) = mpsc::channel();
         let (done_sender, done) = mpsc::channel();
@@ -252,7 +261,9 @@ impl Writer {
             ));
         }
         if changes.is_empty() {
-            return Ok(());
+            // A durable commit of nothing still makes the earlier ones
+            // durable.
+            return if sync { self.sync() } else { Ok(()) };
         }
         let written = match self.journal.append(&segment::encode(&changes)) {
             Ok(()) if sync => self.journal.sync(),
@@ -285,6 +296,13 @@ impl Writer {
     /// [`Error::MayBeWritten`] when the sync fails (and for every commit
     /// after that).
     pub fn sync(&mut self) -> Result<(), Error> {
+        // A sync that failed is never tried again: the error it reported
+        // is not reported twice, and a second sync would say all is well.
+        if let Some(stopped) = &self.stopped {
+            return Err(Error::MayBeWritten(format!(
+                "the journal failed earlier ({stopped}); it must be opened again"
+            )));
+        }
         if !self.unsynced {
             return Ok(());
         }
@@ -394,7 +412,10 @@ impl Writer {
             }
             return;
         }
+        // Also when the segment grew large from keys written again and
+        // again (each write is a record; the table holds the last value).
         let due = self.shared.tables.active_bytes() >= self.options.freeze_bytes
+            || self.journal.len() >= self.options.freeze_bytes.saturating_mul(2) as u64
             || (idle && !self.shared.tables.active_is_empty());
         if !due || self.stopped.is_some() {
             return;
@@ -466,8 +487,13 @@ impl Drop for Writer {
         {
             tracing::warn!(cause = %err, "an unused journal segment stays");
         }
-        // An empty current segment goes too once checkpointed.
-        if self.shared.tables.active_is_empty() && self.shared.tables.frozen().is_none() {
+        // An empty current segment goes too once checkpointed (not after
+        // a failure: a record that may have been written stays to be read
+        // at the next open).
+        if self.stopped.is_none()
+            && self.shared.tables.active_is_empty()
+            && self.shared.tables.frozen().is_none()
+        {
             let _ = segment::remove_upto(&self.dir, self.journal.number());
         }
     }
@@ -514,7 +540,12 @@ fn checkpoint_loop(
 ) {
     while let Ok(job) = jobs.recv() {
         let started = Instant::now();
-        let outcome = checkpoint(&shared.db, shared.table, &job.table, job.upto);
+        let outcome = checkpoint(&shared.db, shared.table, &job.table, job.upto).map_err(|e| {
+            Error::Failed(format!(
+                "cannot write a checkpoint into {}: {e}",
+                shared.path.display()
+            ))
+        });
         if let Some(report) = &on_checkpoint {
             report(started.elapsed());
         }
