@@ -39,6 +39,26 @@ fn crash_image(dir: &std::path::Path) -> tempfile::TempDir {
     image
 }
 
+/// Ticks `writer` until `done` (at most 5 s).
+fn until(writer: &mut Writer, done: impl Fn(&Writer) -> bool) {
+    for _ in 0..500 {
+        if done(writer) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        writer.tick(false);
+    }
+    panic!("no checkpoint within 5 s");
+}
+
+/// Whether the first segment was checkpointed and removed.
+fn first_segment_gone(dir: &std::path::Path) -> bool {
+    segment::segments(&crate::journal_dir(dir))
+        .unwrap()
+        .first()
+        .is_none_or(|first| *first != 1)
+}
+
 #[test]
 fn many_changes_are_checkpointed_into_the_file_and_their_segments_removed() {
     let dir = tempfile::tempdir().unwrap();
@@ -55,17 +75,7 @@ fn many_changes_are_checkpointed_into_the_file_and_their_segments_removed() {
         writer.commit(put(&n.to_be_bytes(), &value), true).unwrap();
     }
     // The first checkpoint's segment goes once it has committed.
-    let mut waited = 0;
-    while segment::segments(&crate::journal_dir(dir.path()))
-        .unwrap()
-        .first()
-        .is_some_and(|first| *first == 1)
-    {
-        assert!(waited < 500, "the first segment was never checkpointed");
-        std::thread::sleep(Duration::from_millis(10));
-        writer.tick(false);
-        waited += 1;
-    }
+    until(&mut writer, |_| first_segment_gone(dir.path()));
     assert_eq!(
         reader.get(&0u32.to_be_bytes()).unwrap().as_deref(),
         Some(value.as_slice())
@@ -164,13 +174,7 @@ fn a_key_read_before_a_checkpoint_is_read_anew_after_it() {
     for n in 0u32..8 {
         writer.commit(put(&n.to_be_bytes(), &filler), true).unwrap();
     }
-    let mut waited = 0;
-    while writer.checkpoint_running() || !in_tables_only(&writer) {
-        assert!(waited < 500, "no checkpoint");
-        std::thread::sleep(Duration::from_millis(10));
-        writer.tick(false);
-        waited += 1;
-    }
+    until(&mut writer, in_tables_only);
     assert_eq!(reader.get(b"key").unwrap(), Some(b"new".to_vec()));
     assert_eq!(reader.get(b"absent").unwrap(), Some(b"here".to_vec()));
 }
@@ -194,17 +198,7 @@ fn a_key_written_again_and_again_still_leads_to_checkpoints() {
     for _ in 0..64 {
         writer.commit(put(b"same", &value), false).unwrap();
     }
-    let mut waited = 0;
-    while segment::segments(&crate::journal_dir(dir.path()))
-        .unwrap()
-        .first()
-        .is_some_and(|first| *first == 1)
-    {
-        assert!(waited < 500, "the journal grew without a checkpoint");
-        std::thread::sleep(Duration::from_millis(10));
-        writer.tick(false);
-        waited += 1;
-    }
+    until(&mut writer, |_| first_segment_gone(dir.path()));
     assert_eq!(
         writer.reader().get(b"same").unwrap().as_deref(),
         Some(value.as_slice())
