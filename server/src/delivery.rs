@@ -39,7 +39,7 @@ pub struct Hub {
 /// A device's subscription as the hub sees it.
 pub struct Subscription {
     /// Changes when the device's log grows.
-    pub head: watch::Receiver<u64>,
+    head: watch::Receiver<u64>,
     /// This subscription's generation.
     generation: u64,
     /// Changes when a newer subscription starts.
@@ -68,6 +68,14 @@ pub enum Wake {
 }
 
 impl Subscription {
+    /// The number of the device's last event as last notified. Marks it
+    /// seen: [`Subscription::wait`] returns only for growth past it (a
+    /// plain look would leave it unseen, and the next wait would return at
+    /// once for growth already read).
+    pub fn known(&mut self) -> u64 {
+        *self.head.borrow_and_update()
+    }
+
     /// Waits until the device's log grows, this subscription is replaced or
     /// the server shuts down.
     pub async fn wait(&mut self) -> Wake {

@@ -41,10 +41,9 @@ const PAGE_MAX: usize = 500;
 const PAGE_BYTES: usize = 2 * 1024 * 1024;
 /// Thread entries read from the store at a time by FetchThread.
 const FETCH_READ: usize = 8;
-/// Events read from a device's log at a time, and held in a subscription's
-/// outgoing channel at most.
+/// Events read from a device's log at a time, and held by a subscription
+/// at most.
 const EVENTS_PER_READ: usize = 32;
-const STREAM_BUFFER: usize = 16;
 /// Backoff between append attempts.
 const RETRY_PAUSE: Duration = Duration::from_millis(2);
 
@@ -654,105 +653,23 @@ impl ThreadService for ThreadApi {
             });
         }
         // Subscribed before the first read: growth after it wakes us.
-        let mut subscription = self.ctx.hub.subscribe(device.id);
-        // Boxed: the channel allocates its slots in blocks of 32 up front,
-        // and an event or a status inline is hundreds of bytes; boxed, an
-        // idle subscription holds a block of pointers (decision 36).
-        let (tx, rx) =
-            tokio::sync::mpsc::channel::<Box<Result<v1::SubscribeResponse, Status>>>(STREAM_BUFFER);
-        let api = self.clone();
-        tokio::spawn(async move {
-            loop {
-                // A device revoked (or whose professional was deactivated)
-                // while subscribed hears nothing more.
-                match api.ctx.directory.device(device.id).await {
-                    Ok(Some(now)) if now.revoked_at.is_none() => {}
-                    Ok(_) => {
-                        let _ = tx
-                            .send(Box::new(Err(Status::not_found(format!(
-                                "no active device {} of yours",
-                                device.id
-                            )))))
-                            .await;
-                        return;
-                    }
-                    Err(err) => {
-                        let _ = tx.send(Box::new(Err(ServiceError::from(err).into()))).await;
-                        return;
-                    }
-                }
-                // Woken for a few new events: read them by their numbers.
-                let known = *subscription.head.borrow();
-                let numbered = if known > after && known - after <= EVENTS_PER_READ as u64 {
-                    api.ctx
-                        .threads
-                        .events_numbered(device.id, after, known)
-                        .await
-                } else {
-                    Ok(None)
-                };
-                let events = match numbered {
-                    Ok(Some(events)) => Ok(events),
-                    Ok(None) => {
-                        api.ctx
-                            .threads
-                            .events_after(device.id, after, EVENTS_PER_READ)
-                            .await
-                    }
-                    Err(err) => Err(err),
-                };
-                let events = match events {
-                    Ok(events) => events,
-                    Err(err) => {
-                        let _ = tx.send(Box::new(Err(ServiceError::from(err).into()))).await;
-                        return;
-                    }
-                };
-                let caught_up = events.len() < EVENTS_PER_READ;
-                for (number, event) in events {
-                    let item = api
-                        .deliverable(device.professional, device.id, number, event)
-                        .await
-                        .map_err(Status::from);
-                    let failed = item.is_err();
-                    // Waits while the subscriber is slow: nothing piles up.
-                    if tx.send(Box::new(item)).await.is_err() || failed {
-                        return;
-                    }
-                    after = number;
-                }
-                if caught_up {
-                    let wake = tokio::select! {
-                        wake = subscription.wait() => wake,
-                        () = tx.closed() => return,
-                    };
-                    match wake {
-                        Wake::Grew => {}
-                        Wake::Replaced => {
-                            let _ = tx
-                                .send(Box::new(Err(Status::cancelled(
-                                    "a newer subscription for this device started",
-                                ))))
-                                .await;
-                            return;
-                        }
-                        Wake::Closing => {
-                            let _ = tx
-                                .send(Box::new(Err(Status::unavailable(
-                                    "the server is shutting down; subscribe again from your \
-                                     last cursor",
-                                ))))
-                                .await;
-                            return;
-                        }
-                    }
-                }
-            }
+        let subscription = self.ctx.hub.subscribe(device.id);
+        let following = Following {
+            api: self.clone(),
+            device,
+            after,
+            subscription,
+            ready: std::collections::VecDeque::new(),
+            caught_up: false,
+            ended: false,
+        };
+        // Read as its HTTP/2 stream asks for more (decision 41): no task or
+        // channel of its own, and a slow subscriber is simply not asked.
+        let stream = futures_util::stream::unfold(following, |mut following| async move {
+            let item = following.next().await?;
+            Some((item, following))
         });
-        Ok(Response::new(Box::pin(tokio_stream::StreamExt::map(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-            |item| *item,
-        ))))
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn upload_attachment(
@@ -770,5 +687,94 @@ impl ThreadService for ThreadApi {
     ) -> Result<Response<BoxStream<v1::DownloadAttachmentResponse>>, Status> {
         let stream = super::attachments::download(&self.consults, request).await?;
         Ok(Response::new(stream))
+    }
+}
+
+/// A device's subscription: what it read of the device's log and has not
+/// delivered yet, and where it is.
+struct Following {
+    api: ThreadApi,
+    device: Device,
+    /// The number of the last event delivered (or the cursor resumed from).
+    after: u64,
+    subscription: crate::delivery::Subscription,
+    /// Events read and not yet delivered, in order.
+    ready: std::collections::VecDeque<(u64, StoredEvent)>,
+    /// Whether the last read reached the end of the log: wait for growth
+    /// before reading again.
+    caught_up: bool,
+    /// Set once an error was delivered: the stream ends after it.
+    ended: bool,
+}
+
+impl Following {
+    /// The subscription's next item: an event, or the error that ends it;
+    /// `None` once ended.
+    async fn next(&mut self) -> Option<Result<v1::SubscribeResponse, Status>> {
+        if self.ended {
+            return None;
+        }
+        loop {
+            if let Some((number, event)) = self.ready.pop_front() {
+                let item = self
+                    .api
+                    .deliverable(self.device.professional, self.device.id, number, event)
+                    .await
+                    .map_err(Status::from);
+                match item {
+                    Ok(_) => self.after = number,
+                    Err(_) => self.ended = true,
+                }
+                return Some(item);
+            }
+            if self.caught_up {
+                let ended = match self.subscription.wait().await {
+                    Wake::Grew => None,
+                    Wake::Replaced => Some(Status::cancelled(
+                        "a newer subscription for this device started",
+                    )),
+                    Wake::Closing => Some(Status::unavailable(
+                        "the server is shutting down; subscribe again from your last cursor",
+                    )),
+                };
+                if let Some(status) = ended {
+                    self.ended = true;
+                    return Some(Err(status));
+                }
+            }
+            if let Err(status) = self.read().await {
+                self.ended = true;
+                return Some(Err(status));
+            }
+        }
+    }
+
+    /// Checks the device again and reads the next events of its log.
+    async fn read(&mut self) -> Result<(), Status> {
+        let ctx = &self.api.ctx;
+        let id = self.device.id;
+        // A device revoked (or whose professional was deactivated) while
+        // subscribed hears nothing more.
+        match ctx.directory.device(id).await {
+            Ok(Some(now)) if now.revoked_at.is_none() => {}
+            Ok(_) => return Err(Status::not_found(format!("no active device {id} of yours"))),
+            Err(err) => return Err(ServiceError::from(err).into()),
+        }
+        // Woken for a few new events: read them by their numbers.
+        let known = self.subscription.known();
+        let after = self.after;
+        let numbered = if known > after && known - after <= EVENTS_PER_READ as u64 {
+            ctx.threads.events_numbered(id, after, known).await
+        } else {
+            Ok(None)
+        };
+        let events = match numbered {
+            Ok(Some(events)) => events,
+            Ok(None) => ctx.threads.events_after(id, after, EVENTS_PER_READ).await?,
+            Err(err) => return Err(ServiceError::from(err).into()),
+        };
+        self.caught_up = events.len() < EVENTS_PER_READ;
+        self.ready.extend(events);
+        Ok(())
     }
 }
