@@ -85,6 +85,12 @@ impl ConsultApi {
             .consult(id)
             .await?
             .ok_or_else(|| no_consult(id))?;
+        self.settled(stored).await
+    }
+
+    /// A consult already read, settled at the current time (its consent
+    /// read for it).
+    pub(super) async fn settled(&self, stored: Consult) -> ServiceResult<Loaded> {
         let mut now = stored.clone();
         let consent = match &stored.subject {
             Subject::Family { basis, .. } => match basis.consent() {
@@ -628,8 +634,8 @@ impl ConsultService for ConsultApi {
         .map_err(ServiceError::from)?;
         let mut shown = Vec::new();
         for stored in candidates {
-            let loaded = self.load(stored.id).await?;
-            let c = loaded.now;
+            // Read by the index scan: settled as it is, not read again.
+            let c = self.settled(stored).await?.now;
             let keep = match scope {
                 v1::ConsultListScope::Owned => c.owner == me.id,
                 v1::ConsultListScope::Participating => {
@@ -937,8 +943,8 @@ impl ConsultService for ConsultApi {
             .await
             .map_err(ServiceError::from)?
         {
-            let loaded = self.load(stored.id).await?;
-            let c = loaded.now;
+            // Read by the index scan: settled as it is, not read again.
+            let c = self.settled(stored).await?.now;
             if only_expertise.is_none_or(|e| e == c.expertise)
                 && only_urgency.is_none_or(|u| u == c.urgency)
             {
