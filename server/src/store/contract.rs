@@ -25,7 +25,7 @@ pub(crate) async fn run_all(store: Arc<dyn Store>) {
 }
 
 /// The stored chain: (key, raw entry) in order.
-async fn audit_chain(store: &dyn Store) -> Vec<(Vec<u8>, Vec<u8>)> {
+pub(super) async fn audit_chain(store: &dyn Store) -> Vec<(Vec<u8>, Vec<u8>)> {
     store
         .scan(Keyspace::Audit, b"", None, usize::MAX)
         .await
@@ -41,7 +41,7 @@ fn event(action: &str) -> samenop_proto::v1::AuditEvent {
 }
 
 /// Verifies a chain: its events, or the first fault.
-fn verify(
+pub(super) fn verify(
     chain: &[(Vec<u8>, Vec<u8>)],
     recorded: Head,
 ) -> Result<Vec<samenop_proto::v1::AuditEvent>, Broken> {
@@ -54,7 +54,7 @@ fn verify(
     Ok(events)
 }
 
-async fn recorded_head(store: &dyn Store) -> Head {
+pub(super) async fn recorded_head(store: &dyn Store) -> Head {
     let raw = store.get(Keyspace::Meta, HEAD_KEY).await.unwrap();
     Head::decode(raw.as_deref()).unwrap()
 }

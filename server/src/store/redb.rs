@@ -11,6 +11,11 @@
 //! answers each batch. One sequential write and one sync per group, where a
 //! redb commit rewrites every page on the path to each changed key; the
 //! journal's checkpoints write the changes into redb in bulk (decision 40).
+//! While calls come one at a time, a batch that finds nothing else waiting
+//! or being written is written by its caller's own thread instead (a lone
+//! commit): it would be a group of one anyway, and two thread hand-offs (a
+//! futex wake each way) are a sizeable part of a lone call's latency
+//! (decision 42).
 //!
 //! Opening replays the journal after a crash; closing (the last clone
 //! dropped) checkpoints everything and removes the journal's segments, so a
@@ -20,7 +25,11 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, mpsc},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+        mpsc,
+    },
     time::{Duration, Instant},
 };
 
@@ -78,18 +87,42 @@ pub struct RedbStore {
     checkpoint_seconds: Histogram,
 }
 
-/// The writer thread and its queue.
+/// The writer thread, its queue, and the writing state it shares with lone
+/// commits.
 struct WriterThread {
     /// The queue; `None` once closed.
     queue: Option<mpsc::Sender<Waiting>>,
     /// The thread, joined when the last store goes.
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The journal and what is measured, for whoever writes: the thread,
+    /// or a lone commit's caller.
+    state: Arc<Shared>,
+}
+
+/// What the writer thread and lone commits share.
+struct Shared {
+    /// The journal; one writer at a time.
+    writing: Mutex<WriteLoop>,
+    /// Batches given to the store and not answered yet (queued, or being
+    /// written by the thread or by a lone commit's caller).
+    pending: AtomicUsize,
+    /// The size of the last group committed: 1 while calls come one at a
+    /// time; more under load, when a caller's worker is better left to
+    /// the other calls than blocked on a sync.
+    last_group: AtomicUsize,
+}
+
+impl Shared {
+    fn writing(&self) -> std::sync::MutexGuard<'_, WriteLoop> {
+        self.writing.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl Drop for WriterThread {
     fn drop(&mut self) {
-        // Closing the queue ends the thread after its last group; dropping
-        // the journal's writer there checkpoints everything.
+        // Closing the queue ends the thread after its last group; the
+        // journal's writer is dropped with the last reference to the state,
+        // this one, which checkpoints everything before the drop returns.
         drop(self.queue.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -155,20 +188,26 @@ impl RedbStore {
         let journal = Writer::open(dir, FILE, TABLE, options).map_err(backend)?;
         let reader = journal.reader();
         let metrics = CommitMetrics::new();
-        let mut state = WriteLoop {
-            journal,
-            durable,
-            metrics: metrics.clone(),
-        };
+        let state = Arc::new(Shared {
+            writing: Mutex::new(WriteLoop {
+                journal,
+                durable,
+                metrics: metrics.clone(),
+            }),
+            pending: AtomicUsize::new(0),
+            last_group: AtomicUsize::new(1),
+        });
         let (sender, queue) = mpsc::channel();
+        let shared = state.clone();
         let thread = std::thread::Builder::new()
             .name("samenop-store-writer".into())
-            .spawn(move || state.run(&queue))
+            .spawn(move || run(&shared, &queue))
             .map_err(|e| StoreError::Backend(format!("cannot start the writer: {e}")))?;
         Ok(RedbStore {
             writer: Arc::new(WriterThread {
                 queue: Some(sender),
                 thread: Some(thread),
+                state,
             }),
             reader,
             metrics,
@@ -206,66 +245,77 @@ struct WriteLoop {
     metrics: CommitMetrics,
 }
 
-impl WriteLoop {
-    /// Takes groups until every sender is gone; dropping the journal's
-    /// writer then checkpoints all.
-    fn run(&mut self, queue: &mpsc::Receiver<Waiting>) {
-        loop {
-            // While a checkpoint runs, its end is looked for often: its
-            // table is dropped and its segments removed soon after.
-            let running = self.journal.checkpoint_running();
-            let wait = if running {
-                Duration::from_millis(10)
-            } else {
-                IDLE_CHECKPOINT
-            };
-            match queue.recv_timeout(wait) {
-                Ok(first) => {
-                    let mut bytes = size_of(&first.0);
-                    let mut group = vec![first];
-                    while group.len() < GROUP_MAX && bytes < GROUP_BYTES {
-                        match queue.try_recv() {
-                            Ok(next) => {
-                                bytes += size_of(&next.0);
-                                group.push(next);
-                            }
-                            Err(_) => break,
+/// The writer thread: takes groups until every sender is gone.
+fn run(state: &Shared, queue: &mpsc::Receiver<Waiting>) {
+    loop {
+        // While a checkpoint runs, its end is looked for often: its table
+        // is dropped and its segments removed soon after.
+        let running = state.writing().journal.checkpoint_running();
+        let wait = if running {
+            Duration::from_millis(10)
+        } else {
+            IDLE_CHECKPOINT
+        };
+        match queue.recv_timeout(wait) {
+            Ok(first) => {
+                let mut bytes = size_of(&first.0);
+                let mut group = vec![first];
+                // A lone commit being written holds the journal: what
+                // arrives meanwhile joins this group.
+                let mut writing = state.writing();
+                while group.len() < GROUP_MAX && bytes < GROUP_BYTES {
+                    match queue.try_recv() {
+                        Ok(next) => {
+                            bytes += size_of(&next.0);
+                            group.push(next);
                         }
+                        Err(_) => break,
                     }
-                    self.commit_group(group);
                 }
-                // Idle: not when the wait was only for a checkpoint's end.
-                Err(mpsc::RecvTimeoutError::Timeout) => self.journal.tick(!running),
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                let taken = group.len();
+                writing.commit_group(group);
+                drop(writing);
+                state.last_group.store(taken, Ordering::Release);
+                state.pending.fetch_sub(taken, Ordering::AcqRel);
             }
+            // Idle (nothing queued; lone commits may have been written
+            // meanwhile): not when the wait was only for a checkpoint's end.
+            Err(mpsc::RecvTimeoutError::Timeout) => state.writing().journal.tick(!running),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
+}
 
+impl WriteLoop {
     /// Applies one group, makes it durable in the journal, publishes it and
     /// answers each batch.
     fn commit_group(&mut self, group: Vec<Waiting>) {
         let (batches, answers): (Vec<Batch>, Vec<_>) = group.into_iter().unzip();
+        for (answer, outcome) in answers.into_iter().zip(self.commit_batches(&batches)) {
+            let _ = answer.send(outcome);
+        }
+    }
+
+    /// Commits `batches` as one group; the outcome of each, in order.
+    fn commit_batches(&mut self, batches: &[Batch]) -> Vec<Result<Vec<u64>, StoreError>> {
         let started = Instant::now();
-        let outcome = self.apply_group(&batches);
+        let outcome = self.apply_group(batches);
         self.metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
         self.metrics.group_size.observe(batches.len() as f64);
         match outcome {
-            Ok(outcomes) => {
-                for (answer, outcome) in answers.into_iter().zip(outcomes) {
-                    let _ = answer.send(outcome);
-                }
-            }
+            Ok(outcomes) => outcomes,
             Err(err) => {
                 tracing::error!(cause = %err, "a group commit failed");
                 let message = match &err {
                     StoreError::Backend(message) => message.clone(),
                     other => other.to_string(),
                 };
-                for answer in answers {
-                    let _ = answer.send(Err(StoreError::Backend(message.clone())));
-                }
+                batches
+                    .iter()
+                    .map(|_| Err(StoreError::Backend(message.clone())))
+                    .collect()
             }
         }
     }
@@ -364,14 +414,48 @@ impl Store for RedbStore {
     }
 
     async fn commit_logged(&self, batch: Batch) -> Result<Vec<u64>, StoreError> {
+        let shared = &self.writer.state;
+        // Nothing else given to the store and not answered, and calls
+        // coming one at a time (the last group was of one): this batch
+        // would be a group of one, so this thread writes it (one
+        // `fdatasync` with this task's worker blocked, instead of a wake of
+        // the writer thread and one back). Batches arriving meanwhile queue
+        // for the thread, which takes them as one group once this is done;
+        // under load (groups of more) the thread writes every group, and
+        // the workers stay free for the calls.
+        let alone = shared.last_group.load(Ordering::Acquire) == 1
+            && shared
+                .pending
+                .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok();
+        if !alone {
+            shared.pending.fetch_add(1, Ordering::AcqRel);
+        } else if let Ok(mut writing) = shared.writing.try_lock() {
+            let outcome = writing
+                .commit_batches(std::slice::from_ref(&batch))
+                .pop()
+                .unwrap_or_else(|| Err(StoreError::Backend("no outcome".into())));
+            drop(writing);
+            shared.last_group.store(1, Ordering::Release);
+            shared.pending.fetch_sub(1, Ordering::AcqRel);
+            return outcome;
+        }
+        // (A lone batch whose journal the thread holds, for a checkpoint's
+        // end, queues like any other: the count it took stays until the
+        // thread answers it.)
         let (answer, outcome) = tokio::sync::oneshot::channel();
         let stopped = || StoreError::Backend("the store's writer has stopped".into());
-        self.writer
+        let sent = self
+            .writer
             .queue
             .as_ref()
-            .ok_or_else(stopped)?
-            .send((batch, answer))
-            .map_err(|_| stopped())?;
+            .ok_or_else(stopped)
+            .and_then(|queue| queue.send((batch, answer)).map_err(|_| stopped()));
+        if let Err(err) = sent {
+            // Never given to the thread: not waiting any more.
+            shared.pending.fetch_sub(1, Ordering::AcqRel);
+            return Err(err);
+        }
         outcome.await.map_err(|_| stopped())?
     }
 
