@@ -150,6 +150,11 @@ struct Inner {
     /// its encryption. Emptied by every roll-back, which returns the storage
     /// to an earlier state.
     groups: HashMap<Uuid, MlsGroup>,
+    /// Thread records as last written, by consult: a send reads its
+    /// thread's record several times, and decoding its JSON cost it more
+    /// than the encryption. Filled by every write of a record, so it never
+    /// differs from the stored one; at most [`GROUPS_KEPT`].
+    threads: HashMap<Uuid, ThreadRecord>,
 }
 
 /// One device of one professional: end-to-end encrypted threads.
@@ -270,6 +275,9 @@ impl Inner {
     }
 
     fn thread(&self, consult: Uuid) -> Result<ThreadRecord> {
+        if let Some(thread) = self.threads.get(&consult) {
+            return Ok(thread.clone());
+        }
         match self.state.get(&thread_key(consult))? {
             Some(raw) => from_json(&raw),
             None => Ok(ThreadRecord {
@@ -307,8 +315,14 @@ impl Inner {
         let mut own = vec![(thread_key(consult), Some(json(thread)?))];
         own.extend(extra);
         let result = self.state.persist_with(&own, durable);
-        if result.is_err() {
-            self.roll_back();
+        match &result {
+            Ok(()) => {
+                if self.threads.len() >= GROUPS_KEPT && !self.threads.contains_key(&consult) {
+                    self.threads.clear();
+                }
+                self.threads.insert(consult, thread.clone());
+            }
+            Err(_) => self.roll_back(),
         }
         result
     }
@@ -392,6 +406,7 @@ impl Messenger {
                 credential,
                 device,
                 groups: HashMap::new(),
+                threads: HashMap::new(),
             }),
             sending: std::sync::Mutex::default(),
         };
