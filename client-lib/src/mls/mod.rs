@@ -27,6 +27,7 @@
 //! files; `state` the durable MLS storage.
 
 mod attachment;
+mod compact;
 mod following;
 mod keys;
 mod membership;
@@ -120,12 +121,13 @@ struct Outbox {
     /// The request id every attempt carries.
     request_id: Uuid,
     /// The encoded `ThreadContent`, with its sender count.
+    #[serde(with = "compact")]
     content: Vec<u8>,
     /// The MLS message of `content` as last encrypted (and durable with
     /// the ratchet step that made it): posted again as it is after a lost
     /// answer or a crash, encrypted anew only when the server refused it
     /// for a newer epoch. Absent in outboxes of earlier versions.
-    #[serde(default)]
+    #[serde(default, with = "compact::option")]
     sealed: Option<Vec<u8>>,
 }
 
