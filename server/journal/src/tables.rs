@@ -133,11 +133,10 @@ impl Tables {
         self.read().frozen.clone()
     }
 
-    /// Drops the frozen table: its checkpoint has committed.
-    pub(crate) fn drop_frozen(&self) {
-        let frozen = self.write().frozen.take();
-        // Freed outside the lock.
-        drop(frozen);
+    /// Takes the frozen table out once its checkpoint has committed (its
+    /// memory is freed by whoever drops the last reference).
+    pub(crate) fn take_frozen(&self) -> Option<Arc<Table>> {
+        self.write().frozen.take()
     }
 
     /// The tables' entries from `start` on whose keys start with `prefix`,
@@ -295,7 +294,7 @@ mod tests {
                 (b"b".to_vec(), None)
             ]
         );
-        tables.drop_frozen();
+        drop(tables.take_frozen());
         assert!(matches!(tables.get(b"b"), Found::Here(None)));
     }
 

@@ -54,6 +54,15 @@ struct Job {
     spare: Option<u64>,
 }
 
+/// What the checkpoint thread is given.
+enum Task {
+    /// A checkpoint.
+    Checkpoint(Job),
+    /// A checkpointed table to free: a table of many changes takes a
+    /// while to free, and the writer's thread may be a caller's.
+    Free(Arc<Table>),
+}
+
 /// What the checkpoint thread answers.
 struct Done {
     /// The checkpoint's outcome.
@@ -79,7 +88,7 @@ pub struct Writer {
     /// How it behaves.
     options: Options,
     /// Jobs for the checkpoint thread (`None` once it is told to end).
-    jobs: Option<mpsc::Sender<Job>>,
+    jobs: Option<mpsc::Sender<Task>>,
     /// Its answers.
     done: mpsc::Receiver<Done>,
     /// The checkpoint thread, joined at the end.
@@ -382,7 +391,12 @@ impl Writer {
             return;
         }
         self.settled = None;
-        self.shared.tables.drop_frozen();
+        if let Some(frozen) = self.shared.tables.take_frozen()
+            && let Some(jobs) = &self.jobs
+        {
+            // (Freed here if the thread has gone.)
+            let _ = jobs.send(Task::Free(frozen));
+        }
         if let Err(err) = segment::remove_upto(&self.dir, upto) {
             tracing::warn!(cause = %err, "checkpointed journal segments stay");
         }
@@ -452,7 +466,10 @@ impl Writer {
     fn hand_over(&mut self, table: Arc<Table>, upto: u64, spare: Option<u64>) {
         self.last_attempt = Instant::now();
         let Some(jobs) = &self.jobs else { return };
-        if jobs.send(Job { table, upto, spare }).is_ok() {
+        if jobs
+            .send(Task::Checkpoint(Job { table, upto, spare }))
+            .is_ok()
+        {
             self.in_flight = Some(upto);
         }
     }
@@ -534,11 +551,18 @@ fn checkpoint(
 fn checkpoint_loop(
     shared: &Shared,
     dir: &Path,
-    jobs: &mpsc::Receiver<Job>,
+    jobs: &mpsc::Receiver<Task>,
     done: &mpsc::Sender<Done>,
     on_checkpoint: Option<Arc<dyn Fn(Duration) + Send + Sync>>,
 ) {
-    while let Ok(job) = jobs.recv() {
+    while let Ok(task) = jobs.recv() {
+        let job = match task {
+            Task::Checkpoint(job) => job,
+            Task::Free(table) => {
+                drop(table);
+                continue;
+            }
+        };
         let started = Instant::now();
         let outcome = checkpoint(&shared.db, shared.table, &job.table, job.upto).map_err(|e| {
             Error::Failed(format!(
