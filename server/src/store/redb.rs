@@ -11,11 +11,11 @@
 //! answers each batch. One sequential write and one sync per group, where a
 //! redb commit rewrites every page on the path to each changed key; the
 //! journal's checkpoints write the changes into redb in bulk (decision 40).
-//! While calls come one at a time, a batch that finds nothing else waiting
-//! or being written is written by its caller's own thread instead (a lone
-//! commit): it would be a group of one anyway, and two thread hand-offs (a
-//! futex wake each way) are a sizeable part of a lone call's latency
-//! (decision 42).
+//! While calls come one at a time (the last groups committed were of one),
+//! a batch that finds nothing else waiting or being written is written by
+//! its caller's own thread instead (a lone commit): it would be a group of
+//! one anyway, and two thread hand-offs (a futex wake each way) are a
+//! sizeable part of a lone call's latency (decision 42).
 //!
 //! Opening replays the journal after a crash; closing (the last clone
 //! dropped) checkpoints everything and removes the journal's segments, so a
@@ -63,6 +63,11 @@ const GROUP_BYTES: usize = 64 << 20;
 /// Changes held in memory that start a checkpoint.
 pub const FREEZE_BYTES: usize = 16 << 20;
 
+/// Groups of one committed in a row before a lone batch is written by its
+/// caller's thread: under load a group of one now and then is chance, and
+/// a worker blocked on a sync then stalls the calls it would serve.
+const SINGLES_BEFORE_LONE: usize = 8;
+
 /// How long the writer is idle before it checkpoints what it holds.
 pub const IDLE_CHECKPOINT: Duration = Duration::from_secs(30);
 
@@ -106,13 +111,23 @@ struct Shared {
     /// Batches given to the store and not answered yet (queued, or being
     /// written by the thread or by a lone commit's caller).
     pending: AtomicUsize,
-    /// The size of the last group committed: 1 while calls come one at a
-    /// time; more under load, when a caller's worker is better left to
-    /// the other calls than blocked on a sync.
-    last_group: AtomicUsize,
+    /// How many groups of one were committed in a row: many while calls
+    /// come one at a time; reset by a group of more, under load, when a
+    /// caller's worker is better left to the other calls than blocked on a
+    /// sync.
+    singles: AtomicUsize,
 }
 
 impl Shared {
+    /// Counts a group of `size` committed.
+    fn counted(&self, size: usize) {
+        if size == 1 {
+            self.singles.fetch_add(1, Ordering::AcqRel);
+        } else {
+            self.singles.store(0, Ordering::Release);
+        }
+    }
+
     fn writing(&self) -> std::sync::MutexGuard<'_, WriteLoop> {
         self.writing.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -195,7 +210,7 @@ impl RedbStore {
                 metrics: metrics.clone(),
             }),
             pending: AtomicUsize::new(0),
-            last_group: AtomicUsize::new(1),
+            singles: AtomicUsize::new(0),
         });
         let (sender, queue) = mpsc::channel();
         let shared = state.clone();
@@ -275,7 +290,7 @@ fn run(state: &Shared, queue: &mpsc::Receiver<Waiting>) {
                 let taken = group.len();
                 writing.commit_group(group);
                 drop(writing);
-                state.last_group.store(taken, Ordering::Release);
+                state.counted(taken);
                 state.pending.fetch_sub(taken, Ordering::AcqRel);
             }
             // Idle (nothing queued; lone commits may have been written
@@ -416,14 +431,14 @@ impl Store for RedbStore {
     async fn commit_logged(&self, batch: Batch) -> Result<Vec<u64>, StoreError> {
         let shared = &self.writer.state;
         // Nothing else given to the store and not answered, and calls
-        // coming one at a time (the last group was of one): this batch
+        // coming one at a time (the last groups were of one): this batch
         // would be a group of one, so this thread writes it (one
         // `fdatasync` with this task's worker blocked, instead of a wake of
         // the writer thread and one back). Batches arriving meanwhile queue
         // for the thread, which takes them as one group once this is done;
         // under load (groups of more) the thread writes every group, and
         // the workers stay free for the calls.
-        let alone = shared.last_group.load(Ordering::Acquire) == 1
+        let alone = shared.singles.load(Ordering::Acquire) >= SINGLES_BEFORE_LONE
             && shared
                 .pending
                 .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
@@ -436,7 +451,7 @@ impl Store for RedbStore {
                 .pop()
                 .unwrap_or_else(|| Err(StoreError::Backend("no outcome".into())));
             drop(writing);
-            shared.last_group.store(1, Ordering::Release);
+            shared.counted(1);
             shared.pending.fetch_sub(1, Ordering::AcqRel);
             return outcome;
         }
