@@ -111,6 +111,8 @@ struct Shared {
     /// Batches given to the store and not answered yet (queued, or being
     /// written by the thread or by a lone commit's caller).
     pending: AtomicUsize,
+    /// Batches written by their caller's thread.
+    lone: prometheus_client::metrics::counter::Counter,
     /// How many groups of one were committed in a row: many while calls
     /// come one at a time; reset by a group of more, under load, when a
     /// caller's worker is better left to the other calls than blocked on a
@@ -211,6 +213,7 @@ impl RedbStore {
             }),
             pending: AtomicUsize::new(0),
             singles: AtomicUsize::new(0),
+            lone: prometheus_client::metrics::counter::Counter::default(),
         });
         let (sender, queue) = mpsc::channel();
         let shared = state.clone();
@@ -452,6 +455,7 @@ impl Store for RedbStore {
                 .unwrap_or_else(|| Err(StoreError::Backend("no outcome".into())));
             drop(writing);
             shared.counted(1);
+            shared.lone.inc();
             shared.pending.fetch_sub(1, Ordering::AcqRel);
             return outcome;
         }
@@ -485,6 +489,11 @@ impl Store for RedbStore {
             "samenop_store_checkpoint_seconds",
             "Time of one checkpoint of the embedded store: the journal's changes written into redb",
             self.checkpoint_seconds.clone(),
+        );
+        registry.register(
+            "samenop_store_lone_commits",
+            "Commits of the embedded store written by their caller's thread (calls coming one at a time), not the writer thread",
+            self.writer.state.lone.clone(),
         );
     }
 }
