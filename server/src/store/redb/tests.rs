@@ -156,7 +156,7 @@ async fn reads_see_the_journal_over_the_file() {
     }
 }
 
-/// Commits one at a time (each written by its caller's thread), bursts of
+/// Commits one at a time (after a few, written by their caller's thread), bursts of
 /// concurrent ones (grouped by the writer thread) and both at once, with
 /// checkpoints running between: every commit lands once, in one audit
 /// chain, and survives a reopen.
@@ -194,6 +194,10 @@ async fn lone_and_grouped_commits_interleave() {
             task.await.unwrap();
         }
     }
+    assert!(
+        store.writer.state.lone.get() > 0,
+        "commits one at a time were written by their callers"
+    );
     drop(store);
     let store = RedbStore::open(dir.path()).unwrap();
     for k in 0..n {
