@@ -7,6 +7,8 @@
 //! settles the consult at the clock's `now` (expiry, consent expiry); every
 //! write stores the settled state, compare-and-set on the record as read.
 
+use std::collections::{HashMap, hash_map::Entry};
+
 use samenop_proto::v1::{self, AuditObjectType as Object, consult_service_server::ConsultService};
 use tonic::{Request, Response, Status};
 
@@ -19,6 +21,7 @@ use crate::{
     auth::Caller,
     domain::{
         self, Availability, Expertise, InvalidInput, Professional, ProfessionalId, Role,
+        consent::{Consent, ConsentId},
         consult::{
             self, Consult, ConsultId, DeclineReason, LegalBasis, Outcome, Part, Refusal, State,
             Subject, Urgency,
@@ -57,6 +60,24 @@ fn invalid(e: InvalidInput) -> ServiceError {
     ServiceError::Invalid(e)
 }
 
+/// The consents one call has read, each read once: a listing or report of
+/// many consults on the same consent, or a pool request checked against
+/// every specialist of its expertise, reads that consent once, and the
+/// whole call sees it as it was then.
+#[derive(Default)]
+pub(super) struct Consents(HashMap<ConsentId, Option<Consent>>);
+
+impl Consents {
+    /// The consent `id` (`None`: there is none), read on first use.
+    async fn get(&mut self, ctx: &Context, id: ConsentId) -> ServiceResult<Option<&Consent>> {
+        let consent = match self.0.entry(id) {
+            Entry::Occupied(seen) => seen.into_mut(),
+            Entry::Vacant(slot) => slot.insert(ctx.families.consent(id).await?),
+        };
+        Ok(consent.as_ref())
+    }
+}
+
 /// A consult as stored and as settled at `now`.
 #[derive(Clone)]
 pub(super) struct Loaded {
@@ -91,15 +112,25 @@ impl ConsultApi {
     /// A consult already read, settled at the current time (its consent
     /// read for it).
     pub(super) async fn settled(&self, stored: Consult) -> ServiceResult<Loaded> {
+        self.settled_with(stored, &mut Consents::default()).await
+    }
+
+    /// Like [`Self::settled`], its consent taken from (or read into)
+    /// `consents`.
+    async fn settled_with(
+        &self,
+        stored: Consult,
+        consents: &mut Consents,
+    ) -> ServiceResult<Loaded> {
         let mut now = stored.clone();
         let consent = match &stored.subject {
             Subject::Family { basis, .. } => match basis.consent() {
-                Some(consent) => self.ctx.families.consent(consent).await?,
+                Some(consent) => consents.get(&self.ctx, consent).await?,
                 None => None,
             },
             Subject::Anonymous => None,
         };
-        now.settle(self.ctx.now(), consent.as_ref());
+        now.settle(self.ctx.now(), consent);
         Ok(Loaded { stored, now })
     }
 
@@ -111,6 +142,18 @@ impl ConsultApi {
         c: &Consult,
         who: &Professional,
     ) -> ServiceResult<bool> {
+        self.pool_eligible_with(c, who, &mut Consents::default())
+            .await
+    }
+
+    /// Like [`Self::pool_eligible`], the consult's consent taken from (or
+    /// read into) `consents`.
+    pub(super) async fn pool_eligible_with(
+        &self,
+        c: &Consult,
+        who: &Professional,
+        consents: &mut Consents,
+    ) -> ServiceResult<bool> {
         if c.addressed.is_some()
             || c.state != State::Requested
             || !who.has_role(Role::Specialist)
@@ -121,18 +164,23 @@ impl ConsultApi {
         {
             return Ok(false);
         }
-        self.covers_organisation(c, who).await
+        self.covers_organisation(c, who, consents).await
     }
 
     /// Whether the consult's basis covers `who`'s organisation.
-    async fn covers_organisation(&self, c: &Consult, who: &Professional) -> ServiceResult<bool> {
+    async fn covers_organisation(
+        &self,
+        c: &Consult,
+        who: &Professional,
+        consents: &mut Consents,
+    ) -> ServiceResult<bool> {
         let Subject::Family { basis, .. } = &c.subject else {
             return Ok(true);
         };
         let Some(consent) = basis.consent() else {
             return Ok(true);
         };
-        let consent = self.ctx.families.consent(consent).await?;
+        let consent = consents.get(&self.ctx, consent).await?;
         Ok(consent.is_some_and(|consent| {
             consent.scope.organisations.is_empty()
                 || consent.scope.organisations.contains(&who.organisation)
@@ -633,9 +681,10 @@ impl ConsultService for ConsultApi {
         }
         .map_err(ServiceError::from)?;
         let mut shown = Vec::new();
+        let mut consents = Consents::default();
         for stored in candidates {
             // Read by the index scan: settled as it is, not read again.
-            let c = self.settled(stored).await?.now;
+            let c = self.settled_with(stored, &mut consents).await?.now;
             let keep = match scope {
                 v1::ConsultListScope::Owned => c.owner == me.id,
                 v1::ConsultListScope::Participating => {
@@ -644,7 +693,7 @@ impl ConsultService for ConsultApi {
                 _ => {
                     c.is_invited(me.id)
                         || (c.state == State::Requested && c.addressed == Some(me.id))
-                        || self.pool_eligible(&c, me).await?
+                        || self.pool_eligible_with(&c, me, &mut consents).await?
                 }
             };
             let state_ok = states.is_empty()
@@ -692,7 +741,9 @@ impl ConsultService for ConsultApi {
                 && me.expertise.contains(&c.expertise)
                 && !c.pool_declined.contains(&me.id)
                 && c.owner != me.id
-                && self.covers_organisation(c, me).await?);
+                && self
+                    .covers_organisation(c, me, &mut Consents::default())
+                    .await?);
         if !for_me {
             return Err(no_consult(id).into());
         }
@@ -936,6 +987,7 @@ impl ConsultService for ConsultApi {
             value => Some(Urgency::parse("urgency", value).map_err(invalid)?),
         };
         let mut consults = Vec::new();
+        let mut consents = Consents::default();
         for stored in self
             .ctx
             .consults
@@ -944,7 +996,7 @@ impl ConsultService for ConsultApi {
             .map_err(ServiceError::from)?
         {
             // Read by the index scan: settled as it is, not read again.
-            let c = self.settled(stored).await?.now;
+            let c = self.settled_with(stored, &mut consents).await?.now;
             if only_expertise.is_none_or(|e| e == c.expertise)
                 && only_urgency.is_none_or(|u| u == c.urgency)
             {

@@ -126,13 +126,14 @@ async fn pool_inboxes(consults: &ConsultApi, c: &Consult) -> ServiceResult<Vec<P
     let ctx = consults.context();
     let mut inboxes = Vec::new();
     let mut after = None;
+    let mut consents = super::consult::Consents::default();
     loop {
         let page = ctx
             .directory
             .list_specialists(Some(c.expertise), true, after, POOL_PAGE)
             .await?;
         for p in &page.items {
-            if consults.pool_eligible(c, p).await? {
+            if consults.pool_eligible_with(c, p, &mut consents).await? {
                 inboxes.push(p.id);
             }
         }

@@ -70,6 +70,18 @@ async fn specialist(server: &TestServer, slug: &str, name: &str, expertise: Expe
         .await
 }
 
+/// A new consent of the family, valid for one day: its id.
+async fn one_day_consent(s: &Setup) -> Uuid {
+    s.sanne
+        .record_consent(
+            s.family.id,
+            &abuse_consent(&s.family, &s.server, Vec::new(), DAY),
+        )
+        .await
+        .unwrap()
+        .id
+}
+
 fn code<T: std::fmt::Debug>(result: Result<T, ClientError>) -> ClientError {
     result.expect_err("the call must be refused")
 }
@@ -406,17 +418,10 @@ async fn revocation_and_expiry_of_consent_suspend_consults_until_a_new_basis() {
     );
 
     // A new consent, valid for one day, restores it.
-    let short = s
-        .sanne
-        .record_consent(
-            s.family.id,
-            &abuse_consent(&s.family, &s.server, Vec::new(), DAY),
-        )
-        .await
-        .unwrap();
+    let short = one_day_consent(&s).await;
     let resumed = s
         .sanne
-        .change_legal_basis(opened.id, &LegalBasis::consent(short.id))
+        .change_legal_basis(opened.id, &LegalBasis::consent(short))
         .await
         .unwrap();
     assert_eq!(resumed.state, ConsultState::Accepted);
@@ -440,6 +445,42 @@ async fn revocation_and_expiry_of_consent_suspend_consults_until_a_new_basis() {
         .unwrap();
     assert_eq!(again.state, ConsultState::Accepted);
     assert!(again.flagged_for_review);
+}
+
+/// A listing reads each consent once for all its consults (ARCHITECTURE
+/// decision 43): consults on two consents, one of which expired, are each
+/// settled by their own.
+#[tokio::test]
+async fn a_listing_settles_each_consult_by_its_own_consent() {
+    let s = setup().await;
+    let eva = specialist(&s.server, ORG_B, "Eva", ABUSE).await;
+    let short = one_day_consent(&s).await;
+    let mut on_short = Vec::new();
+    for basis in [short, s.consent, short] {
+        let opened = s
+            .sanne
+            .open_consult(&new_consult(about(&s, LegalBasis::consent(basis)), None))
+            .await
+            .unwrap();
+        eva.accept_consult(opened.id).await.unwrap();
+        if basis == short {
+            on_short.push(opened.id);
+        }
+    }
+    s.server.clock.advance(2 * DAY);
+    let owned = s.sanne.list_consults(ListScope::Owned).await.unwrap();
+    let participating = eva.list_consults(ListScope::Participating).await.unwrap();
+    for listing in [owned, participating] {
+        assert_eq!(listing.len(), 3);
+        for c in listing {
+            let expected = if on_short.contains(&c.id) {
+                ConsultState::Suspended(SuspensionReason::ConsentExpired)
+            } else {
+                ConsultState::Accepted
+            };
+            assert_eq!(c.state, expected, "consult {}", c.id);
+        }
+    }
 }
 
 #[tokio::test]
