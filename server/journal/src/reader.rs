@@ -28,6 +28,11 @@ const CACHED_BYTES: usize = 8 << 20;
 /// Values larger than this are not kept (attachment chunks).
 const CACHED_VALUE_MAX: usize = 4096;
 
+/// Range reads answering more bytes than this are not kept (a thread's
+/// page of entries, a device's events: each read once); an index's few
+/// keys are (a professional's devices, an owner's consults).
+const CACHED_RANGE_MAX: usize = 4096;
+
 /// redb as the last checkpoint left it: one read transaction's table,
 /// shared by every read until the next checkpoint commits. The checkpoint
 /// thread is redb's only writer, so nothing else changes it; a read needs
@@ -37,12 +42,13 @@ const CACHED_VALUE_MAX: usize = 4096;
 pub(crate) struct Snapshot(RwLock<Arc<Frozen>>);
 
 /// One snapshot of redb, and what was read of it: it never changes, so a
-/// key read once answers the same until the next checkpoint (a device's
-/// record read at every delivery, a professional's at every call).
+/// key or range read once answers the same until the next checkpoint (a
+/// device's record read at every delivery, a professional's at every call,
+/// the members' devices at every post).
 pub(crate) struct Frozen {
     /// The table.
     pub(crate) table: ReadTable,
-    /// Keys read, with their values (`None`: absent).
+    /// Keys read, with their values (`None`: absent), and small ranges.
     read: Mutex<Kept>,
 }
 
@@ -50,7 +56,41 @@ pub(crate) struct Frozen {
 #[derive(Default)]
 struct Kept {
     values: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    ranges: HashMap<RangeRead, Range>,
     bytes: usize,
+}
+
+impl Kept {
+    /// Makes room for `size` more bytes: everything goes once the budget
+    /// is spent (what is read again comes back soon).
+    fn room(&mut self, size: usize) {
+        if self.bytes + size > CACHED_BYTES {
+            *self = Kept::default();
+        }
+        self.bytes += size;
+    }
+}
+
+/// A range read of redb, as [`Frozen::range`] takes it.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct RangeRead {
+    /// From this key on, it included or not.
+    start: Vec<u8>,
+    start_included: bool,
+    /// Keys starting with this.
+    prefix: Vec<u8>,
+    /// Up to and including this key, if given.
+    end: Option<Vec<u8>>,
+    /// At most this many entries.
+    limit: usize,
+}
+
+/// What a range read found: its entries, and whether it took every entry
+/// of the range.
+#[derive(Clone)]
+struct Range {
+    entries: Vec<crate::Entry>,
+    done: bool,
 }
 
 impl Frozen {
@@ -87,13 +127,80 @@ impl Frozen {
         if value.as_ref().is_none_or(|v| v.len() <= CACHED_VALUE_MAX) {
             let size = key.len() + value.as_ref().map_or(0, Vec::len) + 64;
             let mut read = self.read.lock().unwrap_or_else(PoisonError::into_inner);
-            if read.bytes + size > CACHED_BYTES {
-                *read = Kept::default();
-            }
-            read.bytes += size;
+            read.room(size);
             read.values.insert(key.to_vec(), value.clone());
         }
         Ok(value)
+    }
+
+    /// At most `limit` entries of this snapshot whose keys start with
+    /// `prefix`, from `start` on and up to `end` (included) when given, in
+    /// key order; and whether that was every entry of the range.
+    fn range(
+        &self,
+        start: Bound<&[u8]>,
+        prefix: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<crate::Entry>, bool), Error> {
+        let (from, start_included) = match start {
+            Bound::Included(key) => (key, true),
+            Bound::Excluded(key) => (key, false),
+            Bound::Unbounded => (prefix, true),
+        };
+        let start = if start_included {
+            Bound::Included(from)
+        } else {
+            Bound::Excluded(from)
+        };
+        let asked = RangeRead {
+            start: from.to_vec(),
+            start_included,
+            prefix: prefix.to_vec(),
+            end: end.map(<[u8]>::to_vec),
+            limit,
+        };
+        if let Some(kept) = self
+            .read
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .ranges
+            .get(&asked)
+        {
+            return Ok((kept.entries.clone(), kept.done));
+        }
+        let mut entries = Vec::new();
+        let mut done = true;
+        for item in self
+            .table
+            .range::<&[u8]>((start, Bound::Unbounded))
+            .map_err(failed)?
+        {
+            let (key, value) = item.map_err(failed)?;
+            let key = key.value();
+            if !key.starts_with(prefix) || end.is_some_and(|end| key > end) {
+                break;
+            }
+            if entries.len() >= limit {
+                done = false;
+                break;
+            }
+            entries.push((key.to_vec(), value.value().to_vec()));
+        }
+        let bytes: usize = entries.iter().map(|(k, v)| k.len() + v.len() + 64).sum();
+        if bytes <= CACHED_RANGE_MAX {
+            let size = bytes + asked.start.len() + asked.prefix.len() + 128;
+            let mut read = self.read.lock().unwrap_or_else(PoisonError::into_inner);
+            read.room(size);
+            read.ranges.insert(
+                asked,
+                Range {
+                    entries: entries.clone(),
+                    done,
+                },
+            );
+        }
+        Ok((entries, done))
     }
 }
 
@@ -221,24 +328,7 @@ impl Reader {
             .then(|| tabled.last().map(|(k, _)| k.clone()))
             .flatten();
         let redb_limit = limit.saturating_add(tabled.len());
-        let mut stored = Vec::new();
-        let mut redb_done = true;
-        for item in table
-            .table
-            .range::<&[u8]>((start, Bound::Unbounded))
-            .map_err(failed)?
-        {
-            let (key, value) = item.map_err(failed)?;
-            let key = key.value();
-            if !key.starts_with(prefix) || tables_end.as_deref().is_some_and(|end| key > end) {
-                break;
-            }
-            if stored.len() >= redb_limit {
-                redb_done = false;
-                break;
-            }
-            stored.push((key.to_vec(), value.value().to_vec()));
-        }
+        let (stored, redb_done) = table.range(start, prefix, tables_end.as_deref(), redb_limit)?;
         Ok(tables::merge(tabled, tables_done, stored, redb_done, limit))
     }
 }

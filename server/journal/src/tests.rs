@@ -179,6 +179,54 @@ fn a_key_read_before_a_checkpoint_is_read_anew_after_it() {
     assert_eq!(reader.get(b"absent").unwrap(), Some(b"here".to_vec()));
 }
 
+#[test]
+fn a_range_read_before_a_checkpoint_is_read_anew_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        freeze_bytes: 64 << 10,
+        ..Options::default()
+    };
+    let mut writer = open(dir.path(), options.clone());
+    for key in [b"p1", b"p2", b"q1"] {
+        writer.commit(put(key, key), true).unwrap();
+    }
+    drop(writer);
+    // Now in the file: read through the snapshot (and kept there).
+    let mut writer = open(dir.path(), options);
+    let reader = writer.reader();
+    let keys = |limit: usize| -> Vec<Vec<u8>> {
+        reader
+            .scan(b"p", Bound::Unbounded, limit)
+            .unwrap()
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect()
+    };
+    for _ in 0..2 {
+        assert_eq!(keys(10), [b"p1".to_vec(), b"p2".to_vec()]);
+        assert_eq!(keys(1), [b"p1".to_vec()]);
+    }
+    let after = reader
+        .scan(b"p", Bound::Excluded(b"p1".as_slice()), 10)
+        .unwrap();
+    assert_eq!(after, [(b"p2".to_vec(), b"p2".to_vec())]);
+    // Changes in memory show over what the snapshot kept.
+    let mut changes = put(b"p3", b"p3");
+    changes.insert(b"p1".to_vec(), None);
+    writer.commit(changes, true).unwrap();
+    assert_eq!(keys(10), [b"p2".to_vec(), b"p3".to_vec()]);
+    // And once checkpointed into the file and dropped from memory.
+    let filler = vec![0u8; 16 << 10];
+    for n in 0u32..8 {
+        writer.commit(put(&n.to_be_bytes(), &filler), true).unwrap();
+    }
+    until(&mut writer, in_tables_only);
+    for _ in 0..2 {
+        assert_eq!(keys(10), [b"p2".to_vec(), b"p3".to_vec()]);
+        assert_eq!(keys(1), [b"p2".to_vec()]);
+    }
+}
+
 /// Whether the writer's first checkpoint has been taken over by reads of
 /// the file (nothing frozen or settling).
 fn in_tables_only(writer: &Writer) -> bool {
