@@ -135,13 +135,15 @@ impl Frozen {
 
     /// At most `limit` entries of this snapshot whose keys start with
     /// `prefix`, from `start` on and up to `end` (included) when given, in
-    /// key order; and whether that was every entry of the range.
+    /// key order; and whether that was every entry of the range. Kept for
+    /// the next such read when `keep` and small.
     fn range(
         &self,
         start: Bound<&[u8]>,
         prefix: &[u8],
         end: Option<&[u8]>,
         limit: usize,
+        keep: bool,
     ) -> Result<(Vec<crate::Entry>, bool), Error> {
         let (from, start_included) = match start {
             Bound::Included(key) => (key, true),
@@ -188,7 +190,7 @@ impl Frozen {
             entries.push((key.to_vec(), value.value().to_vec()));
         }
         let bytes: usize = entries.iter().map(|(k, v)| k.len() + v.len() + 64).sum();
-        if bytes <= CACHED_RANGE_MAX {
+        if keep && bytes <= CACHED_RANGE_MAX {
             let size = bytes + asked.start.len() + asked.prefix.len() + 128;
             let mut read = self.read.lock().unwrap_or_else(PoisonError::into_inner);
             read.room(size);
@@ -328,7 +330,12 @@ impl Reader {
             .then(|| tabled.last().map(|(k, _)| k.clone()))
             .flatten();
         let redb_limit = limit.saturating_add(tabled.len());
-        let (stored, redb_done) = table.range(start, prefix, tables_end.as_deref(), redb_limit)?;
+        // Only a range the tables hold nothing of is kept: its bounds are
+        // then the caller's own, asked again alike, while one being written
+        // to (a device's log) would be asked with new bounds at every commit.
+        let keep = tables_done && tabled.is_empty();
+        let (stored, redb_done) =
+            table.range(start, prefix, tables_end.as_deref(), redb_limit, keep)?;
         Ok(tables::merge(tabled, tables_done, stored, redb_done, limit))
     }
 }
