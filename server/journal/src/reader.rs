@@ -79,8 +79,6 @@ struct RangeRead {
     start_included: bool,
     /// Keys starting with this.
     prefix: Vec<u8>,
-    /// Up to and including this key, if given.
-    end: Option<Vec<u8>>,
     /// At most this many entries.
     limit: usize,
 }
@@ -135,8 +133,8 @@ impl Frozen {
 
     /// At most `limit` entries of this snapshot whose keys start with
     /// `prefix`, from `start` on and up to `end` (included) when given, in
-    /// key order; and whether that was every entry of the range. Kept for
-    /// the next such read when `keep` and small.
+    /// key order; and whether that was every entry of the range. With
+    /// `keep` (and no `end`), a small answer is kept for the next such read.
     fn range(
         &self,
         start: Bound<&[u8]>,
@@ -145,21 +143,18 @@ impl Frozen {
         limit: usize,
         keep: bool,
     ) -> Result<(Vec<crate::Entry>, bool), Error> {
+        if !keep || end.is_some() {
+            return self.walk(start, prefix, end, limit);
+        }
         let (from, start_included) = match start {
             Bound::Included(key) => (key, true),
             Bound::Excluded(key) => (key, false),
             Bound::Unbounded => (prefix, true),
         };
-        let start = if start_included {
-            Bound::Included(from)
-        } else {
-            Bound::Excluded(from)
-        };
         let asked = RangeRead {
             start: from.to_vec(),
             start_included,
             prefix: prefix.to_vec(),
-            end: end.map(<[u8]>::to_vec),
             limit,
         };
         if let Some(kept) = self
@@ -171,26 +166,9 @@ impl Frozen {
         {
             return Ok((kept.entries.clone(), kept.done));
         }
-        let mut entries = Vec::new();
-        let mut done = true;
-        for item in self
-            .table
-            .range::<&[u8]>((start, Bound::Unbounded))
-            .map_err(failed)?
-        {
-            let (key, value) = item.map_err(failed)?;
-            let key = key.value();
-            if !key.starts_with(prefix) || end.is_some_and(|end| key > end) {
-                break;
-            }
-            if entries.len() >= limit {
-                done = false;
-                break;
-            }
-            entries.push((key.to_vec(), value.value().to_vec()));
-        }
+        let (entries, done) = self.walk(start, prefix, None, limit)?;
         let bytes: usize = entries.iter().map(|(k, v)| k.len() + v.len() + 64).sum();
-        if keep && bytes <= CACHED_RANGE_MAX {
+        if bytes <= CACHED_RANGE_MAX {
             let size = bytes + asked.start.len() + asked.prefix.len() + 128;
             let mut read = self.read.lock().unwrap_or_else(PoisonError::into_inner);
             read.room(size);
@@ -203,6 +181,37 @@ impl Frozen {
             );
         }
         Ok((entries, done))
+    }
+
+    /// [`Frozen::range`] read from redb itself.
+    fn walk(
+        &self,
+        start: Bound<&[u8]>,
+        prefix: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<crate::Entry>, bool), Error> {
+        let start = match start {
+            Bound::Unbounded => Bound::Included(prefix),
+            other => other,
+        };
+        let mut entries = Vec::new();
+        for item in self
+            .table
+            .range::<&[u8]>((start, Bound::Unbounded))
+            .map_err(failed)?
+        {
+            let (key, value) = item.map_err(failed)?;
+            let key = key.value();
+            if !key.starts_with(prefix) || end.is_some_and(|end| key > end) {
+                break;
+            }
+            if entries.len() >= limit {
+                return Ok((entries, false));
+            }
+            entries.push((key.to_vec(), value.value().to_vec()));
+        }
+        Ok((entries, true))
     }
 }
 
