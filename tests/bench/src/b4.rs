@@ -145,6 +145,7 @@ fn round(
         server_cpu,
         client_cpu,
         store: Default::default(),
+        settle_seconds: 0.0,
     })
 }
 
@@ -359,12 +360,16 @@ async fn measure_stage(
                     post_sealed(publisher.clone(), sanne.id, consult, device_id, message).await?;
                 }
                 let seen = collecting.await.map_err(|e| e.to_string())??;
+                let settle_seconds = run::settle(net.server.pid).await;
                 let cpu = (
                     crate::network::cpu_of(net.server.pid) - cpu.0,
                     crate::sys::cpu_seconds(None) - cpu.1,
                 );
                 let posted = posted.lock().map_err(|_| "lock")?.clone();
-                round(&posted, &seen, after + 1, cpu.0, cpu.1)?
+                Round {
+                    settle_seconds,
+                    ..round(&posted, &seen, after + 1, cpu.0, cpu.1)?
+                }
             };
             measured[side].push(round);
         }

@@ -165,6 +165,9 @@ impl Report {
                 ours.spread() * 100.0,
             ));
         }
+        if let Some(ours) = line.samenop.as_ref().filter(|s| s.settle_ms > 0.0) {
+            figures.push_str(&format!(" settle_ms={:.0}", ours.settle_ms));
+        }
         if let Some(ours) = line.samenop.as_ref().filter(|s| s.syncs_per_call > 0.0) {
             figures.push_str(&format!(
                 " server_syncs_per_call={:.2} batches_per_commit={:.1}",

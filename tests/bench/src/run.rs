@@ -47,6 +47,9 @@ pub(crate) struct Round {
     pub(crate) client_cpu: f64,
     /// What the server's store did meanwhile, by its metrics.
     pub(crate) store: crate::network::StoreFigures,
+    /// Seconds the server went on working after the last answer (see
+    /// [`settle`]); its CPU meanwhile is in `server_cpu`.
+    pub(crate) settle_seconds: f64,
 }
 
 impl Round {
@@ -111,6 +114,10 @@ where
     let started = Instant::now();
     let (calls, mut latencies) = work.await?;
     let seconds = started.elapsed().as_secs_f64();
+    let settle_seconds = match server {
+        Some(pid) => settle(pid).await,
+        None => 0.0,
+    };
     let server_cpu = server.map_or(0.0, |pid| crate::network::cpu_of(pid) - server_before);
     let client_cpu = sys::cpu_seconds(None) - client_before;
     let store_after = crate::network::scrape(metrics);
@@ -126,7 +133,36 @@ where
             commits: store_after.commits - store_before.commits,
             batches: store_after.batches - store_before.batches,
         },
+        settle_seconds,
     })
+}
+
+/// The longest a round waits for its server to finish what the round left.
+const SETTLE_MAX: Duration = Duration::from_secs(5);
+/// How often the server's CPU time is read while waiting.
+const SETTLE_WINDOW: Duration = Duration::from_millis(100);
+/// CPU seconds in one window under which the server counts as done: a
+/// clock tick (10 ms), what a process at rest still shows now and then.
+const QUIET_CPU: f64 = 0.011;
+
+/// Waits until the server `pid` (with its replicas and database) is at rest
+/// after a round, and answers how long that took. What a round leaves
+/// behind (the checkpoint of what it wrote into redb, a database's own
+/// writing) is work for the round's calls: waiting for it keeps it out of
+/// the next round, whichever side that is, and counts its CPU with the
+/// calls that caused it. The round's rate is still its calls over the time
+/// to the last answer.
+pub(crate) async fn settle(pid: u32) -> f64 {
+    let started = Instant::now();
+    let mut before = crate::network::cpu_of(pid);
+    loop {
+        tokio::time::sleep(SETTLE_WINDOW).await;
+        let now = crate::network::cpu_of(pid);
+        if now - before < QUIET_CPU || started.elapsed() >= SETTLE_MAX {
+            return started.elapsed().as_secs_f64();
+        }
+        before = now;
+    }
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -274,6 +310,9 @@ pub(crate) struct Summary {
     pub(crate) client_cpu_us: f64,
     /// Calls measured over all rounds.
     pub(crate) calls: u64,
+    /// Median over rounds of how long the server went on working after a
+    /// round's last answer, ms.
+    pub(crate) settle_ms: f64,
     /// The server's durable store writes per call (0: not known).
     pub(crate) syncs_per_call: f64,
     /// Batches per write transaction of the server's store: its group
@@ -312,6 +351,8 @@ impl Summary {
             server_cpu_us: per_call(rounds.iter().map(|r| r.server_cpu).sum()),
             client_cpu_us: per_call(rounds.iter().map(|r| r.client_cpu).sum()),
             calls,
+            settle_ms: median(&rounds.iter().map(|r| r.settle_seconds).collect::<Vec<_>>())
+                * 1000.0,
             syncs_per_call: if calls == 0 {
                 0.0
             } else {
