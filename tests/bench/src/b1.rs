@@ -47,10 +47,11 @@ pub(crate) async fn run(bench: &mut Bench) -> Result<(), String> {
         bare.push(net.connect_echo().await?.channel());
     }
     let ours = Arc::new(ours);
-    // Enough messages for a round at several times the echo's rate is not
-    // needed: a round posts a fixed number, sized to take about a round.
-    let per_round =
-        ((bench.options.seconds * 2000.0) as usize).max(THREADS * 10) / THREADS * THREADS;
+    // A round posts a fixed number of messages encrypted beforehand, sized
+    // to take about a round at the rate of the round before (the first at
+    // a guess): a round much shorter than the echo's would weigh whether a
+    // checkpoint falls in it more than what a post costs.
+    let per_round = std::cell::Cell::new(round_size(bench.options.seconds * 10_000.0));
     let text = "x".repeat(PAYLOAD);
     let echo = echo_call(bare, vec![0x5a; PAYLOAD]);
     let duration = bench.options.round();
@@ -61,6 +62,7 @@ pub(crate) async fn run(bench: &mut Bench) -> Result<(), String> {
     let measured = run::alternate(bench.options.rounds(), &sides, |&samenop| {
         let echo = echo.clone();
         let (device, consults, ours, text) = (&device, &consults, ours.clone(), &text);
+        let (per_round, seconds) = (&per_round, bench.options.seconds);
         async move {
             if !samenop {
                 return run::measure(
@@ -71,7 +73,8 @@ pub(crate) async fn run(bench: &mut Bench) -> Result<(), String> {
             }
             // Before timing: each thread's share of the round, encrypted.
             let mut sealed = Vec::with_capacity(THREADS);
-            let texts = vec![text.as_str(); per_round / THREADS];
+            let count = per_round.get();
+            let texts = vec![text.as_str(); count / THREADS];
             for consult in consults {
                 sealed.push(
                     device
@@ -89,11 +92,13 @@ pub(crate) async fn run(bench: &mut Bench) -> Result<(), String> {
                 let consult = consults[thread];
                 post_sealed(channel, professional, consult, device_id, message)
             });
-            run::measure(
+            let round = run::measure(
                 Some(server),
-                run::fixed_work(&post, CONNECTIONS * IN_FLIGHT, per_round as u64),
+                run::fixed_work(&post, CONNECTIONS * IN_FLIGHT, count as u64),
             )
-            .await
+            .await?;
+            per_round.set(round_size(round.rate() * seconds));
+            Ok(round)
         }
     })
     .await?;
@@ -109,4 +114,11 @@ pub(crate) async fn run(bench: &mut Bench) -> Result<(), String> {
         .sides(Some(bare), Some(appended)),
     );
     Ok(())
+}
+
+/// A round's messages for `wanted`: a whole number per thread, at least 10
+/// each and at most 2,000 each (memory for the ciphertexts made before it).
+fn round_size(wanted: f64) -> usize {
+    let per_thread = (wanted / THREADS as f64) as usize;
+    per_thread.clamp(10, 2_000) * THREADS
 }
