@@ -27,7 +27,7 @@ use crate::{
     config::Organisation,
     domain::{Oin, Professional, ProfessionalId, Role},
     error::{ServiceError, ServiceResult},
-    store::directory::Directory,
+    store::{directory::Directory, records::Stored},
 };
 
 /// The OID of the X.520 serialNumber attribute (2.5.4.5).
@@ -88,8 +88,9 @@ pub struct Peer {
 pub struct Caller {
     /// The connection's organisation and certificate.
     pub peer: Peer,
-    /// The acting professional, as stored when the call began.
-    pub professional: Professional,
+    /// The acting professional, as stored when the call began (with the
+    /// bytes read: the precondition of a change to their own record).
+    pub professional: Stored<Professional>,
     /// The call's audit event, which the handler completes.
     pub audit: CallAudit,
 }

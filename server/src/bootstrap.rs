@@ -214,7 +214,7 @@ pub async fn seed_demo_network(
     for person in &mut people {
         ensure(directory, &person.professional).await?;
         if let Some(stored) = directory.professional(person.professional.id).await? {
-            person.professional = stored;
+            person.professional = stored.into_value();
         }
     }
     Ok(people)

@@ -225,11 +225,7 @@ async fn purge_consents(
                 continue;
             }
             let mut batch = Batch::new();
-            batch.expect(
-                Keyspace::Families,
-                family.id.as_bytes().to_vec(),
-                Some(crate::store::families::encode_family(&family)),
-            );
+            ctx.families.stage_unchanged(&mut batch, &family);
             ctx.families.stage_erase_consent(&mut batch, &consent);
             batch.audit(purge_event(
                 now,

@@ -30,7 +30,7 @@ use crate::{
         parse_text,
     },
     error::{ServiceError, ServiceResult},
-    store::{Batch, Keyspace, StoreError},
+    store::{Batch, Keyspace, StoreError, records::Stored},
 };
 
 /// The most consults one listing reads from an index.
@@ -65,7 +65,7 @@ fn invalid(e: InvalidInput) -> ServiceError {
 /// every specialist of its expertise, reads that consent once, and the
 /// whole call sees it as it was then.
 #[derive(Default)]
-pub(super) struct Consents(HashMap<ConsentId, Option<Consent>>);
+pub(super) struct Consents(HashMap<ConsentId, Option<Stored<Consent>>>);
 
 impl Consents {
     /// The consent `id` (`None`: there is none), read on first use.
@@ -74,7 +74,7 @@ impl Consents {
             Entry::Occupied(seen) => seen.into_mut(),
             Entry::Vacant(slot) => slot.insert(ctx.families.consent(id).await?),
         };
-        Ok(consent.as_ref())
+        Ok(consent.as_deref())
     }
 }
 
@@ -82,7 +82,7 @@ impl Consents {
 #[derive(Clone)]
 pub(super) struct Loaded {
     /// As stored: the precondition of a write.
-    pub(super) stored: Consult,
+    pub(super) stored: Stored<Consult>,
     /// As settled now: what callers see and change.
     pub(super) now: Consult,
 }
@@ -111,7 +111,7 @@ impl ConsultApi {
 
     /// A consult already read, settled at the current time (its consent
     /// read for it).
-    pub(super) async fn settled(&self, stored: Consult) -> ServiceResult<Loaded> {
+    pub(super) async fn settled(&self, stored: Stored<Consult>) -> ServiceResult<Loaded> {
         self.settled_with(stored, &mut Consents::default()).await
     }
 
@@ -119,10 +119,10 @@ impl ConsultApi {
     /// `consents`.
     async fn settled_with(
         &self,
-        stored: Consult,
+        stored: Stored<Consult>,
         consents: &mut Consents,
     ) -> ServiceResult<Loaded> {
-        let mut now = stored.clone();
+        let mut now = Consult::clone(&stored);
         let consent = match &stored.subject {
             Subject::Family { basis, .. } => match basis.consent() {
                 Some(consent) => consents.get(&self.ctx, consent).await?,
@@ -339,7 +339,7 @@ impl ConsultApi {
                     && p.has_role(Role::Specialist)
                     && p.expertise.contains(&expertise) =>
             {
-                Ok(p)
+                Ok(p.into_value())
             }
             _ => Err(ServiceError::NotFound(format!(
                 "no active specialist {id} with the expertise asked for"
@@ -492,11 +492,7 @@ impl ConsultService for ConsultApi {
                 self.check_basis(family.id, &concerned, &basis, wanted, organisation)
                     .await?;
                 // The family must still be led by the caller when this lands.
-                batch.expect(
-                    Keyspace::Families,
-                    family.id.as_bytes().to_vec(),
-                    Some(crate::store::families::encode_family(&family)),
-                );
+                self.ctx.families.stage_unchanged(&mut batch, &family);
                 Subject::Family {
                     family: family.id,
                     concerned,

@@ -11,6 +11,7 @@ use crate::{
         Professional, ProfessionalId, Role, SignatureKey,
     },
     error::{ServiceError, ServiceResult},
+    store::records::Stored,
 };
 
 use v1::AuditObjectType as Object;
@@ -40,7 +41,7 @@ impl DirectoryApi {
         &self,
         caller: &Caller,
         id: ProfessionalId,
-    ) -> ServiceResult<Professional> {
+    ) -> ServiceResult<Stored<Professional>> {
         match self.ctx.directory.professional(id).await? {
             Some(p) if p.organisation == caller.peer.organisation => {
                 caller.audit.object(Object::Professional, id);
@@ -158,7 +159,7 @@ impl DirectoryService for DirectoryApi {
             tracing::info!(deactivated = %id, "professional deactivated");
             done
         } else {
-            target
+            target.into_value()
         };
         Ok(Response::new(v1::DeactivateProfessionalResponse {
             professional: Some(professional_to_proto(&self.ctx.auth, &result)),
@@ -223,6 +224,7 @@ impl DirectoryService for DirectoryApi {
         let active: Vec<&Device> = set
             .devices
             .iter()
+            .map(|d| &**d)
             .filter(|d| d.revoked_at.is_none())
             .collect();
         if active.len() >= ACTIVE_DEVICES_MAX || set.devices.len() >= DEVICE_HISTORY_MAX {
@@ -283,7 +285,7 @@ impl DirectoryService for DirectoryApi {
         };
         Self::require_self_or_admin(&caller, owner.id, "revoking a device")?;
         let result = if device.revoked_at.is_none() {
-            let mut revoked = device.clone();
+            let mut revoked = Device::clone(&device);
             revoked.revoked_at = Some(self.ctx.now());
             self.ctx
                 .directory
@@ -293,7 +295,7 @@ impl DirectoryService for DirectoryApi {
             tracing::info!(device = %id, "device revoked");
             revoked
         } else {
-            device
+            device.into_value()
         };
         Ok(Response::new(v1::RevokeDeviceResponse {
             device: Some(device_to_proto(&result)),
@@ -379,9 +381,9 @@ impl DirectoryService for DirectoryApi {
         let availability = Availability::parse("availability", request.get_ref().availability)
             .map_err(ServiceError::from)?;
         let old = caller.professional;
-        let mut new = old.clone();
+        let mut new = Professional::clone(&old);
         new.availability = Some(availability);
-        if new != old {
+        if new != *old {
             self.ctx
                 .directory
                 .update_professional(&old, &new, caller.audit.allowed())

@@ -20,7 +20,7 @@ use crate::{
         parse_text,
     },
     error::{ServiceError, ServiceResult},
-    store::{Batch, Keyspace, families::CONSENTS_PER_FAMILY_MAX},
+    store::{Batch, Keyspace, families::CONSENTS_PER_FAMILY_MAX, records::Stored},
 };
 
 /// The most consults of one family a handover or revocation moves.
@@ -89,7 +89,11 @@ impl FamilyApi {
     /// Loads a family the caller may see, and how.
     /// Records the family in the call's audit only once access is granted:
     /// a handler records an id the caller named itself.
-    async fn visible(&self, caller: &Caller, id: FamilyId) -> ServiceResult<(Family, Access)> {
+    async fn visible(
+        &self,
+        caller: &Caller,
+        id: FamilyId,
+    ) -> ServiceResult<(Stored<Family>, Access)> {
         let family = self
             .ctx
             .families
@@ -106,7 +110,7 @@ impl FamilyApi {
     }
 
     /// Loads a family the caller leads as its contact person.
-    async fn led(&self, caller: &Caller, id: FamilyId) -> ServiceResult<Family> {
+    async fn led(&self, caller: &Caller, id: FamilyId) -> ServiceResult<Stored<Family>> {
         match self.visible(caller, id).await? {
             (family, Access::ContactPerson) => Ok(family),
             (_, Access::PrivacyOfficer) => Err(ServiceError::PermissionDenied(
@@ -272,7 +276,7 @@ impl FamilyService for FamilyApi {
             .into());
         }
         let now = self.ctx.now();
-        let mut handed = family.clone();
+        let mut handed = Family::clone(&family);
         handed.hand_over((successor.id, successor.organisation.clone()), now);
         let mut batch = Batch::new();
         self.ctx.families.stage_family(&mut batch, &family, &handed);
@@ -293,12 +297,12 @@ impl FamilyService for FamilyApi {
             if stored.owner == successor.id {
                 continue;
             }
-            let mut moved = stored.clone();
+            let mut moved = Consult::clone(&stored);
             moved.hand_over(successor.id, &successor.organisation, now);
             self.ctx.consults.stage(&mut batch, Some(&stored), &moved);
             transferred.push(moved.id.to_string());
             caller.audit.object(Object::Consult, moved.id);
-            changed.push((stored, moved, v1::ConsultChange::OwnerChanged));
+            changed.push((stored.into_value(), moved, v1::ConsultChange::OwnerChanged));
         }
         batch.audit(caller.audit.allowed());
         self.commit_noticed(&caller, batch, &changed).await?;
@@ -415,9 +419,9 @@ impl FamilyService for FamilyApi {
             .await?;
         let mut changes = Vec::new();
         for stored in resting {
-            let mut changed = stored.clone();
+            let mut changed = Consult::clone(&stored);
             changed.settle(now, Some(&revoked));
-            if changed != stored {
+            if changed != *stored {
                 let change = if matches!(changed.state, State::Suspended { .. }) {
                     suspended.push(changed.id.to_string());
                     caller.audit.object(Object::Consult, changed.id);
@@ -426,7 +430,7 @@ impl FamilyService for FamilyApi {
                     v1::ConsultChange::Expired
                 };
                 self.ctx.consults.stage(&mut batch, Some(&stored), &changed);
-                changes.push((stored, changed, change));
+                changes.push((stored.into_value(), changed, change));
             }
         }
         batch.audit(caller.audit.allowed());

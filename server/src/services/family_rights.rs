@@ -21,7 +21,7 @@ use crate::{
         parse_text,
     },
     error::{ServiceError, ServiceResult},
-    store::{Batch, Keyspace, audit_index::IndexWalk},
+    store::{Batch, Keyspace, audit_index::IndexWalk, records::Stored},
 };
 
 /// The most consults of one family an export or erasure reads.
@@ -45,7 +45,7 @@ pub(super) async fn family_for(
     caller: &Caller,
     id: FamilyId,
     officer_too: bool,
-) -> ServiceResult<Family> {
+) -> ServiceResult<Stored<Family>> {
     caller.audit.object(Object::Family, id);
     let family = ctx
         .families
@@ -103,7 +103,7 @@ pub(super) async fn export(
 async fn send_export(
     ctx: &Context,
     family: &Family,
-    consents: &[crate::domain::consent::Consent],
+    consents: &[Stored<crate::domain::consent::Consent>],
     consults: &[Consult],
     tx: &tokio::sync::mpsc::Sender<Result<v1::ExportFamilyDataResponse, Status>>,
 ) -> ServiceResult<()> {

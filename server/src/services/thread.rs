@@ -167,7 +167,7 @@ pub(super) async fn own_device(ctx: &Context, caller: &Caller, raw: &str) -> Ser
         Some(device)
             if device.professional == caller.professional.id && device.revoked_at.is_none() =>
         {
-            Ok(device)
+            Ok(device.into_value())
         }
         _ => Err(ServiceError::NotFound(format!(
             "no active device {id} of yours"
@@ -435,7 +435,7 @@ impl ThreadApi {
                         if device.revoked_at.is_none()
                             && members.contains(&device.professional) =>
                     {
-                        devices.push(device);
+                        devices.push(device.into_value());
                     }
                     _ => {
                         return Err(ServiceError::PermissionDenied(format!(

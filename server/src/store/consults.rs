@@ -8,7 +8,7 @@ use prost::Message;
 
 use super::{
     Batch, Keyspace, Store, StoreError,
-    records::{SCHEMA_VERSION, from_millis, to_millis},
+    records::{SCHEMA_VERSION, Stored, from_millis, to_millis},
 };
 use crate::domain::{
     Expertise, Oin, ProfessionalId,
@@ -492,26 +492,30 @@ impl Consults {
     ///
     /// # Errors
     /// [`StoreError`] when the backend fails or the record is corrupt.
-    pub async fn consult(&self, id: ConsultId) -> Result<Option<Consult>, StoreError> {
+    pub async fn consult(&self, id: ConsultId) -> Result<Option<Stored<Consult>>, StoreError> {
         self.store
             .get(Keyspace::Consults, id.as_bytes())
             .await?
-            .map(|bytes| decode_consult(&bytes))
+            .map(|bytes| Stored::decode(bytes, decode_consult))
             .transpose()
     }
 
     /// Adds to `batch` the change of consult `old` (as read; `None` for a new
     /// one) to `new`, with its indexes.
-    pub fn stage(&self, batch: &mut Batch, old: Option<&Consult>, new: &Consult) {
+    pub fn stage(&self, batch: &mut Batch, old: Option<&Stored<Consult>>, new: &Consult) {
         let key = new.id.as_bytes().to_vec();
-        batch.expect(Keyspace::Consults, key.clone(), old.map(encode_consult));
+        batch.expect(
+            Keyspace::Consults,
+            key.clone(),
+            old.map(|old| old.raw().to_vec()),
+        );
         batch.put(Keyspace::Consults, key, encode_consult(new));
         if old.is_none()
             && let Subject::Family { family, .. } = &new.subject
         {
             super::audit_index::stage_link(batch, new.id, *family);
         }
-        let before = old.map(index_keys).unwrap_or_default();
+        let before = old.map(|old| index_keys(old)).unwrap_or_default();
         let after = index_keys(new);
         for (space, key) in &before {
             if !after.contains(&(*space, key.clone())) {
@@ -527,9 +531,9 @@ impl Consults {
 
     /// Adds to `batch` the removal of consult `read` (as read) and its
     /// indexes.
-    pub fn stage_erase(&self, batch: &mut Batch, read: &Consult) {
+    pub fn stage_erase(&self, batch: &mut Batch, read: &Stored<Consult>) {
         let key = read.id.as_bytes().to_vec();
-        batch.expect(Keyspace::Consults, key.clone(), Some(encode_consult(read)));
+        batch.expect(Keyspace::Consults, key.clone(), Some(read.raw().to_vec()));
         batch.delete(Keyspace::Consults, key);
         for (space, key) in index_keys(read) {
             batch.delete(space, key);
@@ -541,21 +545,21 @@ impl Consults {
     ///
     /// # Errors
     /// [`StoreError`] when the backend fails or a record is corrupt.
-    pub async fn all(&self) -> Result<Vec<Consult>, StoreError> {
+    pub async fn all(&self) -> Result<Vec<Stored<Consult>>, StoreError> {
         super::scan_all(self.store.as_ref(), Keyspace::Consults, &[])
             .await?
-            .iter()
-            .map(|(_, raw)| decode_consult(raw))
+            .into_iter()
+            .map(|(_, raw)| Stored::decode(raw, decode_consult))
             .collect()
     }
 
     /// Adds to `batch` the precondition that consult `read` is still as
     /// read, for a change that depends on it without changing it.
-    pub fn stage_unchanged(&self, batch: &mut Batch, read: &Consult) {
+    pub fn stage_unchanged(&self, batch: &mut Batch, read: &Stored<Consult>) {
         batch.expect(
             Keyspace::Consults,
             read.id.as_bytes().to_vec(),
-            Some(encode_consult(read)),
+            Some(read.raw().to_vec()),
         );
     }
 
@@ -576,7 +580,7 @@ impl Consults {
         space: Keyspace,
         prefix: &[u8],
         limit: usize,
-    ) -> Result<Vec<Consult>, StoreError> {
+    ) -> Result<Vec<Stored<Consult>>, StoreError> {
         let entries = self.store.scan(space, prefix, None, limit).await?;
         let mut consults = Vec::with_capacity(entries.len());
         for (key, _) in entries {
@@ -649,7 +653,7 @@ impl Consults {
         from: SystemTime,
         until: SystemTime,
         limit: usize,
-    ) -> Result<Vec<Consult>, StoreError> {
+    ) -> Result<Vec<Stored<Consult>>, StoreError> {
         let start = ConsultId::first_at(from);
         let end = ConsultId::first_at(until);
         let mut consults = Vec::new();
@@ -666,12 +670,89 @@ impl Consults {
                 if key.as_slice() >= end.as_bytes().as_slice() || consults.len() >= limit {
                     return Ok(consults);
                 }
-                consults.push(decode_consult(&value)?);
+                consults.push(Stored::decode(value, decode_consult)?);
                 cursor = Some(key);
             }
             if exhausted {
                 return Ok(consults);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{
+        records::{put_raw, with_unknown_field},
+        redb::RedbStore,
+    };
+
+    fn anonymous_consult(now: SystemTime) -> Consult {
+        let owner = ProfessionalId::generate();
+        let oin = Oin::parse("oin", "00000099000000000001").unwrap();
+        Consult {
+            id: ConsultId::generate(now),
+            subject: Subject::Anonymous,
+            question: "Is this a sign of neglect?".into(),
+            expertise: Expertise::Child,
+            urgency: Urgency::Normal,
+            respond_by: now,
+            addressed: None,
+            owner,
+            owner_organisation: oin.clone(),
+            state: State::Requested,
+            state_changed_at: now,
+            participants: vec![Participant::owner(owner, oin, now)],
+            pool_declined: Vec::new(),
+            requested_at: now,
+            accepted_at: None,
+            first_answer_at: None,
+            closed_at: None,
+        }
+    }
+
+    /// A consult written with a field this server does not know (by a
+    /// newer server) can still be changed: the precondition is the bytes
+    /// read, not the record encoded again without that field.
+    #[tokio::test]
+    async fn a_record_with_a_field_unknown_here_can_be_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path()).unwrap());
+        let consults = Consults::new(store.clone());
+        let now = from_millis(to_millis(SystemTime::now()));
+        let consult = anonymous_consult(now);
+        let raw = with_unknown_field(encode_consult(&consult));
+        put_raw(
+            store.as_ref(),
+            Keyspace::Consults,
+            consult.id.as_bytes(),
+            raw,
+        )
+        .await;
+
+        let read = consults.consult(consult.id).await.unwrap().unwrap();
+        assert_eq!(*read, consult);
+        let mut batch = Batch::new();
+        consults.stage_unchanged(&mut batch, &read);
+        consults.commit(batch).await.unwrap();
+
+        let mut closed = Consult::clone(&read);
+        closed.close(Outcome::Withdrawn, now).unwrap();
+        let mut batch = Batch::new();
+        consults.stage(&mut batch, Some(&read), &closed);
+        consults.commit(batch).await.unwrap();
+        assert_eq!(
+            *consults.consult(consult.id).await.unwrap().unwrap(),
+            closed
+        );
+
+        // A change based on what was read before is refused.
+        let mut batch = Batch::new();
+        consults.stage(&mut batch, Some(&read), &consult);
+        assert!(matches!(
+            consults.commit(batch).await,
+            Err(StoreError::Conflict)
+        ));
     }
 }

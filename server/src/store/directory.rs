@@ -9,7 +9,10 @@ use std::sync::Arc;
 
 use samenop_proto::v1;
 
-use super::{Batch, Keyspace, Store, StoreError, records};
+use super::{
+    Batch, Keyspace, Store, StoreError,
+    records::{self, Stored},
+};
 use crate::domain::{Device, DeviceId, Expertise, Oin, Professional, ProfessionalId, Role};
 
 /// How many index entries one scan step reads while filtering.
@@ -47,11 +50,11 @@ impl Directory {
     pub async fn professional(
         &self,
         id: ProfessionalId,
-    ) -> Result<Option<Professional>, StoreError> {
+    ) -> Result<Option<Stored<Professional>>, StoreError> {
         self.store
             .get(Keyspace::Professionals, id.as_bytes())
             .await?
-            .map(|bytes| records::decode_professional(&bytes))
+            .map(|bytes| Stored::decode(bytes, records::decode_professional))
             .transpose()
     }
 
@@ -89,7 +92,7 @@ impl Directory {
     /// [`StoreError::Conflict`] if the stored record is no longer `old`.
     pub async fn update_professional(
         &self,
-        old: &Professional,
+        old: &Stored<Professional>,
         new: &Professional,
         audit: v1::AuditEvent,
     ) -> Result<(), StoreError> {
@@ -99,12 +102,17 @@ impl Directory {
         self.store.commit(batch).await
     }
 
-    fn stage_professional_update(&self, batch: &mut Batch, old: &Professional, new: &Professional) {
+    fn stage_professional_update(
+        &self,
+        batch: &mut Batch,
+        old: &Stored<Professional>,
+        new: &Professional,
+    ) {
         let key = new.id.as_bytes().to_vec();
         batch.expect(
             Keyspace::Professionals,
             key.clone(),
-            Some(records::encode_professional(old)),
+            Some(old.raw().to_vec()),
         );
         batch.put(
             Keyspace::Professionals,
@@ -128,11 +136,11 @@ impl Directory {
     /// [`StoreError::Conflict`] if the professional or their devices changed meanwhile.
     pub async fn deactivate_professional(
         &self,
-        old: &Professional,
+        old: &Stored<Professional>,
         now: std::time::SystemTime,
         audit: v1::AuditEvent,
     ) -> Result<Professional, StoreError> {
-        let mut new = old.clone();
+        let mut new = Professional::clone(old);
         new.deactivated_at = Some(now);
         let mut batch = Batch::new();
         self.stage_professional_update(&mut batch, old, &new);
@@ -143,7 +151,7 @@ impl Directory {
             set.version_bytes(),
         );
         for device in set.devices.iter().filter(|d| d.revoked_at.is_none()) {
-            let mut revoked = device.clone();
+            let mut revoked = Device::clone(device);
             revoked.revoked_at = Some(now);
             stage_device_update(&mut batch, device, &revoked);
         }
@@ -225,7 +233,7 @@ impl Directory {
                 if let Some(p) = self.professional(id).await?
                     && keep(&p)
                 {
-                    items.push(p);
+                    items.push(p.into_value());
                 }
                 if items.len() == limit || scanned == SCAN_BUDGET {
                     return Ok(Page {
@@ -244,11 +252,11 @@ impl Directory {
     ///
     /// # Errors
     /// [`StoreError`] when the backend fails or the record is corrupt.
-    pub async fn device(&self, id: DeviceId) -> Result<Option<Device>, StoreError> {
+    pub async fn device(&self, id: DeviceId) -> Result<Option<Stored<Device>>, StoreError> {
         self.store
             .get(Keyspace::Devices, id.as_bytes())
             .await?
-            .map(|bytes| records::decode_device(&bytes))
+            .map(|bytes| Stored::decode(bytes, records::decode_device))
             .transpose()
     }
 
@@ -260,7 +268,7 @@ impl Directory {
     /// [`StoreError::Conflict`] if the owner or their device set changed, or the id exists.
     pub async fn insert_device(
         &self,
-        owner: &Professional,
+        owner: &Stored<Professional>,
         set: &DeviceSet,
         device: &Device,
         audit: v1::AuditEvent,
@@ -269,7 +277,7 @@ impl Directory {
         batch.expect(
             Keyspace::Professionals,
             owner.id.as_bytes().to_vec(),
-            Some(records::encode_professional(owner)),
+            Some(owner.raw().to_vec()),
         );
         let set_key = owner.id.as_bytes().to_vec();
         batch.expect(Keyspace::DeviceSets, set_key.clone(), set.version_bytes());
@@ -299,7 +307,7 @@ impl Directory {
     /// [`StoreError::Conflict`] if the stored record is no longer `old`.
     pub async fn update_device(
         &self,
-        old: &Device,
+        old: &Stored<Device>,
         new: &Device,
         audit: v1::AuditEvent,
     ) -> Result<(), StoreError> {
@@ -317,7 +325,13 @@ impl Directory {
         &self,
         professional: ProfessionalId,
     ) -> Result<Vec<Device>, StoreError> {
-        Ok(self.device_set(professional).await?.devices)
+        Ok(self
+            .device_set(professional)
+            .await?
+            .devices
+            .into_iter()
+            .map(Stored::into_value)
+            .collect())
     }
 
     /// A professional's devices with the version of the set, for changes
@@ -365,7 +379,7 @@ impl Directory {
 #[derive(Debug, Clone)]
 pub struct DeviceSet {
     /// Every device, revoked ones included, in creation order.
-    pub devices: Vec<Device>,
+    pub devices: Vec<Stored<Device>>,
     /// The set's version when read (0: never changed).
     version: u64,
 }
@@ -402,13 +416,9 @@ fn remove_specialist_index(batch: &mut Batch, p: &Professional) {
     }
 }
 
-fn stage_device_update(batch: &mut Batch, old: &Device, new: &Device) {
+fn stage_device_update(batch: &mut Batch, old: &Stored<Device>, new: &Device) {
     let key = new.id.as_bytes().to_vec();
-    batch.expect(
-        Keyspace::Devices,
-        key.clone(),
-        Some(records::encode_device(old)),
-    );
+    batch.expect(Keyspace::Devices, key.clone(), Some(old.raw().to_vec()));
     batch.put(Keyspace::Devices, key, records::encode_device(new));
 }
 
@@ -461,15 +471,21 @@ mod tests {
     }
 
     /// A directory on a fresh store, holding one professional.
-    async fn directory_with_professional() -> (tempfile::TempDir, Directory, Professional) {
+    async fn directory_with_professional() -> (tempfile::TempDir, Directory, Stored<Professional>) {
         let dir = tempfile::tempdir().unwrap();
         let directory = Directory::new(Arc::new(RedbStore::open(dir.path()).unwrap()));
-        let sanne = professional();
+        let sanne = inserted(&directory).await;
+        (dir, directory, sanne)
+    }
+
+    /// A new professional stored in `directory`, as read back.
+    async fn inserted(directory: &Directory) -> Stored<Professional> {
+        let new = professional();
         directory
-            .insert_professional(&sanne, v1::AuditEvent::default())
+            .insert_professional(&new, v1::AuditEvent::default())
             .await
             .unwrap();
-        (dir, directory, sanne)
+        directory.professional(new.id).await.unwrap().unwrap()
     }
 
     #[tokio::test]
@@ -488,11 +504,7 @@ mod tests {
         assert!(matches!(late, Err(StoreError::Conflict)), "{late:?}");
 
         // A device registered before deactivation is revoked with it.
-        let eva = professional();
-        directory
-            .insert_professional(&eva, v1::AuditEvent::default())
-            .await
-            .unwrap();
+        let eva = inserted(&directory).await;
         let before = directory.device_set(eva.id).await.unwrap();
         directory
             .insert_device(&eva, &before, &device(&eva, 2), v1::AuditEvent::default())
@@ -531,7 +543,8 @@ mod tests {
             .insert_device(&sanne, &set, &old, v1::AuditEvent::default())
             .await
             .unwrap();
-        let mut revoked = old.clone();
+        let old = directory.device(old.id).await.unwrap().unwrap();
+        let mut revoked = Device::clone(&old);
         revoked.revoked_at = Some(records::from_millis(1_700_000_001_000));
         directory
             .update_device(&old, &revoked, v1::AuditEvent::default())
@@ -547,5 +560,61 @@ mod tests {
             .unwrap();
         let devices = directory.devices_of(sanne.id).await.unwrap();
         assert_eq!(devices[0].revoked_at, revoked.revoked_at);
+    }
+
+    /// A professional and a device written with a field this server does
+    /// not know (by a newer server) can still be changed: preconditions are
+    /// the bytes read, not the records encoded again without that field.
+    #[tokio::test]
+    async fn records_with_a_field_unknown_here_can_be_changed() {
+        use crate::store::records::{put_raw, with_unknown_field};
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path()).unwrap());
+        let directory = Directory::new(store.clone());
+        let sanne = inserted(&directory).await;
+        let laptop = device(&sanne, 1);
+        let set = directory.device_set(sanne.id).await.unwrap();
+        directory
+            .insert_device(&sanne, &set, &laptop, v1::AuditEvent::default())
+            .await
+            .unwrap();
+        let raw = with_unknown_field(records::encode_professional(&sanne));
+        put_raw(
+            store.as_ref(),
+            Keyspace::Professionals,
+            sanne.id.as_bytes(),
+            raw,
+        )
+        .await;
+        let raw = with_unknown_field(records::encode_device(&laptop));
+        put_raw(store.as_ref(), Keyspace::Devices, laptop.id.as_bytes(), raw).await;
+
+        let read = directory.professional(sanne.id).await.unwrap().unwrap();
+        let mut away = Professional::clone(&read);
+        away.availability = Some(crate::domain::Availability::Away);
+        directory
+            .update_professional(&read, &away, v1::AuditEvent::default())
+            .await
+            .unwrap();
+        let read = directory.professional(sanne.id).await.unwrap().unwrap();
+        assert_eq!(*read, away);
+
+        let stored_laptop = directory.device(laptop.id).await.unwrap().unwrap();
+        let mut revoked = Device::clone(&stored_laptop);
+        revoked.revoked_at = Some(records::from_millis(1_700_000_001_000));
+        directory
+            .update_device(&stored_laptop, &revoked, v1::AuditEvent::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            *directory.device(laptop.id).await.unwrap().unwrap(),
+            revoked
+        );
+
+        // A change based on what was read before is refused.
+        let again = directory
+            .update_device(&stored_laptop, &laptop, v1::AuditEvent::default())
+            .await;
+        assert!(matches!(again, Err(StoreError::Conflict)), "{again:?}");
     }
 }

@@ -10,7 +10,7 @@ use prost::Message;
 use super::{
     Batch, Keyspace, Store, StoreError,
     records::{
-        SCHEMA_VERSION, corrupt, decode_versioned, from_millis, id_bytes as id16, to_millis,
+        SCHEMA_VERSION, Stored, corrupt, decode_versioned, from_millis, id_bytes as id16, to_millis,
     },
 };
 use crate::domain::{
@@ -331,11 +331,11 @@ impl Families {
     ///
     /// # Errors
     /// [`StoreError`] when the backend fails or the record is corrupt.
-    pub async fn family(&self, id: FamilyId) -> Result<Option<Family>, StoreError> {
+    pub async fn family(&self, id: FamilyId) -> Result<Option<Stored<Family>>, StoreError> {
         self.store
             .get(Keyspace::Families, id.as_bytes())
             .await?
-            .map(|bytes| decode_family(&bytes))
+            .map(|bytes| Stored::decode(bytes, decode_family))
             .transpose()
     }
 
@@ -360,11 +360,11 @@ impl Families {
     ///
     /// # Errors
     /// [`StoreError`] when the backend fails or the record is corrupt.
-    pub async fn consent(&self, id: ConsentId) -> Result<Option<Consent>, StoreError> {
+    pub async fn consent(&self, id: ConsentId) -> Result<Option<Stored<Consent>>, StoreError> {
         self.store
             .get(Keyspace::Consents, id.as_bytes())
             .await?
-            .map(|bytes| decode_consent(&bytes))
+            .map(|bytes| Stored::decode(bytes, decode_consent))
             .transpose()
     }
 
@@ -375,7 +375,7 @@ impl Families {
     /// [`StoreError::Conflict`] if the family changed or the id exists.
     pub async fn insert_consent(
         &self,
-        family: &Family,
+        family: &Stored<Family>,
         consent: &Consent,
         audit: v1::AuditEvent,
     ) -> Result<(), StoreError> {
@@ -383,7 +383,7 @@ impl Families {
         batch.expect(
             Keyspace::Families,
             family.id.as_bytes().to_vec(),
-            Some(encode_family(family)),
+            Some(family.raw().to_vec()),
         );
         let key = consent.id.as_bytes().to_vec();
         batch.expect(Keyspace::Consents, key.clone(), None);
@@ -407,19 +407,19 @@ impl Families {
     pub fn stage_revocation(
         &self,
         batch: &mut Batch,
-        family: &Family,
-        old: &Consent,
+        family: &Stored<Family>,
+        old: &Stored<Consent>,
         revocation: Revocation,
     ) -> Consent {
-        let mut new = old.clone();
+        let mut new = Consent::clone(old);
         new.revocation = Some(revocation);
         batch.expect(
             Keyspace::Families,
             family.id.as_bytes().to_vec(),
-            Some(encode_family(family)),
+            Some(family.raw().to_vec()),
         );
         let key = old.id.as_bytes().to_vec();
-        batch.expect(Keyspace::Consents, key.clone(), Some(encode_consent(old)));
+        batch.expect(Keyspace::Consents, key.clone(), Some(old.raw().to_vec()));
         batch.put(Keyspace::Consents, key, encode_consent(&new));
         // Revocation suspends its consults at once: nothing left to sweep.
         batch.delete(
@@ -460,9 +460,9 @@ impl Families {
 
     /// Adds to `batch` the removal of consent `read` (as read) and its
     /// index entries.
-    pub fn stage_erase_consent(&self, batch: &mut Batch, read: &Consent) {
+    pub fn stage_erase_consent(&self, batch: &mut Batch, read: &Stored<Consent>) {
         let key = read.id.as_bytes().to_vec();
-        batch.expect(Keyspace::Consents, key.clone(), Some(encode_consent(read)));
+        batch.expect(Keyspace::Consents, key.clone(), Some(read.raw().to_vec()));
         batch.delete(Keyspace::Consents, key);
         batch.delete(
             Keyspace::ConsentsByFamily,
@@ -475,9 +475,9 @@ impl Families {
     }
 
     /// Adds to `batch` the removal of family `read` (as read).
-    pub fn stage_erase_family(&self, batch: &mut Batch, read: &Family) {
+    pub fn stage_erase_family(&self, batch: &mut Batch, read: &Stored<Family>) {
         let key = read.id.as_bytes().to_vec();
-        batch.expect(Keyspace::Families, key.clone(), Some(encode_family(read)));
+        batch.expect(Keyspace::Families, key.clone(), Some(read.raw().to_vec()));
         batch.delete(Keyspace::Families, key);
     }
 
@@ -485,18 +485,28 @@ impl Families {
     ///
     /// # Errors
     /// [`StoreError`] when the backend fails or a record is corrupt.
-    pub async fn all(&self) -> Result<Vec<Family>, StoreError> {
+    pub async fn all(&self) -> Result<Vec<Stored<Family>>, StoreError> {
         super::scan_all(self.store.as_ref(), Keyspace::Families, &[])
             .await?
-            .iter()
-            .map(|(_, raw)| decode_family(raw))
+            .into_iter()
+            .map(|(_, raw)| Stored::decode(raw, decode_family))
             .collect()
     }
 
+    /// Adds to `batch` the precondition that family `read` is still as
+    /// read, for a change that depends on it without changing it.
+    pub fn stage_unchanged(&self, batch: &mut Batch, read: &Stored<Family>) {
+        batch.expect(
+            Keyspace::Families,
+            read.id.as_bytes().to_vec(),
+            Some(read.raw().to_vec()),
+        );
+    }
+
     /// Adds to `batch` the change of family `old` (as read) to `new`.
-    pub fn stage_family(&self, batch: &mut Batch, old: &Family, new: &Family) {
+    pub fn stage_family(&self, batch: &mut Batch, old: &Stored<Family>, new: &Family) {
         let key = new.id.as_bytes().to_vec();
-        batch.expect(Keyspace::Families, key.clone(), Some(encode_family(old)));
+        batch.expect(Keyspace::Families, key.clone(), Some(old.raw().to_vec()));
         batch.put(Keyspace::Families, key, encode_family(new));
     }
 
@@ -504,7 +514,7 @@ impl Families {
     ///
     /// # Errors
     /// [`StoreError`] when the backend fails or a record is corrupt.
-    pub async fn consents_of(&self, family: FamilyId) -> Result<Vec<Consent>, StoreError> {
+    pub async fn consents_of(&self, family: FamilyId) -> Result<Vec<Stored<Consent>>, StoreError> {
         let entries = self
             .store
             .scan(
@@ -585,5 +595,98 @@ mod tests {
             }),
         };
         assert_eq!(decode_consent(&encode_consent(&consent)).unwrap(), consent);
+    }
+
+    /// A family and a consent written with a field this server does not
+    /// know (by a newer server) can still be changed: preconditions are the
+    /// bytes read, not the records encoded again without that field.
+    #[tokio::test]
+    async fn records_with_a_field_unknown_here_can_be_changed() {
+        use crate::store::{
+            records::{put_raw, with_unknown_field},
+            redb::RedbStore,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path()).unwrap());
+        let families = Families::new(store.clone());
+        let now = stored(SystemTime::now());
+        let request = v1::RegisterFamilyRequest {
+            members: vec![v1::FamilyMember {
+                role: 1,
+                age_band: 3,
+                ..Default::default()
+            }],
+        };
+        let oin = Oin::parse("o", "00000099000000000001").unwrap();
+        let family =
+            Family::register(&request, (ProfessionalId::generate(), oin.clone()), now).unwrap();
+        let consent = Consent {
+            id: ConsentId::generate(),
+            family: family.id,
+            concerned: vec![family.members[0].id],
+            given_by: vec![family.members[0].id],
+            scope: Scope {
+                expertise: vec![Expertise::Child],
+                organisations: vec![oin.clone()],
+            },
+            valid_from: now,
+            valid_until: now + std::time::Duration::from_secs(3600),
+            evidence: "DOC-1".into(),
+            recorded_by: family.contact.professional,
+            recorded_at: now,
+            revocation: None,
+        };
+        let raw_family = with_unknown_field(encode_family(&family));
+        put_raw(
+            store.as_ref(),
+            Keyspace::Families,
+            family.id.as_bytes(),
+            raw_family,
+        )
+        .await;
+        let raw_consent = with_unknown_field(encode_consent(&consent));
+        put_raw(
+            store.as_ref(),
+            Keyspace::Consents,
+            consent.id.as_bytes(),
+            raw_consent,
+        )
+        .await;
+
+        let read_family = families.family(family.id).await.unwrap().unwrap();
+        let read_consent = families.consent(consent.id).await.unwrap().unwrap();
+        assert_eq!((&*read_family, &*read_consent), (&family, &consent));
+        let mut batch = Batch::new();
+        let revoked = families.stage_revocation(
+            &mut batch,
+            &read_family,
+            &read_consent,
+            Revocation {
+                at: now,
+                by: family.contact.professional,
+                reason: RevocationReason::Withdrawn,
+                evidence: None,
+            },
+        );
+        store.commit(batch).await.unwrap();
+        assert_eq!(
+            *families.consent(consent.id).await.unwrap().unwrap(),
+            revoked
+        );
+
+        let mut handed = family.clone();
+        handed.hand_over((ProfessionalId::generate(), oin), now);
+        let mut batch = Batch::new();
+        families.stage_family(&mut batch, &read_family, &handed);
+        store.commit(batch).await.unwrap();
+        assert_eq!(*families.family(family.id).await.unwrap().unwrap(), handed);
+
+        // A change based on what was read before is refused.
+        let mut batch = Batch::new();
+        families.stage_unchanged(&mut batch, &read_family);
+        assert!(matches!(
+            store.commit(batch).await,
+            Err(StoreError::Conflict)
+        ));
     }
 }

@@ -19,6 +19,53 @@ use samenop_proto::v1;
 /// The schema version written by this server.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// A record as read, with the bytes it was read from.
+///
+/// A change to a record is made on the condition that its key still holds
+/// exactly the bytes read, not the record encoded again: a record written
+/// by a newer server may carry fields this one does not know, which prost
+/// drops when it decodes, and a precondition made of the record encoded
+/// again would then never hold. The bytes read also save that encoding.
+#[derive(Debug, Clone)]
+pub struct Stored<T> {
+    value: T,
+    raw: Vec<u8>,
+}
+
+impl<T> Stored<T> {
+    /// `raw` decoded with `decode`, kept together.
+    ///
+    /// # Errors
+    /// What `decode` returns.
+    pub fn decode(
+        raw: Vec<u8>,
+        decode: impl FnOnce(&[u8]) -> Result<T, StoreError>,
+    ) -> Result<Self, StoreError> {
+        Ok(Stored {
+            value: decode(&raw)?,
+            raw,
+        })
+    }
+
+    /// The bytes the record was read from: the precondition of a change.
+    pub fn raw(&self) -> &[u8] {
+        &self.raw
+    }
+
+    /// The record, its bytes dropped.
+    pub fn into_value(self) -> T {
+        self.value
+    }
+}
+
+impl<T> std::ops::Deref for Stored<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
 /// A stored professional.
 #[derive(Clone, PartialEq, Message)]
 pub struct ProfessionalRecord {
@@ -252,6 +299,23 @@ pub fn decode_device(bytes: &[u8]) -> Result<Device, StoreError> {
         registered_at: from_millis(r.registered_at_ms),
         revoked_at: r.revoked_at_ms.map(from_millis),
     })
+}
+
+/// `raw` with a field this server does not know appended (number 99, a
+/// varint), as a newer server could write it.
+#[cfg(test)]
+pub(crate) fn with_unknown_field(mut raw: Vec<u8>) -> Vec<u8> {
+    prost::encoding::encode_key(99, prost::encoding::WireType::Varint, &mut raw);
+    prost::encoding::encode_varint(1, &mut raw);
+    raw
+}
+
+/// Stores `raw` under `key` as it is, bypassing the typed layers.
+#[cfg(test)]
+pub(crate) async fn put_raw(store: &dyn super::Store, space: Keyspace, key: &[u8], raw: Vec<u8>) {
+    let mut batch = super::Batch::new();
+    batch.put(space, key.to_vec(), raw);
+    store.commit(batch).await.unwrap();
 }
 
 #[cfg(test)]
