@@ -64,7 +64,7 @@ async fn ensure(directory: &Directory, person: &Professional) -> Result<bool, St
                 object_type: v1::AuditObjectType::Professional as i32,
                 object_id: person.id.to_string(),
             });
-            directory.insert_professional(person, event).await?;
+            directory.insert_professional(None, person, event).await?;
             Ok(true)
         }
     }

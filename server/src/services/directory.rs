@@ -120,7 +120,7 @@ impl DirectoryService for DirectoryApi {
             Professional::register(new, caller.peer.organisation.clone(), self.ctx.now());
         self.ctx
             .directory
-            .insert_professional(&professional, {
+            .insert_professional(Some(&caller.professional), &professional, {
                 caller.audit.object(Object::Professional, professional.id);
                 caller.audit.allowed()
             })
@@ -153,7 +153,7 @@ impl DirectoryService for DirectoryApi {
             let done = self
                 .ctx
                 .directory
-                .deactivate_professional(&target, now, caller.audit.allowed())
+                .deactivate_professional(&caller.professional, &target, now, caller.audit.allowed())
                 .await;
             let done = done.map_err(ServiceError::from)?;
             tracing::info!(deactivated = %id, "professional deactivated");
@@ -250,7 +250,7 @@ impl DirectoryService for DirectoryApi {
         };
         self.ctx
             .directory
-            .insert_device(&owner, &set, &device, {
+            .insert_device(&caller.professional, &owner, &set, &device, {
                 caller.audit.object(Object::Device, device.id);
                 caller.audit.allowed()
             })
@@ -289,7 +289,12 @@ impl DirectoryService for DirectoryApi {
             revoked.revoked_at = Some(self.ctx.now());
             self.ctx
                 .directory
-                .update_device(&device, &revoked, caller.audit.allowed())
+                .update_device(
+                    &caller.professional,
+                    &device,
+                    &revoked,
+                    caller.audit.allowed(),
+                )
                 .await
                 .map_err(ServiceError::from)?;
             tracing::info!(device = %id, "device revoked");
@@ -386,7 +391,7 @@ impl DirectoryService for DirectoryApi {
         if new != *old {
             self.ctx
                 .directory
-                .update_professional(&old, &new, caller.audit.allowed())
+                .update_professional(&old, &old, &new, caller.audit.allowed())
                 .await
                 .map_err(ServiceError::from)?;
         }

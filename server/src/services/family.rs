@@ -279,6 +279,12 @@ impl FamilyService for FamilyApi {
         let mut handed = Family::clone(&family);
         handed.hand_over((successor.id, successor.organisation.clone()), now);
         let mut batch = Batch::new();
+        // The successor must still be an active contact person when this
+        // lands, and an admin still the admin they were.
+        self.ctx.directory.stage_unchanged(&mut batch, &successor);
+        self.ctx
+            .directory
+            .stage_unchanged(&mut batch, &caller.professional);
         self.ctx.families.stage_family(&mut batch, &family, &handed);
         // Every consult of the family moves with it, ended ones too: the
         // previous contact person keeps no view of the family through them.

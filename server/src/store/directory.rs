@@ -58,16 +58,35 @@ impl Directory {
             .transpose()
     }
 
-    /// Stores a new professional with its indexes.
+    /// Adds to `batch` the precondition that professional `read` is still
+    /// as read. For the professional whose call makes a change (`acting`
+    /// below), as read when the call began: a write an admin's role allows
+    /// does not land once the admin was deactivated or lost the role
+    /// meanwhile.
+    pub fn stage_unchanged(&self, batch: &mut Batch, read: &Stored<Professional>) {
+        batch.expect(
+            Keyspace::Professionals,
+            read.id.as_bytes().to_vec(),
+            Some(read.raw().to_vec()),
+        );
+    }
+
+    /// Stores a new professional with its indexes, registered by `acting`
+    /// (see [`Directory::stage_unchanged`]; `None`: by the server itself).
     ///
     /// # Errors
-    /// [`StoreError::Conflict`] if the id exists; [`StoreError`] when the backend fails.
+    /// [`StoreError::Conflict`] if the id exists or `acting` changed;
+    /// [`StoreError`] when the backend fails.
     pub async fn insert_professional(
         &self,
+        acting: Option<&Stored<Professional>>,
         p: &Professional,
         audit: v1::AuditEvent,
     ) -> Result<(), StoreError> {
         let mut batch = Batch::new();
+        if let Some(acting) = acting {
+            self.stage_unchanged(&mut batch, acting);
+        }
         batch.expect(Keyspace::Professionals, p.id.as_bytes().to_vec(), None);
         batch.put(
             Keyspace::Professionals,
@@ -86,17 +105,21 @@ impl Directory {
         self.store.commit(batch).await
     }
 
-    /// Replaces `old` by `new` (same id), keeping the specialist indexes true.
+    /// Replaces `old` by `new` (same id), keeping the specialist indexes
+    /// true; the change of `acting` (see [`Directory::stage_unchanged`]).
     ///
     /// # Errors
-    /// [`StoreError::Conflict`] if the stored record is no longer `old`.
+    /// [`StoreError::Conflict`] if the stored record is no longer `old`, or
+    /// `acting` changed.
     pub async fn update_professional(
         &self,
+        acting: &Stored<Professional>,
         old: &Stored<Professional>,
         new: &Professional,
         audit: v1::AuditEvent,
     ) -> Result<(), StoreError> {
         let mut batch = Batch::new();
+        self.stage_unchanged(&mut batch, acting);
         self.stage_professional_update(&mut batch, old, new);
         batch.audit(audit);
         self.store.commit(batch).await
@@ -132,10 +155,14 @@ impl Directory {
     /// Fails with a conflict if a device was registered meanwhile, so no
     /// deactivated professional is ever left with an active device.
     ///
+    /// The change of `acting` (see [`Directory::stage_unchanged`]).
+    ///
     /// # Errors
-    /// [`StoreError::Conflict`] if the professional or their devices changed meanwhile.
+    /// [`StoreError::Conflict`] if the professional, their devices or
+    /// `acting` changed meanwhile.
     pub async fn deactivate_professional(
         &self,
+        acting: &Stored<Professional>,
         old: &Stored<Professional>,
         now: std::time::SystemTime,
         audit: v1::AuditEvent,
@@ -143,6 +170,7 @@ impl Directory {
         let mut new = Professional::clone(old);
         new.deactivated_at = Some(now);
         let mut batch = Batch::new();
+        self.stage_unchanged(&mut batch, acting);
         self.stage_professional_update(&mut batch, old, &new);
         let set = self.device_set(old.id).await?;
         batch.expect(
@@ -262,18 +290,22 @@ impl Directory {
 
     /// Stores a new device, provided its owner is still exactly `owner` and
     /// their device set is still `set` (so a device is never added to a
-    /// professional being deactivated, and limits checked on `set` hold).
+    /// professional being deactivated, and limits checked on `set` hold);
+    /// registered by `acting` (see [`Directory::stage_unchanged`]).
     ///
     /// # Errors
-    /// [`StoreError::Conflict`] if the owner or their device set changed, or the id exists.
+    /// [`StoreError::Conflict`] if the owner, their device set or `acting`
+    /// changed, or the id exists.
     pub async fn insert_device(
         &self,
+        acting: &Stored<Professional>,
         owner: &Stored<Professional>,
         set: &DeviceSet,
         device: &Device,
         audit: v1::AuditEvent,
     ) -> Result<(), StoreError> {
         let mut batch = Batch::new();
+        self.stage_unchanged(&mut batch, acting);
         batch.expect(
             Keyspace::Professionals,
             owner.id.as_bytes().to_vec(),
@@ -301,17 +333,21 @@ impl Directory {
         self.store.commit(batch).await
     }
 
-    /// Replaces device `old` by `new`.
+    /// Replaces device `old` by `new`; the change of `acting` (see
+    /// [`Directory::stage_unchanged`]).
     ///
     /// # Errors
-    /// [`StoreError::Conflict`] if the stored record is no longer `old`.
+    /// [`StoreError::Conflict`] if the stored record is no longer `old`, or
+    /// `acting` changed.
     pub async fn update_device(
         &self,
+        acting: &Stored<Professional>,
         old: &Stored<Device>,
         new: &Device,
         audit: v1::AuditEvent,
     ) -> Result<(), StoreError> {
         let mut batch = Batch::new();
+        self.stage_unchanged(&mut batch, acting);
         stage_device_update(&mut batch, old, new);
         batch.audit(audit);
         self.store.commit(batch).await
@@ -482,7 +518,7 @@ mod tests {
     async fn inserted(directory: &Directory) -> Stored<Professional> {
         let new = professional();
         directory
-            .insert_professional(&new, v1::AuditEvent::default())
+            .insert_professional(None, &new, v1::AuditEvent::default())
             .await
             .unwrap();
         directory.professional(new.id).await.unwrap().unwrap()
@@ -491,15 +527,22 @@ mod tests {
     #[tokio::test]
     async fn a_device_registered_during_deactivation_makes_one_of_them_fail() {
         let (_dir, directory, sanne) = directory_with_professional().await;
+        let admin = inserted(&directory).await;
 
         // A registration read the (empty) device set, then deactivation ran.
         let seen = directory.device_set(sanne.id).await.unwrap();
         directory
-            .deactivate_professional(&sanne, SystemTime::now(), v1::AuditEvent::default())
+            .deactivate_professional(&admin, &sanne, SystemTime::now(), v1::AuditEvent::default())
             .await
             .unwrap();
         let late = directory
-            .insert_device(&sanne, &seen, &device(&sanne, 1), v1::AuditEvent::default())
+            .insert_device(
+                &admin,
+                &sanne,
+                &seen,
+                &device(&sanne, 1),
+                v1::AuditEvent::default(),
+            )
             .await;
         assert!(matches!(late, Err(StoreError::Conflict)), "{late:?}");
 
@@ -507,11 +550,17 @@ mod tests {
         let eva = inserted(&directory).await;
         let before = directory.device_set(eva.id).await.unwrap();
         directory
-            .insert_device(&eva, &before, &device(&eva, 2), v1::AuditEvent::default())
+            .insert_device(
+                &admin,
+                &eva,
+                &before,
+                &device(&eva, 2),
+                v1::AuditEvent::default(),
+            )
             .await
             .unwrap();
         let stopped = directory
-            .deactivate_professional(&eva, SystemTime::now(), v1::AuditEvent::default())
+            .deactivate_professional(&admin, &eva, SystemTime::now(), v1::AuditEvent::default())
             .await
             .unwrap();
         assert!(!stopped.is_active());
@@ -523,13 +572,26 @@ mod tests {
     #[tokio::test]
     async fn two_registrations_from_one_snapshot_cannot_both_land() {
         let (_dir, directory, sanne) = directory_with_professional().await;
+        let admin = inserted(&directory).await;
         let seen = directory.device_set(sanne.id).await.unwrap();
         directory
-            .insert_device(&sanne, &seen, &device(&sanne, 1), v1::AuditEvent::default())
+            .insert_device(
+                &admin,
+                &sanne,
+                &seen,
+                &device(&sanne, 1),
+                v1::AuditEvent::default(),
+            )
             .await
             .unwrap();
         let second = directory
-            .insert_device(&sanne, &seen, &device(&sanne, 1), v1::AuditEvent::default())
+            .insert_device(
+                &admin,
+                &sanne,
+                &seen,
+                &device(&sanne, 1),
+                v1::AuditEvent::default(),
+            )
             .await;
         assert!(matches!(second, Err(StoreError::Conflict)), "{second:?}");
     }
@@ -537,21 +599,23 @@ mod tests {
     #[tokio::test]
     async fn deactivation_keeps_earlier_revocation_times() {
         let (_dir, directory, sanne) = directory_with_professional().await;
+        let admin = inserted(&directory).await;
         let old = device(&sanne, 1);
         let set = directory.device_set(sanne.id).await.unwrap();
         directory
-            .insert_device(&sanne, &set, &old, v1::AuditEvent::default())
+            .insert_device(&admin, &sanne, &set, &old, v1::AuditEvent::default())
             .await
             .unwrap();
         let old = directory.device(old.id).await.unwrap().unwrap();
         let mut revoked = Device::clone(&old);
         revoked.revoked_at = Some(records::from_millis(1_700_000_001_000));
         directory
-            .update_device(&old, &revoked, v1::AuditEvent::default())
+            .update_device(&admin, &old, &revoked, v1::AuditEvent::default())
             .await
             .unwrap();
         directory
             .deactivate_professional(
+                &admin,
                 &sanne,
                 records::from_millis(1_700_000_009_000),
                 v1::AuditEvent::default(),
@@ -572,10 +636,11 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path()).unwrap());
         let directory = Directory::new(store.clone());
         let sanne = inserted(&directory).await;
+        let admin = inserted(&directory).await;
         let laptop = device(&sanne, 1);
         let set = directory.device_set(sanne.id).await.unwrap();
         directory
-            .insert_device(&sanne, &set, &laptop, v1::AuditEvent::default())
+            .insert_device(&admin, &sanne, &set, &laptop, v1::AuditEvent::default())
             .await
             .unwrap();
         let raw = with_unknown_field(records::encode_professional(&sanne));
@@ -593,7 +658,7 @@ mod tests {
         let mut away = Professional::clone(&read);
         away.availability = Some(crate::domain::Availability::Away);
         directory
-            .update_professional(&read, &away, v1::AuditEvent::default())
+            .update_professional(&read, &read, &away, v1::AuditEvent::default())
             .await
             .unwrap();
         let read = directory.professional(sanne.id).await.unwrap().unwrap();
@@ -603,7 +668,7 @@ mod tests {
         let mut revoked = Device::clone(&stored_laptop);
         revoked.revoked_at = Some(records::from_millis(1_700_000_001_000));
         directory
-            .update_device(&stored_laptop, &revoked, v1::AuditEvent::default())
+            .update_device(&admin, &stored_laptop, &revoked, v1::AuditEvent::default())
             .await
             .unwrap();
         assert_eq!(
@@ -613,8 +678,71 @@ mod tests {
 
         // A change based on what was read before is refused.
         let again = directory
-            .update_device(&stored_laptop, &laptop, v1::AuditEvent::default())
+            .update_device(&admin, &stored_laptop, &laptop, v1::AuditEvent::default())
             .await;
         assert!(matches!(again, Err(StoreError::Conflict)), "{again:?}");
+    }
+
+    /// A write made for an admin does not land once the admin's own record
+    /// changed since their call read it (here: another admin deactivated
+    /// them), and nothing of it is written.
+    #[tokio::test]
+    async fn a_write_of_an_admin_changed_meanwhile_does_not_land() {
+        let (_dir, directory, sanne) = directory_with_professional().await;
+        let admin = inserted(&directory).await;
+        let other_admin = inserted(&directory).await;
+        let set = directory.device_set(sanne.id).await.unwrap();
+        let laptop = device(&sanne, 1);
+        directory
+            .deactivate_professional(
+                &other_admin,
+                &admin,
+                SystemTime::now(),
+                v1::AuditEvent::default(),
+            )
+            .await
+            .unwrap();
+
+        let late = directory
+            .insert_device(&admin, &sanne, &set, &laptop, v1::AuditEvent::default())
+            .await;
+        assert!(matches!(late, Err(StoreError::Conflict)), "{late:?}");
+        assert!(directory.device(laptop.id).await.unwrap().is_none());
+        let registered = professional();
+        let late = directory
+            .insert_professional(Some(&admin), &registered, v1::AuditEvent::default())
+            .await;
+        assert!(matches!(late, Err(StoreError::Conflict)), "{late:?}");
+        assert!(
+            directory
+                .professional(registered.id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let late = directory
+            .deactivate_professional(&admin, &sanne, SystemTime::now(), v1::AuditEvent::default())
+            .await;
+        assert!(matches!(late, Err(StoreError::Conflict)), "{late:?}");
+        assert!(
+            directory
+                .professional(sanne.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .is_active()
+        );
+
+        // The same writes made for an admin as they are now land.
+        directory
+            .insert_device(
+                &other_admin,
+                &sanne,
+                &set,
+                &laptop,
+                v1::AuditEvent::default(),
+            )
+            .await
+            .unwrap();
     }
 }
