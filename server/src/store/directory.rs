@@ -60,9 +60,9 @@ impl Directory {
 
     /// Adds to `batch` the precondition that professional `read` is still
     /// as read. For the professional whose call makes a change (`acting`
-    /// below), as read when the call began: a write an admin's role allows
-    /// does not land once the admin was deactivated or lost the role
-    /// meanwhile.
+    /// below), as read when the call began: a write does not land once its
+    /// maker was deactivated (or their record changed otherwise) meanwhile,
+    /// so an admin deactivated during a call does not finish it.
     pub fn stage_unchanged(&self, batch: &mut Batch, read: &Stored<Professional>) {
         batch.expect(
             Keyspace::Professionals,
@@ -744,5 +744,33 @@ mod tests {
             )
             .await
             .unwrap();
+
+        // Revoking a device and changing a record for a stale admin do not.
+        let stored_laptop = directory.device(laptop.id).await.unwrap().unwrap();
+        let mut revoked = Device::clone(&stored_laptop);
+        revoked.revoked_at = Some(SystemTime::now());
+        let late = directory
+            .update_device(&admin, &stored_laptop, &revoked, v1::AuditEvent::default())
+            .await;
+        assert!(matches!(late, Err(StoreError::Conflict)), "{late:?}");
+        assert!(
+            directory
+                .device(laptop.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .revoked_at
+                .is_none()
+        );
+        let mut away = Professional::clone(&sanne);
+        away.availability = Some(crate::domain::Availability::Away);
+        let late = directory
+            .update_professional(&admin, &sanne, &away, v1::AuditEvent::default())
+            .await;
+        assert!(matches!(late, Err(StoreError::Conflict)), "{late:?}");
+        assert_eq!(
+            *directory.professional(sanne.id).await.unwrap().unwrap(),
+            *sanne
+        );
     }
 }
