@@ -188,6 +188,13 @@ impl Authenticator {
         }
     }
 
+    /// Whether the organisation `oin` is allowed on this server (listed in
+    /// its configuration): professionals of an organisation removed from
+    /// it stay in the directory, but can no longer connect.
+    pub fn allows(&self, oin: &Oin) -> bool {
+        self.organisations.contains_key(oin)
+    }
+
     /// The configured name of the organisation `oin`, if it is listed.
     pub fn organisation_name(&self, oin: &Oin) -> Option<&str> {
         self.organisations.get(oin).map(|org| org.name.as_str())

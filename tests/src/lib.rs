@@ -70,6 +70,9 @@ pub struct TestServer {
     pub clock: ManualClock,
     /// The bootstrap ORG_ADMIN of each allowed organisation, by slug.
     pub admins: HashMap<&'static str, Uuid>,
+    /// Organisations taken out of the configuration
+    /// ([`TestServer::remove_organisation`]), by slug.
+    removed: Vec<&'static str>,
     /// Whether the store syncs its commits (always, but for measuring what
     /// durability costs: [`TestServer::start_volatile`]).
     durable: bool,
@@ -136,6 +139,7 @@ impl TestServer {
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             clock: ManualClock::new(SystemTime::now()),
             admins,
+            removed: Vec::new(),
             durable,
             postgres: None,
             stop: None,
@@ -219,6 +223,7 @@ impl TestServer {
             limits: Default::default(),
             organisations: DEMO_ORGANISATIONS
                 .iter()
+                .filter(|org| !self.removed.contains(&org.slug))
                 .map(|org| FileOrganisation {
                     oin: org.oin.into(),
                     name: org.name.into(),
@@ -297,6 +302,13 @@ impl TestServer {
                 .expect("server task")
                 .expect("server stopped cleanly");
         }
+    }
+
+    /// Takes organisation `slug` out of the server's configuration from its
+    /// next launch on, as an operator who ends its membership of the
+    /// network: its professionals stay in the directory.
+    pub fn remove_organisation(&mut self, slug: &'static str) {
+        self.removed.push(slug);
     }
 
     /// Stops the server and starts it again on the same data directory

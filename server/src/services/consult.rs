@@ -136,7 +136,7 @@ impl ConsultApi {
 
     /// Whether `who` may take the consult's pool request: an active,
     /// available specialist with the expertise, who has not declined it,
-    /// of an organisation its basis covers.
+    /// of an organisation its basis covers and this server allows.
     pub(super) async fn pool_eligible(
         &self,
         c: &Consult,
@@ -161,6 +161,7 @@ impl ConsultApi {
             || !who.expertise.contains(&c.expertise)
             || c.pool_declined.contains(&who.id)
             || who.id == c.owner
+            || !self.ctx.auth.allows(&who.organisation)
         {
             return Ok(false);
         }
@@ -327,7 +328,8 @@ impl ConsultApi {
         .map_err(|not| ServiceError::NoLegalBasis(not.0))
     }
 
-    /// Loads an active specialist with `expertise`, or NOT_FOUND.
+    /// Loads an active specialist with `expertise`, of an organisation
+    /// still allowed on this server, or NOT_FOUND.
     async fn specialist(
         &self,
         id: ProfessionalId,
@@ -337,7 +339,8 @@ impl ConsultApi {
             Some(p)
                 if p.is_active()
                     && p.has_role(Role::Specialist)
-                    && p.expertise.contains(&expertise) =>
+                    && p.expertise.contains(&expertise)
+                    && self.ctx.auth.allows(&p.organisation) =>
             {
                 Ok(p.into_value())
             }

@@ -362,6 +362,7 @@ impl DirectoryService for DirectoryApi {
             .list_specialists(
                 expertise,
                 req.available_only,
+                |oin| self.ctx.auth.allows(oin),
                 after,
                 domain::page_size(req.page_size),
             )

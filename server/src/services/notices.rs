@@ -130,7 +130,13 @@ async fn pool_inboxes(consults: &ConsultApi, c: &Consult) -> ServiceResult<Vec<P
     loop {
         let page = ctx
             .directory
-            .list_specialists(Some(c.expertise), true, after, POOL_PAGE)
+            .list_specialists(
+                Some(c.expertise),
+                true,
+                |oin| ctx.auth.allows(oin),
+                after,
+                POOL_PAGE,
+            )
             .await?;
         for p in &page.items {
             if consults.pool_eligible_with(c, p, &mut consents).await? {

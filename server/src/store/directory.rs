@@ -210,8 +210,9 @@ impl Directory {
         .await
     }
 
-    /// Lists active specialists, optionally of one expertise and only the
-    /// available ones, in id (creation) order.
+    /// Lists active specialists of the organisations `allowed` accepts,
+    /// optionally of one expertise and only the available ones, in id
+    /// (creation) order.
     ///
     /// # Errors
     /// [`StoreError`] when the backend fails or a record is corrupt.
@@ -219,6 +220,7 @@ impl Directory {
         &self,
         expertise: Option<Expertise>,
         available_only: bool,
+        allowed: impl Fn(&Oin) -> bool,
         after: Option<ProfessionalId>,
         limit: usize,
     ) -> Result<Page<Professional>, StoreError> {
@@ -229,6 +231,7 @@ impl Directory {
         self.list_indexed(space, prefix, after, limit, |p| {
             p.is_active()
                 && p.has_role(Role::Specialist)
+                && allowed(&p.organisation)
                 && (!available_only
                     || p.availability == Some(crate::domain::Availability::Available))
         })

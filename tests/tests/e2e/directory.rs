@@ -2,7 +2,10 @@
 //! their own professionals and devices; everyone finds specialists; nothing
 //! of one organisation can be changed by another.
 
-use samenop_client::{Availability, ClientError, Expertise, Role, ViolenceType};
+use samenop_client::{
+    Availability, ClientError, Expertise, Role, ViolenceType,
+    consult::{About, NewConsult, Urgency},
+};
 use samenop_tests::{ORG_A, ORG_B, TestServer};
 
 #[tokio::test]
@@ -327,6 +330,63 @@ async fn specialists_are_found_by_expertise_and_availability() {
         matches!(not_specialist, Err(ClientError::PermissionDenied(_))),
         "{not_specialist:?}"
     );
+}
+
+/// An organisation taken out of the server's configuration keeps its
+/// professionals in the directory, but its specialists are no longer
+/// offered: not listed, and not addressable by name.
+#[tokio::test]
+async fn specialists_of_an_organisation_no_longer_allowed_are_not_offered() {
+    let mut server = TestServer::start().await;
+    let partner = Expertise::Violence(ViolenceType::PartnerViolence);
+    let jeroen = server
+        .admin(ORG_B)
+        .await
+        .register_professional("Jeroen", &[Role::Specialist], &[partner])
+        .await
+        .unwrap();
+    let mila = server
+        .admin(ORG_A)
+        .await
+        .register_professional("Mila", &[Role::Specialist], &[partner])
+        .await
+        .unwrap();
+    let contact = server
+        .admin(ORG_A)
+        .await
+        .register_professional("Sanne", &[Role::ContactPerson], &[])
+        .await
+        .unwrap();
+    let ids = |list: Vec<samenop_client::Professional>| {
+        list.into_iter().map(|p| p.id).collect::<Vec<_>>()
+    };
+    let listed = server
+        .admin(ORG_A)
+        .await
+        .acting_as(contact.id)
+        .list_specialists(Some(partner), false)
+        .await
+        .unwrap();
+    assert_eq!(ids(listed), [jeroen.id, mila.id]);
+
+    server.remove_organisation(ORG_B);
+    server.restart().await;
+    let as_contact = server.admin(ORG_A).await.acting_as(contact.id);
+    let listed = as_contact.list_specialists(Some(partner), false).await;
+    assert_eq!(ids(listed.unwrap()), [mila.id]);
+    let listed = as_contact.list_specialists(None, false).await;
+    assert_eq!(ids(listed.unwrap()), [mila.id]);
+    let named = as_contact
+        .open_consult(&NewConsult {
+            about: About::Anonymous,
+            question: "Hoe wegen wij deze signalen?".into(),
+            expertise: partner,
+            urgency: Urgency::Normal,
+            respond_by: None,
+            specialist: Some(jeroen.id),
+        })
+        .await;
+    assert!(matches!(named, Err(ClientError::NotFound(_))), "{named:?}");
 }
 
 #[tokio::test]
