@@ -70,6 +70,12 @@ pub struct TestServer {
     pub clock: ManualClock,
     /// The bootstrap ORG_ADMIN of each allowed organisation, by slug.
     pub admins: HashMap<&'static str, Uuid>,
+    /// The server's two ports (main, admin), held by sockets bound and not
+    /// listening for as long as this value lives: while the server is
+    /// stopped nobody else (another test's server, a connection's local
+    /// port) takes them, and its clients, which reconnect to the same
+    /// port, find it again or are refused until it is back.
+    held: Vec<tokio::net::TcpSocket>,
     /// Organisations taken out of the configuration
     /// ([`TestServer::remove_organisation`]), by slug.
     removed: Vec<&'static str>,
@@ -139,6 +145,7 @@ impl TestServer {
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             clock: ManualClock::new(SystemTime::now()),
             admins,
+            held: Vec::new(),
             removed: Vec::new(),
             durable,
             postgres: None,
@@ -246,22 +253,17 @@ impl TestServer {
     /// Starts the server (again) on its data directory, after [`Self::stop`].
     pub async fn launch(&mut self) {
         let config = self.config();
-        // The same port again after a restart when it is free, so clients
-        // reconnect by themselves.
-        let listener = match tokio::net::TcpListener::bind(self.addr).await {
-            Ok(listener) => listener,
-            Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind"),
-        };
-        self.addr = listener.local_addr().expect("local addr");
-        let admin = match tokio::net::TcpListener::bind(self.admin_addr).await {
-            Ok(admin) => admin,
-            Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind"),
-        };
-        self.admin_addr = admin.local_addr().expect("local addr");
+        // The same ports at every launch, so clients reconnect by
+        // themselves: held from the first launch on.
+        if self.held.is_empty() {
+            let main = hold(self.addr).expect("a port for the server");
+            let admin = hold(self.admin_addr).expect("a port for the admin listener");
+            self.addr = main.local_addr().expect("local addr");
+            self.admin_addr = admin.local_addr().expect("local addr");
+            self.held = vec![main, admin];
+        }
+        let listener = listen_on(self.addr).expect("the server's held port");
+        let admin = listen_on(self.admin_addr).expect("the admin listener's held port");
         let durable = self.durable;
         let store = match &self.postgres {
             Some(_) => {
@@ -384,6 +386,24 @@ impl TestServer {
             .map(|org| org.oin)
             .expect("known organisation")
     }
+}
+
+/// A socket bound to `addr` (port 0: a free one) and not listening, with
+/// SO_REUSEADDR: a listener with it may bind the same port, and no other
+/// socket is given the port while it lives (see `TestServer::held`).
+fn hold(addr: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    Ok(socket)
+}
+
+/// A listener on `addr`, beside the socket that holds its port.
+fn listen_on(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 /// The longest any test waits for an event, a message or a state: long
