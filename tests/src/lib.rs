@@ -262,8 +262,8 @@ impl TestServer {
             self.admin_addr = admin.local_addr().expect("local addr");
             self.held = vec![main, admin];
         }
-        let listener = listen_on(self.addr).expect("the server's held port");
-        let admin = listen_on(self.admin_addr).expect("the admin listener's held port");
+        let listener = listen_again(self.addr, "the server's held port").await;
+        let admin = listen_again(self.admin_addr, "the admin listener's held port").await;
         let durable = self.durable;
         let store = match &self.postgres {
             Some(_) => {
@@ -404,6 +404,23 @@ fn listen_on(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(1024)
+}
+
+/// A listener on `addr` (`what`), once the stopped server's listener there
+/// is closed: its admin listener is closed by a task aborted when the
+/// server stops, which may end just after `stop` returned.
+async fn listen_again(addr: SocketAddr, what: &str) -> tokio::net::TcpListener {
+    let mut tries = 0;
+    loop {
+        match listen_on(addr) {
+            Ok(listener) => return listener,
+            Err(err) if err.kind() == std::io::ErrorKind::AddrInUse && tries < 500 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(err) => panic!("{what}: {err}"),
+        }
+    }
 }
 
 /// The longest any test waits for an event, a message or a state: long
