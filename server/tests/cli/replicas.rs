@@ -6,7 +6,14 @@
 //! wrote verifies. And a deployment moves from the embedded store to
 //! PostgreSQL with `migrate-store`, its audit chain verified on the new store.
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use samenop_client::{
     ClientError, Expertise, Role, ViolenceType,
@@ -181,16 +188,34 @@ async fn two_replicas_carry_a_thread(
     .await;
     acknowledged.push(send_until_acknowledged(&eva_device, consult, "antwoord 1").await);
 
-    // Load through both; A is killed with SIGKILL in the middle of it.
+    // Load through both; A is killed with SIGKILL in the middle of it,
+    // once it has acknowledged some. Until the kill, a passing error (two
+    // replicas appending to one thread can meet a serialization failure)
+    // is tried again, as an integrator would.
     let sanne_device = Arc::new(sanne_device);
+    let killed = Arc::new(AtomicBool::new(false));
+    let through_a_so_far = Arc::new(AtomicUsize::new(0));
     let load = {
         let sanne = Arc::clone(&sanne_device);
+        let killed = Arc::clone(&killed);
+        let count = Arc::clone(&through_a_so_far);
         tokio::spawn(async move {
             let mut acked = Vec::new();
-            for n in 0..200 {
-                match sanne.send(consult, &format!("via A {n}"), None).await {
-                    Ok(sequence) => acked.push(sequence),
-                    Err(_) => break,
+            while acked.len() < 200 {
+                match sanne
+                    .send(consult, &format!("via A {}", acked.len()), None)
+                    .await
+                {
+                    Ok(sequence) => {
+                        acked.push(sequence);
+                        count.store(acked.len(), Ordering::SeqCst);
+                    }
+                    Err(_) if killed.load(Ordering::SeqCst) => break,
+                    Err(err @ (ClientError::Unavailable(_) | ClientError::Aborted(_))) => {
+                        eprintln!("replicas: a send through A tried again: {err}");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err(err) => panic!("a send through A before it was killed: {err}"),
                 }
             }
             acked
@@ -200,7 +225,14 @@ async fn two_replicas_carry_a_thread(
         acknowledged
             .push(send_until_acknowledged(&eva_device, consult, &format!("via B {n}")).await);
     }
+    within("A to acknowledge a send", async {
+        while through_a_so_far.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
     assert!(!load.is_finished(), "A is killed while it is under load");
+    killed.store(true, Ordering::SeqCst);
     a.child().kill().unwrap();
     a.child().wait().unwrap();
     let via_a = load.await.unwrap();
