@@ -38,7 +38,16 @@ const IN_FLIGHT: usize = 64;
 /// Messages per thread.
 const PER_THREAD: usize = 100;
 
+/// Bytes `path` takes on disk: its allocated blocks. redb grows its file
+/// with `set_len` (doubling it while it is under 4 GiB), and the part not
+/// written yet is a hole that takes no space.
 fn size(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).map(|m| m.blocks() * 512).unwrap_or(0)
+}
+
+/// The length `path` says it has, holes included.
+fn apparent_size(path: &std::path::Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
@@ -304,6 +313,7 @@ pub(crate) async fn run(bench: &mut Bench) -> Result<(), String> {
             "bytes of the store (redb file and journal) per payload byte (ciphertext, heads, device logs, audit)",
         )
         .figure("file_mb", full / 1e6)
+        .figure("redb_file_apparent_mb", apparent_size(&file) as f64 / 1e6)
         // The ciphertext alone is 1.7 bytes per payload byte: what the
         // store adds beyond it shows here.
         .figure(
