@@ -47,7 +47,7 @@ use super::{
 };
 
 /// The one table; keys are keyspace tag + key.
-const TABLE: TableDefinition<'static, &'static [u8], &'static [u8]> =
+pub const TABLE: TableDefinition<'static, &'static [u8], &'static [u8]> =
     TableDefinition::new("samenop");
 
 /// The database file's name in the data directory.

@@ -20,7 +20,7 @@ use std::{
 use samenop_proto::v1;
 use samenop_server::{
     domain::{DeviceId, consult::ConsultId},
-    store::{Batch, Store, StoreError, redb::RedbStore, threads::Threads},
+    store::{Batch, Keyspace, Store, StoreError, redb::RedbStore, threads::Threads},
 };
 
 use crate::{
@@ -43,7 +43,9 @@ const PER_THREAD: usize = 100;
 /// written yet is a hole that takes no space.
 fn size(path: &std::path::Path) -> u64 {
     use std::os::unix::fs::MetadataExt as _;
-    std::fs::metadata(path).map(|m| m.blocks() * 512).unwrap_or(0)
+    std::fs::metadata(path)
+        .map(|m| m.blocks() * 512)
+        .unwrap_or(0)
 }
 
 /// The length `path` says it has, holes included.
@@ -364,8 +366,9 @@ pub(crate) async fn run(bench: &mut Bench) -> Result<(), String> {
         let tx = db.begin_write().map_err(|e| e.to_string())?;
         let stats = tx.stats().map_err(|e| e.to_string())?;
         tx.abort().map_err(|e| e.to_string())?;
-        stats
+        (stats, keyspace_bytes(&db)?)
     };
+    let (stats, by_keyspace) = stats;
     let compaction = compacting.elapsed();
     let compacted = store_size(dir.path()) as f64;
     bench.report.add(
@@ -393,7 +396,48 @@ pub(crate) async fn run(bench: &mut Bench) -> Result<(), String> {
             compacted / (payload / 2.0),
         ),
     );
+    // What the keys and values are, by keyspace, per message stored (the
+    // half kept) or per post made: the audit trail keeps every post's, and
+    // a device's log keeps its references until the device reads past them.
+    let mut line = Line::new(
+        "B3.stored_bytes_per_message",
+        by_keyspace.iter().map(|(_, bytes)| *bytes).sum::<u64>() as f64 / (messages / 2) as f64,
+        Target::None,
+        "keys and values the store holds per message kept, once retention removed half the threads; by keyspace, per message kept (thread) or per post made (audit, device logs)",
+    );
+    for (space, bytes) in &by_keyspace {
+        let per = if space.starts_with("audit") || space == "events" {
+            messages
+        } else {
+            messages / 2
+        };
+        line = line.figure(space, *bytes as f64 / per as f64);
+    }
+    bench.report.add(line);
     Ok(())
+}
+
+/// Bytes of keys and values in the store's table, by keyspace (those over
+/// 1 MB), read from the closed store's redb file.
+fn keyspace_bytes(db: &redb::Database) -> Result<Vec<(String, u64)>, String> {
+    use redb::{ReadableDatabase as _, ReadableTable as _};
+    let tx = db.begin_read().map_err(|e| e.to_string())?;
+    let table = tx
+        .open_table(samenop_server::store::redb::TABLE)
+        .map_err(|e| e.to_string())?;
+    let mut bytes = [0u64; 256];
+    for row in table.iter().map_err(|e| e.to_string())? {
+        let (key, value) = row.map_err(|e| e.to_string())?;
+        let (key, value) = (key.value(), value.value());
+        if let Some(tag) = key.first() {
+            bytes[usize::from(*tag)] += (key.len() + value.len()) as u64;
+        }
+    }
+    Ok(Keyspace::ALL
+        .iter()
+        .map(|space| (space.name().to_owned(), bytes[usize::from(space.tag())]))
+        .filter(|(_, bytes)| *bytes > 1_000_000)
+        .collect())
 }
 
 fn ms(time: Duration) -> f64 {
