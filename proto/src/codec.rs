@@ -16,9 +16,8 @@ use std::marker::PhantomData;
 use prost::{Message, Name};
 use tonic::{
     Status,
-    codec::{BufferSettings, Codec, DecodeBuf, Decoder},
+    codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
 };
-use tonic_prost::ProstEncoder;
 
 /// The codec of the generated services and clients (see the module
 /// documentation).
@@ -41,11 +40,11 @@ where
 {
     type Encode = T;
     type Decode = U;
-    type Encoder = ProstEncoder<T>;
+    type Encoder = SamenopEncoder<T>;
     type Decoder = SamenopDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        ProstEncoder::new(buffers())
+        SamenopEncoder { types: PhantomData }
     }
 
     fn decoder(&mut self) -> Self::Decoder {
@@ -72,8 +71,31 @@ fn buffers() -> BufferSettings {
 pub struct SamenopDecoder<U> {
     /// The type decoded.
     types: PhantomData<U>,
-    /// tonic's default buffer settings.
+    /// See [`buffers`].
     buffer_settings: BufferSettings,
+}
+
+/// Encodes `T` with prost, its whole length reserved first: a message
+/// larger than the buffer grows it once, not step by step as prost writes.
+#[derive(Debug, Clone)]
+pub struct SamenopEncoder<T> {
+    /// The type encoded.
+    types: PhantomData<T>,
+}
+
+impl<T: Message> Encoder for SamenopEncoder<T> {
+    type Item = T;
+    type Error = Status;
+
+    fn encode(&mut self, item: T, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        buf.reserve(item.encoded_len());
+        item.encode(buf)
+            .map_err(|err| Status::internal(format!("cannot encode the message: {err}")))
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        buffers()
+    }
 }
 
 impl<U: Message + Name + Default> Decoder for SamenopDecoder<U> {
