@@ -59,7 +59,7 @@ where
 /// tonic's default is 8 KiB. Most requests and answers are smaller, a buffer
 /// grows for those that are not, and glibc's malloc serves a request of up
 /// to 1,032 bytes from its per-thread cache, while a larger one first
-/// consolidates its free lists (2% of the server's CPU under B1's load).
+/// consolidates its free lists (1.5% of the server's CPU under B1's load).
 /// A subscription holds its encoding buffer as long as it lives.
 fn buffers() -> BufferSettings {
     // What a stream of answers gathers before it yields: tonic's default.
