@@ -145,7 +145,15 @@ impl Mount {
 
     fn detach(&mut self) -> io::Result<()> {
         match self.session.take() {
-            Some(session) => session.umount_and_join(),
+            // The session's thread ends when its reading of the FUSE device
+            // fails: ENODEV once unmounted, which fuser takes as the end,
+            // or ECONNABORTED where the kernel aborted the connection while
+            // unmounting (seen once in CI): gone too, and the model, which
+            // is all a cut works on, is not the thread's.
+            Some(session) => match session.umount_and_join() {
+                Err(err) if err.raw_os_error() == Some(libc::ECONNABORTED) => Ok(()),
+                other => other,
+            },
             None => Ok(()),
         }
     }
