@@ -3,7 +3,7 @@
 //! redb is a copy-on-write B-tree without a log: a durable commit rewrites
 //! every page on the path to each changed key, and its free list, before
 //! its `fdatasync`. Here a commit is one record appended to a journal
-//! segment (and one `fdatasync` when the commit must be durable); the
+//! segment, durable when the commit must be (see `direct`); the
 //! changes are kept in memory in front of redb for every read, and a
 //! checkpoint thread writes them into redb in bulk, where a page changed a
 //! thousand times is written once. Used by the server's embedded store
@@ -11,6 +11,8 @@
 //!
 //! # Layout
 //! - `segment`: the journal's files, its records, and recovery.
+//! - `direct`: records written straight to the disk in whole blocks, a
+//!   durable one with `RWF_DSYNC` (`fdatasync` where direct I/O is refused).
 //! - `tables`: the changes not yet checkpointed, in memory.
 //! - `reader`: [`Reader`], reads through the tables and redb's last
 //!   checkpoint, from any thread.
@@ -18,16 +20,18 @@
 //!   thread of its own), opening and closing.
 //!
 //! # Durability
-//! A commit with `sync` returns once its record is on disk (`fdatasync`);
+//! A commit with `sync` returns once its record is on disk (past the
+//! drive's write cache);
 //! one without is made durable by the next synced commit or
-//! [`Writer::sync`], and a crash may take it (a process crash leaves it in
-//! the system's cache, a power cut may not). The journal's directory and
+//! [`Writer::sync`], and a crash may take it (a process crash leaves it
+//! written, a power cut may not). The journal's directory and
 //! each segment are synced when they are made, and the directory holding
 //! them at every open. Opening replays the segments after the last
 //! checkpoint and checkpoints them; dropping the [`Writer`] checkpoints
 //! everything and removes the segments, so a closed store's data is all in
 //! its redb file.
 
+mod direct;
 mod reader;
 mod segment;
 mod tables;

@@ -1,7 +1,7 @@
 //! The journal's segments: records appended, synced, and read back.
 //!
 //! Each commit is one record, appended to the current segment file (and
-//! made durable with one `fdatasync` when the commit asks for it). The
+//! made durable by that write, or one sync, when the commit asks). The
 //! record holds what the commit changed, key by key, as absolute values (a
 //! put's new value, or a removal), so applying a record twice is the same
 //! as once. The writes reach redb later, many commits at a time, in a
@@ -22,8 +22,8 @@
 //!
 //! A segment grows in steps written with zeros and synced ahead of the
 //! records (from [`INITIAL`], doubling up to [`EXTEND`]), so that a
-//! record's `fdatasync` flushes the record alone and not also the file's
-//! new size, and a segment of a quiet server stays small.
+//! record's flush carries the record alone and not also the file's new
+//! size, and a segment of a quiet server stays small.
 
 use std::{
     collections::BTreeMap,
@@ -33,7 +33,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::Error;
+use crate::{Error, direct::Direct};
 
 /// The journal's directory, beside the redb file.
 pub(crate) const DIR: &str = "journal";
@@ -320,6 +320,9 @@ pub(crate) struct Journal {
     written_ahead: u64,
     /// The number of its last record.
     records: u64,
+    /// The same file open for direct writes, where its file system takes
+    /// them; else records go through the page cache.
+    direct: Option<Direct>,
 }
 
 impl Journal {
@@ -344,13 +347,18 @@ impl Journal {
             offset: 0,
             written_ahead: 0,
             records: 0,
+            direct: None,
         };
         let made = journal
             .write_ahead(INITIAL)
             .map_err(|e| match e {
                 AppendError::NotWritten(e) | AppendError::Unknown(e) => e,
             })
-            .and_then(|()| crate::sync_dir(dir));
+            .and_then(|()| crate::sync_dir(dir))
+            .and_then(|()| {
+                journal.direct = Direct::open(&path).map_err(|e| io("open", &path, e))?;
+                Ok(())
+            });
         if let Err(err) = made {
             // Not left behind half made: its number is tried again.
             let _ = std::fs::remove_file(&path);
@@ -401,13 +409,14 @@ impl Journal {
         segment_path(&self.dir, self.number)
     }
 
-    /// Appends one record (not yet durable: see [`Journal::sync`]).
+    /// Appends one record, durable when this returns with `durable`
+    /// (else see [`Journal::sync`]).
     ///
     /// # Errors
     /// [`AppendError::NotWritten`] when the payload is empty or too large,
     /// or no space can be written ahead for it;
     /// [`AppendError::Unknown`] when its write fails.
-    pub(crate) fn append(&mut self, payload: &[u8]) -> Result<(), AppendError> {
+    pub(crate) fn append(&mut self, payload: &[u8], durable: bool) -> Result<(), AppendError> {
         if payload.is_empty() || payload.len() > PAYLOAD_MAX {
             return Err(AppendError::NotWritten(Error::Failed(format!(
                 "journal: a record of {} bytes cannot be written (at most {PAYLOAD_MAX})",
@@ -415,32 +424,44 @@ impl Journal {
             ))));
         }
         let number = self.records + 1;
-        let mut record = Vec::with_capacity(HEADER + payload.len());
-        record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        record.extend_from_slice(&number.to_le_bytes());
-        record.extend_from_slice(&digest(self.number, number, payload));
-        record.extend_from_slice(payload);
-        let end = self.offset + record.len() as u64;
+        let mut header = [0u8; HEADER];
+        header[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        header[4..12].copy_from_slice(&number.to_le_bytes());
+        header[12..].copy_from_slice(&digest(self.number, number, payload));
+        let end = self.offset + (HEADER + payload.len()) as u64;
         if end > self.written_ahead {
             let step = self.written_ahead.clamp(INITIAL, EXTEND);
             self.write_ahead(end.div_ceil(INITIAL) * INITIAL + step)?;
         }
-        self.file
-            .write_all_at(&record, self.offset)
-            .map_err(|e| AppendError::Unknown(io("write", &self.path(), e)))?;
+        let written = match &mut self.direct {
+            Some(direct) => direct.write(self.offset, &[&header, payload], durable),
+            None => self
+                .file
+                .write_all_at(&[header.as_slice(), payload].concat(), self.offset)
+                .and_then(|()| {
+                    if durable {
+                        self.file.sync_data()
+                    } else {
+                        Ok(())
+                    }
+                }),
+        };
+        written.map_err(|e| AppendError::Unknown(io("write", &self.path(), e)))?;
         self.offset = end;
         self.records = number;
         Ok(())
     }
 
-    /// Makes every record appended so far durable (`fdatasync`).
+    /// Makes every record appended so far durable.
     ///
     /// # Errors
     /// [`Error::Failed`] when the sync fails.
-    pub(crate) fn sync(&self) -> Result<(), Error> {
-        self.file
-            .sync_data()
-            .map_err(|e| io("sync", &self.path(), e))
+    pub(crate) fn sync(&mut self) -> Result<(), Error> {
+        match &mut self.direct {
+            Some(direct) => direct.sync(),
+            None => self.file.sync_data(),
+        }
+        .map_err(|e| io("sync", &self.path(), e))
     }
 
     /// Bytes of records in the current segment.
@@ -467,14 +488,18 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut journal = Journal::start(dir.path(), 1).unwrap();
         journal
-            .append(&encode(&changes(&[("a", Some("1")), ("b", Some("2"))])))
+            .append(
+                &encode(&changes(&[("a", Some("1")), ("b", Some("2"))])),
+                false,
+            )
             .unwrap();
         journal
-            .append(&encode(&changes(&[("a", None), ("c", Some("3"))])))
+            .append(&encode(&changes(&[("a", None), ("c", Some("3"))])), false)
             .unwrap();
         journal.sync().unwrap();
         let mut next = Journal::start(dir.path(), 2).unwrap();
-        next.append(&encode(&changes(&[("c", Some("4"))]))).unwrap();
+        next.append(&encode(&changes(&[("c", Some("4"))])), false)
+            .unwrap();
         next.sync().unwrap();
         let recovered = recover(dir.path(), 0, true).unwrap();
         assert_eq!(recovered.records, 3);
@@ -495,10 +520,10 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut journal = Journal::start(dir.path(), 1).unwrap();
         journal
-            .append(&encode(&changes(&[("kept", Some("yes"))])))
+            .append(&encode(&changes(&[("kept", Some("yes"))])), false)
             .unwrap();
         journal
-            .append(&encode(&changes(&[("torn", Some("no"))])))
+            .append(&encode(&changes(&[("torn", Some("no"))])), false)
             .unwrap();
         journal.sync().unwrap();
         let path = segment_path(dir.path(), 1);
@@ -510,7 +535,7 @@ pub(crate) mod tests {
 
         // A segment after one that ended early: damage, not a torn end.
         let mut next = Journal::start(dir.path(), 2).unwrap();
-        next.append(&encode(&changes(&[("later", Some("1"))])))
+        next.append(&encode(&changes(&[("later", Some("1"))])), false)
             .unwrap();
         next.sync().unwrap();
         assert!(matches!(
@@ -522,10 +547,10 @@ pub(crate) mod tests {
         // A damaged record with a valid one after it: refused too.
         let mut third = Journal::start(dir.path(), 3).unwrap();
         third
-            .append(&encode(&changes(&[("first", Some("1"))])))
+            .append(&encode(&changes(&[("first", Some("1"))])), false)
             .unwrap();
         third
-            .append(&encode(&changes(&[("second", Some("2"))])))
+            .append(&encode(&changes(&[("second", Some("2"))])), false)
             .unwrap();
         third.sync().unwrap();
         let path = segment_path(dir.path(), 3);
@@ -542,7 +567,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut journal = Journal::start(dir.path(), 1).unwrap();
         journal
-            .append(&encode(&changes(&[("a", Some("1"))])))
+            .append(&encode(&changes(&[("a", Some("1"))])), false)
             .unwrap();
         journal.sync().unwrap();
         // Segment 1's bytes under segment 2's name: the digests differ.
@@ -557,11 +582,14 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut journal = Journal::start(dir.path(), 1).unwrap();
         journal
-            .append(&encode(&changes(&[("kept", Some("yes"))])))
+            .append(&encode(&changes(&[("kept", Some("yes"))])), false)
             .unwrap();
         let torn = journal.len();
         journal
-            .append(&encode(&changes(&[("torn", Some(&"t".repeat(3000)))])))
+            .append(
+                &encode(&changes(&[("torn", Some(&"t".repeat(3000)))])),
+                false,
+            )
             .unwrap();
         journal.sync().unwrap();
         // A sector in the middle of the torn record never reached the
@@ -596,7 +624,7 @@ pub(crate) mod tests {
         let mut journal = Journal::start(dir.path(), 1).unwrap();
         let big = "x".repeat(EXTEND as usize + 10);
         journal
-            .append(&encode(&changes(&[("big", Some(&big))])))
+            .append(&encode(&changes(&[("big", Some(&big))])), false)
             .unwrap();
         journal.sync().unwrap();
         let recovered = recover(dir.path(), 0, true).unwrap();

@@ -274,10 +274,9 @@ impl Writer {
             // durable.
             return if sync { self.sync() } else { Ok(()) };
         }
-        let written = match self.journal.append(&segment::encode(&changes)) {
-            Ok(()) if sync => self.journal.sync(),
+        let written = match self.journal.append(&segment::encode(&changes), sync) {
             Ok(()) => {
-                self.unsynced = true;
+                self.unsynced |= !sync;
                 Ok(())
             }
             // Nothing written: this commit fails, the journal goes on.

@@ -213,25 +213,77 @@ impl Machine {
     }
 }
 
-/// The latencies in nanoseconds of `count` writes of 4 KiB, each followed
-/// by `fdatasync`, to one file in `dir`: what one durable commit costs at
-/// the least on that disk.
-pub(crate) fn fdatasync_latencies(dir: &Path, count: usize) -> std::io::Result<Vec<u64>> {
-    let path = dir.join("fdatasync-probe");
-    let mut file = std::fs::File::create(&path)?;
-    file.write_all(&[0u8; 4096])?;
-    file.sync_all()?;
-    let block = [7u8; 4096];
-    let mut latencies = Vec::with_capacity(count);
+/// Durable writes of 4 KiB on one disk, in nanoseconds, sorted.
+pub(crate) struct SyncLatencies {
+    /// A buffered write followed by `fdatasync`: what one durable commit
+    /// costs at the least on that disk, the usual way.
+    pub(crate) fdatasync: Vec<u64>,
+    /// The same block written as the journal writes its records, straight
+    /// to the disk (`O_DIRECT`) and durable in the same call (`RWF_DSYNC`);
+    /// `None` where the file system refuses direct writes.
+    pub(crate) direct: Option<Vec<u64>>,
+}
+
+/// `count` durable writes of 4 KiB each way, to two files in `dir`, taken
+/// in turn so that both see the disk alike.
+pub(crate) fn sync_latencies(dir: &Path, count: usize) -> std::io::Result<SyncLatencies> {
+    use rustix::{
+        fs::{Mode, OFlags},
+        io::ReadWriteFlags,
+    };
+    const BLOCK: usize = 4096;
+    let buffered_path = dir.join("fdatasync-probe");
+    let direct_path = dir.join("direct-probe");
+    let mut buffered = std::fs::File::create(&buffered_path)?;
+    buffered.write_all(&[0u8; 2 * BLOCK])?;
+    buffered.sync_all()?;
+    std::fs::write(&direct_path, [0u8; 2 * BLOCK])?;
+    std::fs::File::open(&direct_path)?.sync_all()?;
+    let direct = rustix::fs::open(
+        &direct_path,
+        OFlags::WRONLY | OFlags::DIRECT | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()
+    .map(std::fs::File::from);
+    // A block-aligned block in memory, as direct writes need.
+    let mut memory = vec![7u8; 2 * BLOCK];
+    let pad = memory.as_ptr().align_offset(BLOCK);
+    let block = &mut memory[pad..pad + BLOCK];
+    block.fill(7);
+    let mut out = SyncLatencies {
+        fdatasync: Vec::with_capacity(count),
+        direct: direct.as_ref().map(|_| Vec::with_capacity(count)),
+    };
+    let elapsed =
+        |started: Instant| u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
     for n in 0..count {
-        let started = Instant::now();
         // Alternate between two blocks, as a log appends.
-        file.write_all_at(&block, (n % 2) as u64 * 4096)?;
-        file.sync_data()?;
-        latencies.push(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX));
+        let at = (n % 2 * BLOCK) as u64;
+        let started = Instant::now();
+        buffered.write_all_at(block, at)?;
+        buffered.sync_data()?;
+        out.fdatasync.push(elapsed(started));
+        if let (Some(file), Some(latencies)) = (&direct, &mut out.direct) {
+            let started = Instant::now();
+            let written = rustix::io::pwritev2(
+                file,
+                &[std::io::IoSlice::new(block)],
+                at,
+                ReadWriteFlags::DSYNC,
+            )?;
+            if written != BLOCK {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            latencies.push(elapsed(started));
+        }
     }
-    drop(file);
-    std::fs::remove_file(&path)?;
-    latencies.sort_unstable();
-    Ok(latencies)
+    drop((buffered, direct));
+    std::fs::remove_file(&buffered_path)?;
+    std::fs::remove_file(&direct_path)?;
+    out.fdatasync.sort_unstable();
+    if let Some(direct) = &mut out.direct {
+        direct.sort_unstable();
+    }
+    Ok(out)
 }

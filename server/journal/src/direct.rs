@@ -1,0 +1,189 @@
+//! Records written straight to the disk (`O_DIRECT`) in whole blocks, a
+//! durable one made durable by the write itself (`RWF_DSYNC`).
+//!
+//! A buffered write and `fdatasync` copy the record into the page cache,
+//! then find the dirty pages again and write them back; a direct write
+//! hands the block to the disk at once, and with `RWF_DSYNC` the kernel
+//! flushes the disk's cache (or writes through it) before the call
+//! returns: the same promise as `fdatasync`, for about a fifth less CPU
+//! and a tenth less time on the machines measured (decision 47). A
+//! direct write must start and end on a block boundary, from memory
+//! aligned to a block, so the last, partial block is kept here and
+//! written again, with the next record after it, as the page cache would
+//! write its page again.
+//!
+//! A file system that refuses direct writes (tmpfs before Linux 6.6, some
+//! FUSE file systems) is written through the page cache as before.
+
+use std::{fs::File, io::IoSlice, path::Path};
+
+use rustix::{
+    fs::{Mode, OFlags},
+    io::{Errno, ReadWriteFlags},
+};
+
+/// What a direct write aligns to: its memory, its offset and its length.
+/// 4 KiB is a whole number of sectors on disks of 512-byte and of 4 KiB
+/// sectors alike.
+pub(crate) const BLOCK: usize = 4096;
+
+/// The largest buffer kept from one write to the next.
+const SCRATCH_KEPT: usize = 1 << 20;
+
+/// A segment file open for direct writes.
+pub(crate) struct Direct {
+    file: File,
+    /// The file's bytes from the start of the block that holds the end of
+    /// what was written to that end (less than a block).
+    tail: Vec<u8>,
+    /// The block-aligned buffer a write is made from, kept between writes.
+    scratch: Vec<u8>,
+    /// Whether a write was made that was not durable yet: a durable write
+    /// then syncs the whole file, not only itself (with a disk that
+    /// writes through its cache, `RWF_DSYNC` would flush nothing else).
+    unsynced: bool,
+}
+
+impl Direct {
+    /// Opens the new, empty segment at `path` (its first block written
+    /// ahead as zeros) for direct writes; `None` when its file system does
+    /// not take them.
+    ///
+    /// # Errors
+    /// When the file cannot be opened for another reason.
+    pub(crate) fn open(path: &Path) -> std::io::Result<Option<Direct>> {
+        let fd = match rustix::fs::open(
+            path,
+            OFlags::WRONLY | OFlags::DIRECT | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::INVAL | Errno::OPNOTSUPP) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let mut direct = Direct {
+            file: File::from(fd),
+            tail: Vec::new(),
+            scratch: Vec::new(),
+            unsynced: false,
+        };
+        // Some file systems open with O_DIRECT and refuse the write: the
+        // zeros of the first block, written again, tell.
+        match direct.write(0, &[], false) {
+            Ok(()) => {
+                direct.unsynced = false;
+                Ok(Some(direct))
+            }
+            Err(e) if e.raw_os_error() == Some(Errno::INVAL.raw_os_error()) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes `parts`, one after the other, at `at`: right where the last
+    /// write ended (the file's blocks after it are zeros). With `durable`,
+    /// they and every write before them are on the disk when this returns.
+    ///
+    /// # Errors
+    /// When the write or the sync fails: part or all of it may be on disk.
+    pub(crate) fn write(&mut self, at: u64, parts: &[&[u8]], durable: bool) -> std::io::Result<()> {
+        let start = at - self.tail.len() as u64;
+        debug_assert_eq!(start % BLOCK as u64, 0, "a write continues the last one");
+        let used = self.tail.len() + parts.iter().map(|p| p.len()).sum::<usize>();
+        let length = used.div_ceil(BLOCK).max(1) * BLOCK;
+        self.scratch.clear();
+        self.scratch.reserve(length + BLOCK);
+        // No reallocation below: the capacity covers the padding too.
+        let pad = self.scratch.as_ptr().align_offset(BLOCK);
+        self.scratch.resize(pad, 0);
+        self.scratch.extend_from_slice(&self.tail);
+        for part in parts {
+            self.scratch.extend_from_slice(part);
+        }
+        self.scratch.resize(pad + length, 0);
+        let blocks = &self.scratch[pad..];
+        // A durable write syncs itself, unless earlier writes wait too.
+        let dsync = durable && !self.unsynced;
+        let mut done = 0;
+        while done < length {
+            let rest = &blocks[done..];
+            let offset = start + done as u64;
+            let n = if dsync {
+                rustix::io::pwritev2(
+                    &self.file,
+                    &[IoSlice::new(rest)],
+                    offset,
+                    ReadWriteFlags::DSYNC,
+                )
+            } else {
+                rustix::io::pwrite(&self.file, rest, offset)
+            }?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            done += n;
+        }
+        if durable && !dsync {
+            self.file.sync_data()?;
+        }
+        self.unsynced = !durable;
+        let whole = used / BLOCK * BLOCK;
+        self.tail.clear();
+        self.tail.extend_from_slice(&blocks[whole..used]);
+        if self.scratch.capacity() > SCRATCH_KEPT {
+            // A large record's buffer is not held on to.
+            self.scratch = Vec::new();
+        }
+        Ok(())
+    }
+
+    /// Makes every write so far durable.
+    ///
+    /// # Errors
+    /// When the sync fails.
+    pub(crate) fn sync(&mut self) -> std::io::Result<()> {
+        self.file.sync_data()?;
+        self.unsynced = false;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    /// Records of every length around the block size land where they
+    /// were written, whole, with zeros after them, whether or not the file
+    /// system takes direct writes.
+    #[test]
+    fn writes_continue_across_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("segment");
+        std::fs::write(&path, vec![0u8; 64 * BLOCK]).unwrap();
+        let Some(mut direct) = Direct::open(&path).unwrap() else {
+            eprintln!("direct writes are not taken here: nothing to test");
+            return;
+        };
+        let mut expected = Vec::new();
+        for (n, length) in [1usize, 27, 4069, 4096, 4097, 3, 8192, 5000, 1]
+            .into_iter()
+            .enumerate()
+        {
+            let part = vec![u8::try_from(n + 1).unwrap(); length];
+            direct
+                .write(
+                    expected.len() as u64,
+                    &[&part[..length / 2], &part[length / 2..]],
+                    n % 2 == 0,
+                )
+                .unwrap();
+            expected.extend_from_slice(&part);
+        }
+        direct.sync().unwrap();
+        let mut bytes = Vec::new();
+        File::open(&path).unwrap().read_to_end(&mut bytes).unwrap();
+        assert_eq!(&bytes[..expected.len()], expected.as_slice());
+        assert!(bytes[expected.len()..].iter().all(|b| *b == 0));
+    }
+}
