@@ -12,8 +12,11 @@
 //! written again, with the next record after it, as the page cache would
 //! write its page again.
 //!
-//! A file system that refuses direct writes (tmpfs before Linux 6.6, some
-//! FUSE file systems) is written through the page cache as before.
+//! Only a journal whose every commit is durable writes so: a direct write
+//! that need not wait still waits for the disk, where a buffered one is a
+//! copy into memory. A file system that refuses direct writes (tmpfs
+//! before Linux 6.6, some FUSE file systems) is written through the page
+//! cache as before.
 
 use std::{fs::File, io::IoSlice, path::Path};
 

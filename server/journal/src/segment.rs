@@ -327,11 +327,14 @@ pub(crate) struct Journal {
 
 impl Journal {
     /// Starts segment `number` in `dir` (which must exist), durably: the
-    /// file with its first space written ahead, and its name.
+    /// file with its first space written ahead, and its name; with
+    /// `direct`, its records are written straight to the disk where the
+    /// file system takes direct writes (for journals whose every commit
+    /// is durable: a write that need not wait would wait for the disk).
     ///
     /// # Errors
     /// [`Error::Failed`] when the file cannot be made.
-    pub(crate) fn start(dir: &Path, number: u64) -> Result<Self, Error> {
+    pub(crate) fn start(dir: &Path, number: u64, direct: bool) -> Result<Self, Error> {
         let path = segment_path(dir, number);
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -356,7 +359,9 @@ impl Journal {
             })
             .and_then(|()| crate::sync_dir(dir))
             .and_then(|()| {
-                journal.direct = Direct::open(&path).map_err(|e| io("open", &path, e))?;
+                if direct {
+                    journal.direct = Direct::open(&path).map_err(|e| io("open", &path, e))?;
+                }
                 Ok(())
             });
         if let Err(err) = made {
@@ -486,7 +491,7 @@ pub(crate) mod tests {
     #[test]
     fn records_come_back_in_order_and_later_ones_win() {
         let dir = tempfile::tempdir().unwrap();
-        let mut journal = Journal::start(dir.path(), 1).unwrap();
+        let mut journal = Journal::start(dir.path(), 1, true).unwrap();
         journal
             .append(
                 &encode(&changes(&[("a", Some("1")), ("b", Some("2"))])),
@@ -497,7 +502,7 @@ pub(crate) mod tests {
             .append(&encode(&changes(&[("a", None), ("c", Some("3"))])), false)
             .unwrap();
         journal.sync().unwrap();
-        let mut next = Journal::start(dir.path(), 2).unwrap();
+        let mut next = Journal::start(dir.path(), 2, true).unwrap();
         next.append(&encode(&changes(&[("c", Some("4"))])), false)
             .unwrap();
         next.sync().unwrap();
@@ -518,7 +523,7 @@ pub(crate) mod tests {
     #[test]
     fn a_torn_last_record_is_dropped_and_damage_before_the_end_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let mut journal = Journal::start(dir.path(), 1).unwrap();
+        let mut journal = Journal::start(dir.path(), 1, true).unwrap();
         journal
             .append(&encode(&changes(&[("kept", Some("yes"))])), false)
             .unwrap();
@@ -534,7 +539,7 @@ pub(crate) mod tests {
         assert_eq!(recovered.changes, changes(&[("kept", Some("yes"))]));
 
         // A segment after one that ended early: damage, not a torn end.
-        let mut next = Journal::start(dir.path(), 2).unwrap();
+        let mut next = Journal::start(dir.path(), 2, true).unwrap();
         next.append(&encode(&changes(&[("later", Some("1"))])), false)
             .unwrap();
         next.sync().unwrap();
@@ -545,7 +550,7 @@ pub(crate) mod tests {
         std::fs::remove_file(segment_path(dir.path(), 2)).unwrap();
 
         // A damaged record with a valid one after it: refused too.
-        let mut third = Journal::start(dir.path(), 3).unwrap();
+        let mut third = Journal::start(dir.path(), 3, true).unwrap();
         third
             .append(&encode(&changes(&[("first", Some("1"))])), false)
             .unwrap();
@@ -565,7 +570,7 @@ pub(crate) mod tests {
     #[test]
     fn a_record_of_another_segment_does_not_count() {
         let dir = tempfile::tempdir().unwrap();
-        let mut journal = Journal::start(dir.path(), 1).unwrap();
+        let mut journal = Journal::start(dir.path(), 1, true).unwrap();
         journal
             .append(&encode(&changes(&[("a", Some("1"))])), false)
             .unwrap();
@@ -580,7 +585,7 @@ pub(crate) mod tests {
     #[test]
     fn garbage_after_a_torn_record_is_not_read_as_damage() {
         let dir = tempfile::tempdir().unwrap();
-        let mut journal = Journal::start(dir.path(), 1).unwrap();
+        let mut journal = Journal::start(dir.path(), 1, true).unwrap();
         journal
             .append(&encode(&changes(&[("kept", Some("yes"))])), false)
             .unwrap();
@@ -608,20 +613,23 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("gone");
         // The directory does not exist: the file cannot even be made.
-        assert!(Journal::start(&missing, 1).is_err());
+        assert!(Journal::start(&missing, 1, true).is_err());
         // A file of that number exists: refused, and left as it is.
         std::fs::write(segment_path(dir.path(), 2), b"").unwrap();
-        assert!(Journal::start(dir.path(), 2).is_err());
+        assert!(Journal::start(dir.path(), 2, true).is_err());
         assert!(segment_path(dir.path(), 2).is_file());
         // A spare never used is discarded.
-        Journal::start(dir.path(), 3).unwrap().discard().unwrap();
+        Journal::start(dir.path(), 3, true)
+            .unwrap()
+            .discard()
+            .unwrap();
         assert_eq!(segments(dir.path()).unwrap(), vec![2]);
     }
 
     #[test]
     fn a_record_larger_than_the_space_written_ahead_grows_the_segment() {
         let dir = tempfile::tempdir().unwrap();
-        let mut journal = Journal::start(dir.path(), 1).unwrap();
+        let mut journal = Journal::start(dir.path(), 1, true).unwrap();
         let big = "x".repeat(EXTEND as usize + 10);
         journal
             .append(&encode(&changes(&[("big", Some(&big))])), false)

@@ -185,8 +185,10 @@ impl Writer {
         }
         let covered = checkpointed.max(recovered.last_segment);
         segment::remove_upto(&journal_dir, covered)?;
-        let current = Journal::start(&journal_dir, covered + 1)?;
-        let spare = Journal::start(&journal_dir, covered + 2)?;
+        // Direct writes where every commit is durable (see `direct`).
+        let direct = options.each_synced;
+        let current = Journal::start(&journal_dir, covered + 1, direct)?;
+        let spare = Journal::start(&journal_dir, covered + 2, direct)?;
         let shared = Arc::new(Shared {
             tables: Tables::default(),
             snapshot: Snapshot::of(&db, table).map_err(opening)?,
@@ -203,7 +205,14 @@ impl Writer {
             std::thread::Builder::new()
                 .name("journal-checkpoint".into())
                 .spawn(move || {
-                    checkpoint_loop(&shared, &dir, &job_queue, &done_sender, on_checkpoint);
+                    checkpoint_loop(
+                        &shared,
+                        &dir,
+                        direct,
+                        &job_queue,
+                        &done_sender,
+                        on_checkpoint,
+                    );
                 })
                 .map_err(|e| Error::Failed(format!("cannot start the checkpoints: {e}")))?
         };
@@ -444,7 +453,11 @@ impl Writer {
             None if self.last_attempt.elapsed() < RETRY => return,
             None => {
                 self.last_attempt = Instant::now();
-                Journal::start(&self.dir, self.journal.number() + 1)
+                Journal::start(
+                    &self.dir,
+                    self.journal.number() + 1,
+                    self.options.each_synced,
+                )
             }
         };
         let next = match next {
@@ -550,6 +563,7 @@ fn checkpoint(
 fn checkpoint_loop(
     shared: &Shared,
     dir: &Path,
+    direct: bool,
     jobs: &mpsc::Receiver<Task>,
     done: &mpsc::Sender<Done>,
     on_checkpoint: Option<Arc<dyn Fn(Duration) + Send + Sync>>,
@@ -572,7 +586,7 @@ fn checkpoint_loop(
         if let Some(report) = &on_checkpoint {
             report(started.elapsed());
         }
-        let spare = job.spare.map(|number| Journal::start(dir, number));
+        let spare = job.spare.map(|number| Journal::start(dir, number, direct));
         if done
             .send(Done {
                 checkpoint: outcome,
