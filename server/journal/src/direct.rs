@@ -30,6 +30,15 @@ use rustix::{
 /// sectors alike.
 pub(crate) const BLOCK: usize = 4096;
 
+/// Whether an error opening or writing with direct I/O says it is not
+/// taken here (by the file system, the kernel or a sandbox), rather than
+/// that the file or disk failed.
+fn refused(errno: i32) -> bool {
+    [Errno::INVAL, Errno::OPNOTSUPP, Errno::NOSYS, Errno::PERM]
+        .iter()
+        .any(|e| e.raw_os_error() == errno)
+}
+
 /// The largest buffer kept from one write to the next.
 const SCRATCH_KEPT: usize = 1 << 20;
 
@@ -61,7 +70,7 @@ impl Direct {
             Mode::empty(),
         ) {
             Ok(fd) => fd,
-            Err(Errno::INVAL | Errno::OPNOTSUPP) => return Ok(None),
+            Err(e) if refused(e.raw_os_error()) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
         let mut direct = Direct {
@@ -70,14 +79,12 @@ impl Direct {
             scratch: Vec::new(),
             unsynced: false,
         };
-        // Some file systems open with O_DIRECT and refuse the write: the
-        // zeros of the first block, written again, tell.
-        match direct.write(0, &[], false) {
-            Ok(()) => {
-                direct.unsynced = false;
-                Ok(Some(direct))
-            }
-            Err(e) if e.raw_os_error() == Some(Errno::INVAL.raw_os_error()) => Ok(None),
+        // Some file systems open with O_DIRECT and refuse the write, and
+        // some kernels or sandboxes refuse `pwritev2`: the zeros of the
+        // first block, written again as a durable record is, tell.
+        match direct.write(0, &[], true) {
+            Ok(()) => Ok(Some(direct)),
+            Err(e) if e.raw_os_error().is_some_and(refused) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -89,8 +96,16 @@ impl Direct {
     /// # Errors
     /// When the write or the sync fails: part or all of it may be on disk.
     pub(crate) fn write(&mut self, at: u64, parts: &[&[u8]], durable: bool) -> std::io::Result<()> {
-        let start = at - self.tail.len() as u64;
-        debug_assert_eq!(start % BLOCK as u64, 0, "a write continues the last one");
+        let start = at
+            .checked_sub(self.tail.len() as u64)
+            .filter(|start| start.is_multiple_of(BLOCK as u64))
+            .ok_or_else(|| {
+                std::io::Error::other(format!(
+                    "a direct write at {at} does not continue the last one, which ended {} bytes \
+                     into its block",
+                    self.tail.len()
+                ))
+            })?;
         let used = self.tail.len() + parts.iter().map(|p| p.len()).sum::<usize>();
         let length = used.div_ceil(BLOCK).max(1) * BLOCK;
         self.scratch.clear();
@@ -156,16 +171,25 @@ mod tests {
 
     use super::*;
 
-    /// Records of every length around the block size land where they
-    /// were written, whole, with zeros after them, whether or not the file
-    /// system takes direct writes.
-    #[test]
-    fn writes_continue_across_blocks() {
+    /// A file of `blocks` blocks of zeros, open for direct writes; `None`
+    /// (said on standard error) where the file system takes none.
+    fn zeros(blocks: usize) -> Option<(tempfile::TempDir, std::path::PathBuf, Direct)> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("segment");
-        std::fs::write(&path, vec![0u8; 64 * BLOCK]).unwrap();
-        let Some(mut direct) = Direct::open(&path).unwrap() else {
+        std::fs::write(&path, vec![0u8; blocks * BLOCK]).unwrap();
+        let Some(direct) = Direct::open(&path).unwrap() else {
             eprintln!("direct writes are not taken here: nothing to test");
+            return None;
+        };
+        Some((dir, path, direct))
+    }
+
+    /// Records of every length around the block size land where they
+    /// were written, whole, with zeros after them (skipped, saying so,
+    /// where the file system takes no direct writes).
+    #[test]
+    fn writes_continue_across_blocks() {
+        let Some((_dir, path, mut direct)) = zeros(64) else {
             return;
         };
         let mut expected = Vec::new();
@@ -178,7 +202,8 @@ mod tests {
                 .write(
                     expected.len() as u64,
                     &[&part[..length / 2], &part[length / 2..]],
-                    n % 2 == 0,
+                    // Durable after one that was not, and after one that was.
+                    n % 3 != 1,
                 )
                 .unwrap();
             expected.extend_from_slice(&part);
@@ -188,5 +213,18 @@ mod tests {
         File::open(&path).unwrap().read_to_end(&mut bytes).unwrap();
         assert_eq!(&bytes[..expected.len()], expected.as_slice());
         assert!(bytes[expected.len()..].iter().all(|b| *b == 0));
+    }
+
+    #[test]
+    fn a_write_that_does_not_continue_the_last_is_refused() {
+        let Some((_dir, path, mut direct)) = zeros(4) else {
+            return;
+        };
+        assert!(direct.write(10, &[b"x"], true).is_err());
+        direct.write(0, &[b"first"], true).unwrap();
+        assert!(direct.write(4, &[b"x"], true).is_err());
+        direct.write(5, &[b"second"], true).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[..11], b"firstsecond");
     }
 }

@@ -33,7 +33,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::{Error, direct::Direct};
+use crate::{
+    Error,
+    direct::{BLOCK, Direct},
+};
 
 /// The journal's directory, beside the redb file.
 pub(crate) const DIR: &str = "journal";
@@ -44,6 +47,10 @@ pub(crate) const INITIAL: u64 = 256 << 10;
 /// The most a segment grows by at once when its written space runs short
 /// (each step doubles the space, from [`INITIAL`]).
 pub(crate) const EXTEND: u64 = 4 << 20;
+
+// A direct write pads a record's last block with zeros: the space written
+// ahead must end on a block boundary, or the padding would grow the file.
+const _: () = assert!(INITIAL.is_multiple_of(BLOCK as u64) && EXTEND.is_multiple_of(BLOCK as u64));
 
 /// A record's header: payload length (4), record number (8), digest (16).
 const HEADER: usize = 4 + 8 + 16;
@@ -380,6 +387,11 @@ impl Journal {
         std::fs::remove_file(&path).map_err(|e| io("remove", &path, e))
     }
 
+    /// Whether its records are written straight to the disk.
+    pub(crate) fn is_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
     /// The current segment's number.
     pub(crate) fn number(&self) -> u64 {
         self.number
@@ -490,20 +502,28 @@ pub(crate) mod tests {
 
     #[test]
     fn records_come_back_in_order_and_later_ones_win() {
+        // Through the page cache, and straight to the disk (durable
+        // records, one after the other, where the file system takes them).
+        for direct in [false, true] {
+            records_come_back_in_order(direct);
+        }
+    }
+
+    fn records_come_back_in_order(direct: bool) {
         let dir = tempfile::tempdir().unwrap();
-        let mut journal = Journal::start(dir.path(), 1, true).unwrap();
+        let mut journal = Journal::start(dir.path(), 1, direct).unwrap();
         journal
             .append(
                 &encode(&changes(&[("a", Some("1")), ("b", Some("2"))])),
-                false,
+                direct,
             )
             .unwrap();
         journal
-            .append(&encode(&changes(&[("a", None), ("c", Some("3"))])), false)
+            .append(&encode(&changes(&[("a", None), ("c", Some("3"))])), direct)
             .unwrap();
         journal.sync().unwrap();
-        let mut next = Journal::start(dir.path(), 2, true).unwrap();
-        next.append(&encode(&changes(&[("c", Some("4"))])), false)
+        let mut next = Journal::start(dir.path(), 2, direct).unwrap();
+        next.append(&encode(&changes(&[("c", Some("4"))])), direct)
             .unwrap();
         next.sync().unwrap();
         let recovered = recover(dir.path(), 0, true).unwrap();

@@ -189,6 +189,13 @@ impl Writer {
         let direct = options.each_synced;
         let current = Journal::start(&journal_dir, covered + 1, direct)?;
         let spare = Journal::start(&journal_dir, covered + 2, direct)?;
+        if direct && !current.is_direct() {
+            tracing::info!(
+                dir = %journal_dir.display(),
+                "the journal's file system takes no direct writes: records go through the page \
+                 cache and fdatasync"
+            );
+        }
         let shared = Arc::new(Shared {
             tables: Tables::default(),
             snapshot: Snapshot::of(&db, table).map_err(opening)?,
