@@ -292,7 +292,7 @@ impl Writer {
         }
         let written = match self.journal.append(&segment::encode(&changes), sync) {
             Ok(()) => {
-                self.unsynced |= !sync;
+                self.unsynced = !sync;
                 Ok(())
             }
             // Nothing written: this commit fails, the journal goes on.
@@ -305,9 +305,6 @@ impl Writer {
                 "{err}; the change may have been written, and every later one is refused \
                  until the journal is opened again"
             )));
-        }
-        if sync {
-            self.unsynced = false;
         }
         self.shared.tables.publish(changes);
         self.checkpoint_when_due(false);
