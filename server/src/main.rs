@@ -12,6 +12,11 @@ use samenop_server::{
     store::{audit::Trail, directory::Directory, redb::RedbStore},
 };
 
+/// The allocator: mimalloc, whose speed holds up where glibc's slows down
+/// once many streams have come and gone (ARCHITECTURE decision 48).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The exit code for a configuration that cannot be used (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 /// The exit code of `audit verify` for a broken trail.

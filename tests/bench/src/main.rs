@@ -153,6 +153,12 @@ impl Bench {
     }
 }
 
+/// The server's allocator (decision 48), so that the echo server (this
+/// binary) and samenop-server differ in samenop's own work, not in how
+/// they allocate.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
