@@ -7,11 +7,11 @@
 //! and has no transactions. So the provider works on a working copy in
 //! memory, and [`DurableState::persist`] writes everything one operation
 //! changed (with the client's own records, such as a thread's read position)
-//! as one journal record, on disk (`fdatasync`ed) when it returns, before
-//! the caller acts on the result; or, for what can be found again after a
-//! crash, without waiting for the disk, made durable by the next durable
-//! write or [`DurableState::sync`] (a power cut may take such a write;
-//! the journal is read back only up to what reached the disk in order). A
+//! as one journal record, on disk (written straight to it, past the drive's
+//! cache) when it returns, before the caller acts on the result; or, for
+//! what can be found again after a crash, held in memory and written in the
+//! record of the next durable write or [`DurableState::sync`] (a crash of
+//! the process or the power may take what is held, never more). A
 //! crash or a power cut in the middle of an operation leaves the state of
 //! before it; an operation that fails is undone with
 //! [`DurableState::roll_back`]. So a ratchet step is never lost after the
@@ -73,10 +73,14 @@ impl DurableState {
         create_durably(dir)?;
         restrict(dir, 0o700)?;
         let options = samenop_journal::Options {
-            // Writes that do not wait for the disk are what the next durable
-            // one makes durable: records reach the disk in any order until
-            // a sync.
+            // Journals of earlier versions hold records that did not wait
+            // for the disk, which reach it in any order until a sync: read
+            // back as such.
             each_synced: false,
+            // A write that need not wait for the disk is held in memory and
+            // goes with the next durable one, in its record: one write,
+            // straight to the disk, per durable persist.
+            defer_unsynced: true,
             freeze_bytes: FREEZE_BYTES,
             on_checkpoint: None,
         };
@@ -165,11 +169,11 @@ impl DurableState {
         self.persist_with(own, true)
     }
 
-    /// Like [`DurableState::persist`]; with `durable` false, the write does
-    /// not wait for the disk: a power cut may take it (a process crash
-    /// leaves it to the system's cache), and the state is then that of the
-    /// last durable write. A later durable write, or
-    /// [`DurableState::sync`], makes this one durable too.
+    /// Like [`DurableState::persist`]; with `durable` false, the write is
+    /// held in memory (seen by every read at once) and written with the
+    /// next durable write or [`DurableState::sync`] (or once a megabyte is
+    /// held): a crash, of the process or of the power, may take it, and the
+    /// state is then that of the last durable write.
     pub(crate) fn persist_with(
         &mut self,
         own: &[(String, Option<Vec<u8>>)],
@@ -221,7 +225,7 @@ impl DurableState {
     }
 
     /// Makes every write so far durable, when one did not wait for the
-    /// disk (one `fdatasync` of the journal).
+    /// disk (one synced record of what is held).
     pub(crate) fn sync(&mut self) -> Result<()> {
         self.journal
             .sync()

@@ -24,7 +24,10 @@
 //! drive's write cache);
 //! one without is made durable by the next synced commit or
 //! [`Writer::sync`], and a crash may take it (a process crash leaves it
-//! written, a power cut may not). The journal's directory and
+//! written, a power cut may not; with [`Options::defer_unsynced`] it is
+//! not written until then, so a process crash may take it too). Whatever
+//! a crash takes, it takes only the latest unsynced commits: what is read
+//! back is always the state after some commit. The journal's directory and
 //! each segment are synced when they are made, and the directory holding
 //! them at every open. Opening replays the segments after the last
 //! checkpoint and checkpoints them; dropping the [`Writer`] checkpoints
@@ -74,6 +77,11 @@ pub enum Error {
     InUse(String),
 }
 
+/// Bytes of keys and values that unsynced commits of a deferring journal
+/// ([`Options::defer_unsynced`]) may hold in memory before they are
+/// written (synced) without waiting for a synced commit.
+pub const DEFERRED_BYTES: usize = 1 << 20;
+
 /// How a journal behaves.
 #[derive(Clone)]
 pub struct Options {
@@ -81,6 +89,14 @@ pub struct Options {
     /// only the last record can be torn by a crash, and an intact record
     /// right after a damaged one is damage (refused), not a torn end.
     pub each_synced: bool,
+    /// Whether a commit that does not sync is held in memory instead of
+    /// written: seen by reads at once, and written as part of the next
+    /// synced commit's record (or by [`Writer::sync`], a checkpoint, or
+    /// once [`DEFERRED_BYTES`] are held). Every record written is then
+    /// synced, so the journal writes directly (see `direct`) without a
+    /// lazy commit waiting for the disk; a crash, of the process too, may
+    /// take what is held, and never more than that.
+    pub defer_unsynced: bool,
     /// Changes held in memory that start a checkpoint.
     pub freeze_bytes: usize,
     /// Told how long each checkpoint took.
@@ -91,9 +107,18 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             each_synced: true,
+            defer_unsynced: false,
             freeze_bytes: 16 << 20,
             on_checkpoint: None,
         }
+    }
+}
+
+impl Options {
+    /// Whether every record written is synced, so that records are written
+    /// directly (see `direct`).
+    pub(crate) fn direct(&self) -> bool {
+        self.each_synced || self.defer_unsynced
     }
 }
 
@@ -101,6 +126,7 @@ impl std::fmt::Debug for Options {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Options")
             .field("each_synced", &self.each_synced)
+            .field("defer_unsynced", &self.defer_unsynced)
             .field("freeze_bytes", &self.freeze_bytes)
             .finish_non_exhaustive()
     }

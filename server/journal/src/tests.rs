@@ -252,3 +252,84 @@ fn a_key_written_again_and_again_still_leads_to_checkpoints() {
         Some(value.as_slice())
     );
 }
+
+/// A deferring journal (as a device's) in a new directory.
+fn deferring() -> (tempfile::TempDir, Options, Writer) {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        each_synced: false,
+        defer_unsynced: true,
+        ..Options::default()
+    };
+    let writer = open(dir.path(), options.clone());
+    (dir, options, writer)
+}
+
+#[test]
+fn a_deferring_journal_writes_unsynced_commits_only_with_the_next_synced_one() {
+    let (dir, options, mut writer) = deferring();
+    writer.commit(put(b"durable", b"1"), true).unwrap();
+    writer.commit(put(b"lazy", b"2"), false).unwrap();
+    writer.commit(put(b"both", b"lazy"), false).unwrap();
+    // Seen at once, yet not written: a crash now takes it, and only it.
+    assert_eq!(writer.reader().get(b"lazy").unwrap(), Some(b"2".to_vec()));
+    let image = crash_image(dir.path());
+    let recovered = open(image.path(), options.clone());
+    assert_eq!(
+        recovered.reader().get(b"durable").unwrap(),
+        Some(b"1".to_vec())
+    );
+    assert_eq!(recovered.reader().get(b"lazy").unwrap(), None);
+    drop(recovered);
+    // The next synced commit carries what was held; its own change wins.
+    writer.commit(put(b"both", b"synced"), true).unwrap();
+    let image = crash_image(dir.path());
+    let recovered = open(image.path(), options.clone());
+    let reader = recovered.reader();
+    assert_eq!(reader.get(b"lazy").unwrap(), Some(b"2".to_vec()));
+    assert_eq!(reader.get(b"both").unwrap(), Some(b"synced".to_vec()));
+    drop(reader);
+    drop(recovered);
+    // A sync writes what is held on its own; a removal is held too.
+    let mut gone = Changes::new();
+    gone.insert(b"lazy".to_vec(), None);
+    writer.commit(gone, false).unwrap();
+    writer.commit(put(b"later", b"3"), false).unwrap();
+    writer.sync().unwrap();
+    let image = crash_image(dir.path());
+    let recovered = open(image.path(), options.clone());
+    assert_eq!(recovered.reader().get(b"lazy").unwrap(), None);
+    assert_eq!(
+        recovered.reader().get(b"later").unwrap(),
+        Some(b"3".to_vec())
+    );
+    drop(recovered);
+    // Closing writes everything into the file.
+    writer.commit(put(b"at-close", b"4"), false).unwrap();
+    drop(writer);
+    assert_eq!(in_file(dir.path(), b"at-close"), Some(b"4".to_vec()));
+}
+
+#[test]
+fn a_deferring_journal_writes_what_it_holds_once_it_holds_too_much() {
+    let (dir, options, mut writer) = deferring();
+    let value = vec![9u8; 64 << 10];
+    // Each commit holds a 4-byte key and its value: the one that would go
+    // past the limit is written with all those before it; the one after
+    // is held again.
+    let fit = crate::DEFERRED_BYTES / (4 + value.len());
+    let count = fit + 2;
+    for n in 0..count as u32 {
+        writer.commit(put(&n.to_be_bytes(), &value), false).unwrap();
+    }
+    let image = crash_image(dir.path());
+    let recovered = open(image.path(), options);
+    let kept = recovered
+        .reader()
+        .scan(b"", Bound::Unbounded, usize::MAX)
+        .unwrap()
+        .len();
+    assert_eq!(kept, fit + 1, "of {count}");
+    drop(recovered);
+    drop(writer);
+}

@@ -81,6 +81,11 @@ pub struct Writer {
     journal: Journal,
     /// Whether it holds records not yet synced.
     unsynced: bool,
+    /// Unsynced commits held in memory, not written yet (a deferring
+    /// journal: [`Options::defer_unsynced`]), each key's latest change.
+    deferred: Changes,
+    /// The bytes of keys and values they hold.
+    deferred_bytes: usize,
     /// The next segment, made ahead (its space written and synced).
     spare: Option<Journal>,
     /// The journal's directory.
@@ -185,8 +190,9 @@ impl Writer {
         }
         let covered = checkpointed.max(recovered.last_segment);
         segment::remove_upto(&journal_dir, covered)?;
-        // Direct writes where every commit is durable (see `direct`).
-        let direct = options.each_synced;
+        // Direct writes where every record written is durable (see
+        // `direct`).
+        let direct = options.direct();
         let current = Journal::start(&journal_dir, covered + 1, direct)?;
         let spare = Journal::start(&journal_dir, covered + 2, direct)?;
         if direct && !current.is_direct() {
@@ -227,6 +233,8 @@ impl Writer {
             shared,
             journal: current,
             unsynced: false,
+            deferred: Changes::new(),
+            deferred_bytes: 0,
             spare: Some(spare),
             dir: journal_dir,
             options,
@@ -290,32 +298,68 @@ impl Writer {
             // durable.
             return if sync { self.sync() } else { Ok(()) };
         }
-        let written = match self.journal.append(&segment::encode(&changes), sync) {
-            Ok(()) => {
-                self.unsynced = !sync;
-                Ok(())
+        if self.options.defer_unsynced && !sync {
+            let bytes: usize = changes
+                .iter()
+                .map(|(key, value)| key.len() + value.as_ref().map_or(0, Vec::len))
+                .sum();
+            if self.deferred_bytes + bytes <= crate::DEFERRED_BYTES {
+                for (key, value) in &changes {
+                    self.deferred.insert(key.clone(), value.clone());
+                }
+                self.deferred_bytes += bytes;
+                self.shared.tables.publish(changes);
+                self.checkpoint_when_due(false);
+                return Ok(());
             }
-            // Nothing written: this commit fails, the journal goes on.
-            Err(AppendError::NotWritten(err)) => return Err(Error::NotWritten(err.to_string())),
-            Err(AppendError::Unknown(err)) => Err(err),
-        };
-        if let Err(err) = written {
-            self.stopped = Some(err.to_string());
-            return Err(Error::MayBeWritten(format!(
-                "{err}; the change may have been written, and every later one is refused \
-                 until the journal is opened again"
-            )));
+            // Too much held: written now, with it, and synced.
         }
+        // Every record of a deferring journal is synced. What it holds goes
+        // first in the record; this commit's changes win where both change
+        // a key.
+        let sync = sync || self.options.defer_unsynced;
+        let record = if self.deferred.is_empty() {
+            segment::encode(&changes)
+        } else {
+            let mut all = self.deferred.clone();
+            all.extend(changes.iter().map(|(k, v)| (k.clone(), v.clone())));
+            segment::encode(&all)
+        };
+        self.append(&record, sync)?;
         self.shared.tables.publish(changes);
         self.checkpoint_when_due(false);
         Ok(())
     }
 
-    /// Makes every commit so far durable (`fdatasync`), when one was not.
+    /// Appends `record` (synced when `sync`); what a deferring journal held
+    /// is in it. Stops the journal when the record may have been written.
+    fn append(&mut self, record: &[u8], sync: bool) -> Result<(), Error> {
+        match self.journal.append(record, sync) {
+            Ok(()) => {
+                self.unsynced = !sync;
+                self.deferred.clear();
+                self.deferred_bytes = 0;
+                Ok(())
+            }
+            // Nothing written: this commit fails, the journal goes on.
+            Err(AppendError::NotWritten(err)) => Err(Error::NotWritten(err.to_string())),
+            Err(AppendError::Unknown(err)) => {
+                self.stopped = Some(err.to_string());
+                Err(Error::MayBeWritten(format!(
+                    "{err}; the change may have been written, and every later one is refused \
+                     until the journal is opened again"
+                )))
+            }
+        }
+    }
+
+    /// Makes every commit so far durable (`fdatasync`), when one was not;
+    /// a deferring journal writes what it holds, synced.
     ///
     /// # Errors
     /// [`Error::MayBeWritten`] when the sync fails (and for every commit
-    /// after that).
+    /// after that); [`Error::NotWritten`] when what a deferring journal
+    /// holds could not be written (it stays held).
     pub fn sync(&mut self) -> Result<(), Error> {
         // A sync that failed is never tried again: the error it reported
         // is not reported twice, and a second sync would say all is well.
@@ -323,6 +367,12 @@ impl Writer {
             return Err(Error::MayBeWritten(format!(
                 "the journal failed earlier ({stopped}); it must be opened again"
             )));
+        }
+        if !self.deferred.is_empty() {
+            // What a deferring journal holds, written as one synced record
+            // (after the records before it, which are synced already).
+            let record = segment::encode(&self.deferred);
+            return self.append(&record, true);
         }
         if !self.unsynced {
             return Ok(());
@@ -457,11 +507,7 @@ impl Writer {
             None if self.last_attempt.elapsed() < RETRY => return,
             None => {
                 self.last_attempt = Instant::now();
-                Journal::start(
-                    &self.dir,
-                    self.journal.number() + 1,
-                    self.options.each_synced,
-                )
+                Journal::start(&self.dir, self.journal.number() + 1, self.options.direct())
             }
         };
         let next = match next {

@@ -197,6 +197,8 @@ impl RedbStore {
         let observed = checkpoint_seconds.clone();
         let options = samenop_journal::Options {
             each_synced: durable,
+            // Every commit is synced, or none is.
+            defer_unsynced: false,
             freeze_bytes: checkpoint_bytes,
             on_checkpoint: Some(Arc::new(move |took: Duration| {
                 observed.observe(took.as_secs_f64());
