@@ -75,10 +75,8 @@ impl Fanout {
         professional: ProfessionalId,
         event: &StoredEvent,
     ) -> ServiceResult<()> {
-        for device in ctx.directory.devices_of(professional).await? {
-            if device.revoked_at.is_none() {
-                self.add(device.id, event.clone());
-            }
+        for device in ctx.directory.active_device_ids_of(professional).await? {
+            self.add(device, event.clone());
         }
         Ok(())
     }

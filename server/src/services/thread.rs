@@ -218,16 +218,14 @@ impl ThreadApi {
     }
 
     /// The active devices of the consult's active participants.
-    async fn member_devices(&self, c: &Consult) -> ServiceResult<Vec<Device>> {
+    async fn member_devices(&self, c: &Consult) -> ServiceResult<Vec<DeviceId>> {
         let mut devices = Vec::new();
         for professional in active_participants(c) {
             devices.extend(
                 self.ctx
                     .directory
-                    .devices_of(professional)
-                    .await?
-                    .into_iter()
-                    .filter(|d| d.revoked_at.is_none()),
+                    .active_device_ids_of(professional)
+                    .await?,
             );
         }
         Ok(devices)
@@ -374,7 +372,7 @@ impl ThreadApi {
             };
             for device in self.member_devices(&loaded.now).await? {
                 fanout.add(
-                    device.id,
+                    device,
                     StoredEvent {
                         occurred_at: Some(timestamp(now)),
                         event: Some(v1::subscribe_response::Event::ThreadEntry(
@@ -755,9 +753,9 @@ impl Following {
         let id = self.device.id;
         // A device revoked (or whose professional was deactivated) while
         // subscribed hears nothing more.
-        match ctx.directory.device(id).await {
-            Ok(Some(now)) if now.revoked_at.is_none() => {}
-            Ok(_) => return Err(Status::not_found(format!("no active device {id} of yours"))),
+        match ctx.directory.device_active(id).await {
+            Ok(true) => {}
+            Ok(false) => return Err(Status::not_found(format!("no active device {id} of yours"))),
             Err(err) => return Err(ServiceError::from(err).into()),
         }
         // Woken for a few new events: read them by their numbers.

@@ -291,6 +291,72 @@ impl Directory {
             .transpose()
     }
 
+    /// Whether device `id` exists and is active (not revoked), read
+    /// without decoding the rest of its record.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails or the record is corrupt.
+    pub async fn device_active(&self, id: DeviceId) -> Result<bool, StoreError> {
+        match self.store.get(Keyspace::Devices, id.as_bytes()).await? {
+            Some(bytes) => Ok(records::decode_device_status(&bytes)?.1),
+            None => Ok(false),
+        }
+    }
+
+    /// The ids of every device of a professional (revoked ones too), in
+    /// creation order, from the index.
+    async fn device_ids_of(
+        &self,
+        professional: ProfessionalId,
+    ) -> Result<Vec<DeviceId>, StoreError> {
+        let entries = self
+            .store
+            .scan(
+                Keyspace::DevicesByProfessional,
+                professional.as_bytes(),
+                None,
+                usize::MAX,
+            )
+            .await?;
+        entries
+            .iter()
+            .map(|(key, _)| {
+                id_bytes(Keyspace::DevicesByProfessional, key).map(DeviceId::from_bytes)
+            })
+            .collect()
+    }
+
+    /// The ids of a professional's active devices, in creation order, read
+    /// without decoding the rest of their records: who a change is told to.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails or a record is corrupt.
+    pub async fn active_device_ids_of(
+        &self,
+        professional: ProfessionalId,
+    ) -> Result<Vec<DeviceId>, StoreError> {
+        let keys: Vec<Vec<u8>> = self
+            .device_ids_of(professional)
+            .await?
+            .iter()
+            .map(|id| id.as_bytes().to_vec())
+            .collect();
+        let mut active = Vec::with_capacity(keys.len());
+        for bytes in self
+            .store
+            .get_many(Keyspace::Devices, &keys)
+            .await?
+            .into_iter()
+            .flatten()
+        {
+            let (id, is_active) = records::decode_device_status(&bytes)?;
+            if is_active {
+                active.push(id);
+            }
+        }
+        Ok(active)
+    }
+
     /// Stores a new device, provided its owner is still exactly `owner` and
     /// their device set is still `set` (so a device is never added to a
     /// professional being deactivated, and limits checked on `set` hold);
@@ -394,19 +460,10 @@ impl Directory {
                     reason: "version is not 8 bytes".into(),
                 })?,
         };
-        let entries = self
-            .store
-            .scan(
-                Keyspace::DevicesByProfessional,
-                professional.as_bytes(),
-                None,
-                usize::MAX,
-            )
-            .await?;
-        let mut devices = Vec::with_capacity(entries.len());
-        for (key, _) in entries {
-            let suffix = id_bytes(Keyspace::DevicesByProfessional, &key)?;
-            if let Some(device) = self.device(DeviceId::from_bytes(suffix)).await? {
+        let ids = self.device_ids_of(professional).await?;
+        let mut devices = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(device) = self.device(id).await? {
                 devices.push(device);
             }
         }

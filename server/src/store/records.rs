@@ -301,6 +301,37 @@ pub fn decode_device(bytes: &[u8]) -> Result<Device, StoreError> {
     })
 }
 
+/// What of a stored device says whether it may be told anything: its
+/// record's fields 1, 2 and 7 (prost skips the others without copying
+/// them), for reads that need no more than that.
+#[derive(Clone, PartialEq, Message)]
+struct DeviceStatusRecord {
+    /// Schema version of the record.
+    #[prost(uint32, tag = "1")]
+    version: u32,
+    /// Device id (16 bytes).
+    #[prost(bytes = "vec", tag = "2")]
+    id: Vec<u8>,
+    /// Revocation time, ms since the Unix epoch.
+    #[prost(int64, optional, tag = "7")]
+    revoked_at_ms: Option<i64>,
+}
+
+/// A stored device's id, and whether it is active (not revoked), read
+/// without the rest of its record.
+///
+/// # Errors
+/// [`StoreError::Corrupt`] for a record that does not decode.
+pub fn decode_device_status(bytes: &[u8]) -> Result<(DeviceId, bool), StoreError> {
+    const SPACE: Keyspace = Keyspace::Devices;
+    let r: DeviceStatusRecord = decode(SPACE, bytes)?;
+    check_version(SPACE, r.version)?;
+    Ok((
+        DeviceId::from_bytes(id_bytes(SPACE, &r.id)?),
+        r.revoked_at_ms.is_none(),
+    ))
+}
+
 /// `raw` with a field this server does not know appended (number 99, a
 /// varint), as a newer server could write it.
 #[cfg(test)]
@@ -351,6 +382,36 @@ mod tests {
             Err(StoreError::Corrupt { .. })
         ));
         assert!(decode_device(&[0xff, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn a_device_s_status_is_read_from_its_whole_record() {
+        let mut device = Device {
+            id: DeviceId::from_bytes([7; 16]),
+            professional: ProfessionalId::from_bytes([8; 16]),
+            signature_key: SignatureKey::parse("key", &[9; 32]).unwrap(),
+            label: DeviceLabel::parse("label", "werkplek").unwrap(),
+            registered_at: from_millis(1_700_000_000_000),
+            revoked_at: None,
+        };
+        let active = encode_device(&device);
+        assert_eq!(decode_device_status(&active).unwrap(), (device.id, true));
+        // A field of a newer server is skipped, as in the whole record.
+        assert_eq!(
+            decode_device_status(&with_unknown_field(active)).unwrap(),
+            (device.id, true)
+        );
+        device.revoked_at = Some(from_millis(1_700_000_100_000));
+        assert_eq!(
+            decode_device_status(&encode_device(&device)).unwrap(),
+            (device.id, false)
+        );
+        let newer = DeviceRecord {
+            version: 99,
+            ..Default::default()
+        };
+        assert!(decode_device_status(&newer.encode_to_vec()).is_err());
+        assert!(decode_device_status(&[0xff, 0xff, 0xff]).is_err());
     }
 
     #[test]
