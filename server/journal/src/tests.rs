@@ -333,3 +333,20 @@ fn a_deferring_journal_writes_what_it_holds_once_it_holds_too_much() {
     drop(recovered);
     drop(writer);
 }
+
+#[test]
+fn a_key_held_again_and_again_counts_once() {
+    let (dir, options, mut writer) = deferring();
+    let value = vec![5u8; 64 << 10];
+    // Far more than the limit written, to one key: held, not written.
+    for n in 0..(4 * crate::DEFERRED_BYTES / value.len()) {
+        let mut value = value.clone();
+        value[0] = n as u8;
+        writer.commit(put(b"same", &value), false).unwrap();
+    }
+    let image = crash_image(dir.path());
+    let recovered = open(image.path(), options);
+    assert_eq!(recovered.reader().get(b"same").unwrap(), None);
+    drop(recovered);
+    drop(writer);
+}

@@ -84,7 +84,7 @@ pub struct Writer {
     /// Unsynced commits held in memory, not written yet (a deferring
     /// journal: [`Options::defer_unsynced`]), each key's latest change.
     deferred: Changes,
-    /// The bytes of keys and values they hold.
+    /// The bytes of the keys and values it holds.
     deferred_bytes: usize,
     /// The next segment, made ahead (its space written and synced).
     spare: Option<Journal>,
@@ -299,15 +299,23 @@ impl Writer {
             return if sync { self.sync() } else { Ok(()) };
         }
         if self.options.defer_unsynced && !sync {
-            let bytes: usize = changes
+            let size = |key: &[u8], value: Option<&Vec<u8>>| key.len() + value.map_or(0, Vec::len);
+            // What is held then: a key held already counts once, at its
+            // latest value.
+            let held = changes
                 .iter()
-                .map(|(key, value)| key.len() + value.as_ref().map_or(0, Vec::len))
-                .sum();
-            if self.deferred_bytes + bytes <= crate::DEFERRED_BYTES {
+                .fold(self.deferred_bytes, |held, (key, value)| {
+                    let replaced = self
+                        .deferred
+                        .get(key)
+                        .map_or(0, |old| size(key, old.as_ref()));
+                    held - replaced + size(key, value.as_ref())
+                });
+            if held <= crate::DEFERRED_BYTES {
                 for (key, value) in &changes {
                     self.deferred.insert(key.clone(), value.clone());
                 }
-                self.deferred_bytes += bytes;
+                self.deferred_bytes = held;
                 self.shared.tables.publish(changes);
                 self.checkpoint_when_due(false);
                 return Ok(());
@@ -358,8 +366,8 @@ impl Writer {
     ///
     /// # Errors
     /// [`Error::MayBeWritten`] when the sync fails (and for every commit
-    /// after that); [`Error::NotWritten`] when what a deferring journal
-    /// holds could not be written (it stays held).
+    /// after that, and when what a deferring journal holds cannot be
+    /// written).
     pub fn sync(&mut self) -> Result<(), Error> {
         // A sync that failed is never tried again: the error it reported
         // is not reported twice, and a second sync would say all is well.
@@ -370,9 +378,23 @@ impl Writer {
         }
         if !self.deferred.is_empty() {
             // What a deferring journal holds, written as one synced record
-            // (after the records before it, which are synced already).
+            // (after the records before it, which are synced already). The
+            // caller may hand out what it holds once this returns, so a
+            // failure stops the journal as a failed sync does: reopened,
+            // the state is that of the last record written.
             let record = segment::encode(&self.deferred);
-            return self.append(&record, true);
+            return self.append(&record, true).map_err(|err| {
+                if self.stopped.is_none() {
+                    self.stopped = Some(err.to_string());
+                }
+                match err {
+                    Error::NotWritten(err) => Error::MayBeWritten(format!(
+                        "{err}; what was held in memory is not written, and every later \
+                         change is refused until the journal is opened again"
+                    )),
+                    other => other,
+                }
+            });
         }
         if !self.unsynced {
             return Ok(());
@@ -543,6 +565,11 @@ impl Drop for Writer {
     fn drop(&mut self) {
         self.settle(true);
         if self.stopped.is_none() {
+            // What a deferring journal holds is written first, whatever
+            // becomes of the checkpoints below.
+            if !self.deferred.is_empty() {
+                let _ = self.sync();
+            }
             if let Some(frozen) = self.shared.tables.frozen() {
                 let upto = self.journal.number() - 1;
                 self.hand_over(frozen, upto, None);
