@@ -30,7 +30,10 @@
 //! back is always the state after some commit. The journal's directory and
 //! each segment are synced when they are made, and the directory holding
 //! them at every open. Opening replays the segments after the last
-//! checkpoint and checkpoints them; dropping the [`Writer`] checkpoints
+//! checkpoint, syncs them, and hands what they hold to the checkpoint
+//! thread, keeping them until it is in redb (or, when one ended in a
+//! record cut short, checkpoints it before anything is written after it);
+//! dropping the [`Writer`] checkpoints
 //! everything and removes the segments, so a closed store's data is all in
 //! its redb file.
 

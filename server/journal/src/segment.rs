@@ -67,7 +67,7 @@ fn io(what: &str, path: &Path, err: std::io::Error) -> Error {
 }
 
 /// The path of segment `number` in `dir`.
-fn segment_path(dir: &Path, number: u64) -> PathBuf {
+pub(crate) fn segment_path(dir: &Path, number: u64) -> PathBuf {
     dir.join(format!("{number:016}.wal"))
 }
 
@@ -104,6 +104,19 @@ pub(crate) fn remove_upto(dir: &Path, upto: u64) -> Result<(), Error> {
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => return Err(io("remove", &path, e)),
         }
+    }
+    Ok(())
+}
+
+/// Syncs every segment numbered after `after`: what recovery read of them
+/// may not have reached the disk (a record that did not wait for it),
+/// and is now served.
+pub(crate) fn sync_after(dir: &Path, after: u64) -> Result<(), Error> {
+    for number in segments(dir)?.into_iter().filter(|n| *n > after) {
+        let path = segment_path(dir, number);
+        File::open(&path)
+            .and_then(|file| file.sync_data())
+            .map_err(|e| io("sync", &path, e))?;
     }
     Ok(())
 }
@@ -182,6 +195,10 @@ pub(crate) struct Recovered {
     pub(crate) last_segment: u64,
     /// How many records were read.
     pub(crate) records: u64,
+    /// Whether a segment ended in a record cut short (by a crash while it
+    /// was written): records written after it, in a later segment, would
+    /// make it damage, so it must not be read again.
+    pub(crate) ended_early: bool,
 }
 
 /// Reads the segments of `dir` numbered after `checkpointed`, in order.
@@ -205,6 +222,7 @@ pub(crate) fn recover(
         changes: Changes::new(),
         last_segment: numbers.last().copied().unwrap_or(0),
         records: 0,
+        ended_early: false,
     };
     let mut ended_early: Option<u64> = None;
     for number in numbers.into_iter().filter(|n| *n > checkpointed) {
@@ -234,6 +252,7 @@ pub(crate) fn recover(
             ended_early = Some(number);
         }
     }
+    recovered.ended_early = ended_early.is_some();
     Ok(recovered)
 }
 

@@ -59,34 +59,46 @@ fn first_segment_gone(dir: &std::path::Path) -> bool {
         .is_none_or(|first| *first != 1)
 }
 
-#[test]
-fn many_changes_are_checkpointed_into_the_file_and_their_segments_removed() {
-    let dir = tempfile::tempdir().unwrap();
+/// Options that checkpoint at 1 MiB, and a writer in `dir` that has
+/// committed `times` that many (and a little more) in 64 KiB values:
+/// the writer, its options and how many keys it wrote.
+fn past_checkpoints(dir: &std::path::Path, times: usize) -> (Writer, Options, usize) {
     let options = Options {
         freeze_bytes: 1 << 20,
         ..Options::default()
     };
-    let mut writer = open(dir.path(), options.clone());
-    let reader = writer.reader();
-    // Three times the changes that start a checkpoint.
+    let mut writer = open(dir, options.clone());
     let value = vec![7u8; 64 << 10];
-    let count = 3 * options.freeze_bytes / value.len() + 1;
+    let count = times * options.freeze_bytes / value.len() + 1;
     for n in 0..count as u32 {
         writer.commit(put(&n.to_be_bytes(), &value), true).unwrap();
     }
+    (writer, options, count)
+}
+
+/// How many keys `writer` reads.
+fn entries(writer: &Writer) -> usize {
+    writer
+        .reader()
+        .scan(b"", Bound::Unbounded, usize::MAX)
+        .unwrap()
+        .len()
+}
+
+#[test]
+fn many_changes_are_checkpointed_into_the_file_and_their_segments_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    // Three times the changes that start a checkpoint.
+    let (mut writer, options, count) = past_checkpoints(dir.path(), 3);
+    let reader = writer.reader();
+    let value = vec![7u8; 64 << 10];
     // The first checkpoint's segment goes once it has committed.
     until(&mut writer, |_| first_segment_gone(dir.path()));
     assert_eq!(
         reader.get(&0u32.to_be_bytes()).unwrap().as_deref(),
         Some(value.as_slice())
     );
-    assert_eq!(
-        reader
-            .scan(b"", Bound::Unbounded, usize::MAX)
-            .unwrap()
-            .len(),
-        count
-    );
+    assert_eq!(entries(&writer), count);
     drop(reader);
     drop(writer);
     // A closed store: everything in the file, no segment left.
@@ -101,15 +113,7 @@ fn many_changes_are_checkpointed_into_the_file_and_their_segments_removed() {
             .is_empty()
     );
     // And it opens again with all of it.
-    let writer = open(dir.path(), options);
-    assert_eq!(
-        writer
-            .reader()
-            .scan(b"", Bound::Unbounded, usize::MAX)
-            .unwrap()
-            .len(),
-        count
-    );
+    assert_eq!(entries(&open(dir.path(), options)), count);
 }
 
 #[test]
@@ -137,7 +141,7 @@ fn a_crash_image_is_replayed_and_lazy_commits_are_made_durable_by_sync() {
     assert_eq!(reader.get(b"lazy").unwrap(), Some(b"2".to_vec()));
     drop(reader);
     drop(recovered);
-    // Opening checkpointed them into the file.
+    // Its checkpoint (or its close) put them into the file.
     assert_eq!(in_file(image.path(), b"lazy"), Some(b"2".to_vec()));
     drop(writer);
 }
@@ -349,4 +353,149 @@ fn a_key_held_again_and_again_counts_once() {
     assert_eq!(recovered.reader().get(b"same").unwrap(), None);
     drop(recovered);
     drop(writer);
+}
+
+#[test]
+fn a_file_left_open_by_a_crash_opens_without_a_repair() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut writer, options, count) = past_checkpoints(dir.path(), 2);
+    until(&mut writer, |_| first_segment_gone(dir.path()));
+    // The file as a crash leaves it, while the writer has it open.
+    let image = crash_image(dir.path());
+    // redb asks before it walks the file to repair it: refused here, so
+    // the open fails unless the last commit saved what a repair rebuilds.
+    let db = redb::Database::builder()
+        .set_repair_callback(|session| session.abort())
+        .create(image.path().join(FILE));
+    assert!(db.is_ok(), "the crashed file needed a repair");
+    drop(db);
+    // And the journal on it holds everything.
+    assert_eq!(entries(&open(image.path(), options)), count);
+}
+
+#[test]
+fn what_a_crash_left_is_checkpointed_after_opening_and_replayed_until_then() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options::default();
+    // In the file: 100 keys.
+    let mut writer = open(dir.path(), options.clone());
+    for n in 0u32..100 {
+        writer.commit(put(&n.to_be_bytes(), b"old"), true).unwrap();
+    }
+    drop(writer);
+    // In the journal only: one of them removed, another changed.
+    let mut writer = open(dir.path(), options.clone());
+    writer
+        .commit(
+            [(7u32.to_be_bytes().to_vec(), None)].into_iter().collect(),
+            true,
+        )
+        .unwrap();
+    writer
+        .commit(put(&99u32.to_be_bytes(), b"new"), true)
+        .unwrap();
+    let first = crash_image(dir.path());
+    drop(writer);
+    let all = |writer: &Writer| {
+        let reader = writer.reader();
+        let found = reader.scan(b"", Bound::Unbounded, usize::MAX).unwrap();
+        // The 100 keys but the one removed (and the key written later).
+        assert_eq!(found.iter().filter(|(key, _)| key.len() == 4).count(), 99);
+        assert_eq!(reader.get(&7u32.to_be_bytes()).unwrap(), None);
+        assert_eq!(
+            reader.get(&99u32.to_be_bytes()).unwrap().as_deref(),
+            Some(&b"new"[..])
+        );
+    };
+    // The file as it is until the replay's checkpoint commits.
+    let second = tempfile::tempdir().unwrap();
+    std::fs::copy(first.path().join(FILE), second.path().join(FILE)).unwrap();
+    // Checkpoints are held after they commit, before the writer hears of
+    // them, until the test lets them go: the replayed segments stay.
+    let (sender, held) = std::sync::mpsc::channel::<()>();
+    let held = std::sync::Mutex::new(held);
+    let holding = Options {
+        on_checkpoint: Some(std::sync::Arc::new(move |_| {
+            let _ = held.lock().unwrap().recv();
+        })),
+        ..options.clone()
+    };
+    let replayed = segment::segments(&crate::journal_dir(first.path())).unwrap();
+    let mut recovered = open(first.path(), holding);
+    // (Dropped before the writer if the test fails, so that it can close.)
+    let release = sender;
+    // Handed to the checkpoint thread, not written by the opening; read at
+    // once from memory.
+    assert!(recovered.checkpoint_running());
+    all(&recovered);
+    recovered.commit(put(b"after", b"the crash"), true).unwrap();
+    // A crash again before the replay reached the file: the replayed
+    // segments, then the new one, are read again.
+    let journal = crate::journal_dir(second.path());
+    std::fs::create_dir(&journal).unwrap();
+    for entry in std::fs::read_dir(crate::journal_dir(first.path())).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), journal.join(entry.file_name())).unwrap();
+    }
+    let replayed_gone = |dir: &std::path::Path| {
+        let now = segment::segments(&crate::journal_dir(dir)).unwrap();
+        !replayed.iter().any(|n| now.contains(n))
+    };
+    assert!(!replayed_gone(second.path()));
+    let again = open(second.path(), options.clone());
+    all(&again);
+    assert_eq!(
+        again.reader().get(b"after").unwrap().as_deref(),
+        Some(&b"the crash"[..])
+    );
+    drop(again);
+    // Let go: once the writer hears of the commit, those segments go.
+    drop(release);
+    until(&mut recovered, |_| replayed_gone(first.path()));
+    all(&recovered);
+    drop(recovered);
+    assert_eq!(
+        in_file(first.path(), &99u32.to_be_bytes()),
+        Some(b"new".to_vec())
+    );
+    assert_eq!(in_file(first.path(), &7u32.to_be_bytes()), None);
+    assert_eq!(in_file(first.path(), b"after"), Some(b"the crash".to_vec()));
+}
+
+#[test]
+fn a_journal_whose_last_record_was_cut_short_opens_again_after_more_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options::default();
+    let mut writer = open(dir.path(), options.clone());
+    writer.commit(put(b"kept", b"yes"), true).unwrap();
+    let value = vec![0x5au8; 3000];
+    writer.commit(put(b"torn", &value), true).unwrap();
+    let first = crash_image(dir.path());
+    drop(writer);
+    // The crash cut the last record short: its last bytes never reached
+    // the disk.
+    let path = segment::segment_path(&crate::journal_dir(first.path()), 1);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let end = bytes
+        .windows(value.len())
+        .rposition(|w| w == value.as_slice())
+        .unwrap()
+        + value.len();
+    bytes[end - 4..end].fill(0);
+    std::fs::write(&path, &bytes).unwrap();
+    let mut recovered = open(first.path(), options.clone());
+    let read = |writer: &Writer, key: &[u8]| writer.reader().get(key).unwrap();
+    assert_eq!(read(&recovered, b"kept"), Some(b"yes".to_vec()));
+    assert_eq!(read(&recovered, b"torn"), None);
+    // The segment that ended early is gone before anything is written after
+    // it: read again with later records, it would be damage.
+    assert!(first_segment_gone(first.path()));
+    // Written after the cut, then a crash again.
+    recovered.commit(put(b"after", b"the cut"), true).unwrap();
+    let second = crash_image(first.path());
+    drop(recovered);
+    let again = open(second.path(), options);
+    assert_eq!(read(&again, b"kept"), Some(b"yes".to_vec()));
+    assert_eq!(read(&again, b"torn"), None);
+    assert_eq!(read(&again, b"after"), Some(b"the cut".to_vec()));
 }

@@ -141,7 +141,7 @@ impl Writer {
             other => other,
         };
         let checkpointed = (|| {
-            let tx = db.begin_write().map_err(failed)?;
+            let tx = begin_write(&db)?;
             tx.open_table(table).map_err(failed)?;
             let checkpointed = tx
                 .open_table(BOOKKEEPING)
@@ -177,19 +177,37 @@ impl Writer {
                 "the journal was replayed after a crash"
             );
         }
-        // Even with nothing to replay, the checkpoint moves past every
-        // segment there is, so none is read again.
-        if recovered.last_segment > checkpointed {
-            checkpoint(
-                &db,
-                table,
-                &Table::of(recovered.changes),
-                recovered.last_segment,
-            )
-            .map_err(opening)?;
-        }
+        // What was replayed is checkpointed by the checkpoint thread, as
+        // any frozen table: opening does not wait for redb to take it (a
+        // journal's worth of changes, which after a crash in the middle of
+        // retention's removals takes seconds). Its segments stay until that
+        // checkpoint commits, synced first (a record read back may not have
+        // waited for the disk, and is served from now on); a crash before
+        // then replays them again, and a failed checkpoint is tried again
+        // as any other. Not
+        // so when a segment ended in a record cut short: read again with
+        // the records written after it, it would be damage, so it is
+        // checkpointed and removed here, before anything is written. With
+        // nothing to replay, a checkpoint here moves past every segment
+        // there is, so none is read again.
+        let replayed = if recovered.changes.is_empty() || recovered.ended_early {
+            if recovered.last_segment > checkpointed {
+                checkpoint(
+                    &db,
+                    table,
+                    &Table::of(recovered.changes),
+                    recovered.last_segment,
+                )
+                .map_err(opening)?;
+            }
+            segment::remove_upto(&journal_dir, checkpointed.max(recovered.last_segment))?;
+            None
+        } else {
+            segment::remove_upto(&journal_dir, checkpointed)?;
+            segment::sync_after(&journal_dir, checkpointed)?;
+            Some(recovered.changes)
+        };
         let covered = checkpointed.max(recovered.last_segment);
-        segment::remove_upto(&journal_dir, covered)?;
         // Direct writes where every record written is durable (see
         // `direct`).
         let direct = options.direct();
@@ -229,7 +247,11 @@ impl Writer {
                 })
                 .map_err(|e| Error::Failed(format!("cannot start the checkpoints: {e}")))?
         };
-        Ok(Writer {
+        let frozen = replayed.and_then(|changes| {
+            shared.tables.publish(changes);
+            shared.tables.freeze()
+        });
+        let mut writer = Writer {
             shared,
             journal: current,
             unsynced: false,
@@ -245,7 +267,11 @@ impl Writer {
             settled: None,
             last_attempt: Instant::now(),
             stopped: None,
-        })
+        };
+        if let Some(frozen) = frozen {
+            writer.hand_over(frozen, covered, None);
+        }
+        Ok(writer)
     }
 
     /// Reads of this table, for any thread.
@@ -605,6 +631,18 @@ impl Drop for Writer {
     }
 }
 
+/// A write transaction that saves redb's allocator state with its commit
+/// (redb's quick-repair, which also makes the commit two-phase): a file
+/// left open by a crash then opens at once, without a walk of the whole
+/// file to rebuild that state. Every commit must do so: a commit without it
+/// drops the saved state. Commits here are checkpoints, in bulk on a thread
+/// of their own, so their extra write and sync are off every caller's path.
+fn begin_write(db: &redb::Database) -> Result<redb::WriteTransaction, Error> {
+    let mut tx = db.begin_write().map_err(failed)?;
+    tx.set_quick_repair(true);
+    Ok(tx)
+}
+
 /// Writes `table` into redb in one durable transaction that also records
 /// `upto` as the last segment whose records are in redb.
 fn checkpoint(
@@ -613,7 +651,7 @@ fn checkpoint(
     table: &Table,
     upto: u64,
 ) -> Result<(), Error> {
-    let tx = db.begin_write().map_err(failed)?;
+    let tx = begin_write(db)?;
     {
         let mut rows = tx.open_table(data).map_err(failed)?;
         for (key, value) in &table.map {

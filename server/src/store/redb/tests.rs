@@ -82,7 +82,7 @@ async fn what_was_acknowledged_is_replayed_from_the_journal_after_a_crash() {
             .len(),
         50
     );
-    // Opening checkpointed them into the file.
+    // Its checkpoint (or its close) put them into the file.
     drop(recovered);
     assert_eq!(
         in_file(image.path(), Keyspace::Devices, &1u32.to_be_bytes()),
