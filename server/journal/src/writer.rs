@@ -180,34 +180,27 @@ impl Writer {
         // What was replayed is checkpointed by the checkpoint thread, as
         // any frozen table: opening does not wait for redb to take it (a
         // journal's worth of changes, which after a crash in the middle of
-        // retention's removals takes seconds). Its segments stay until that
-        // checkpoint commits, synced first (a record read back may not have
-        // waited for the disk, and is served from now on); a crash before
-        // then replays them again, and a failed checkpoint is tried again
-        // as any other. Not
-        // so when a segment ended in a record cut short: read again with
-        // the records written after it, it would be damage, so it is
-        // checkpointed and removed here, before anything is written. With
-        // nothing to replay, a checkpoint here moves past every segment
-        // there is, so none is read again.
+        // retention's removals takes seconds). Its segments are synced
+        // first (a record read back may not have waited for the disk, and
+        // is served from now on) and stay until that checkpoint commits; a
+        // crash before then replays them again, and a failed checkpoint is
+        // tried again as any other. Not so when a segment ended in a record
+        // cut short: read again with the records written after it, it
+        // would be damage, so it is checkpointed and removed here, before
+        // anything is written. With nothing to replay, a checkpoint here
+        // moves past every segment there is, so none is read again.
+        let covered = checkpointed.max(recovered.last_segment);
         let replayed = if recovered.changes.is_empty() || recovered.ended_early {
-            if recovered.last_segment > checkpointed {
-                checkpoint(
-                    &db,
-                    table,
-                    &Table::of(recovered.changes),
-                    recovered.last_segment,
-                )
-                .map_err(opening)?;
+            if covered > checkpointed {
+                checkpoint(&db, table, &Table::of(recovered.changes), covered).map_err(opening)?;
             }
-            segment::remove_upto(&journal_dir, checkpointed.max(recovered.last_segment))?;
+            segment::remove_upto(&journal_dir, covered)?;
             None
         } else {
             segment::remove_upto(&journal_dir, checkpointed)?;
             segment::sync_after(&journal_dir, checkpointed)?;
             Some(recovered.changes)
         };
-        let covered = checkpointed.max(recovered.last_segment);
         // Direct writes where every record written is durable (see
         // `direct`).
         let direct = options.direct();
@@ -635,8 +628,8 @@ impl Drop for Writer {
 /// (redb's quick-repair, which also makes the commit two-phase): a file
 /// left open by a crash then opens at once, without a walk of the whole
 /// file to rebuild that state. Every commit must do so: a commit without it
-/// drops the saved state. Commits here are checkpoints, in bulk on a thread
-/// of their own, so their extra write and sync are off every caller's path.
+/// drops the saved state. Its extra write and sync fall on the checkpoint
+/// thread, except for the bookkeeping commit at open and those at close.
 fn begin_write(db: &redb::Database) -> Result<redb::WriteTransaction, Error> {
     let mut tx = db.begin_write().map_err(failed)?;
     tx.set_quick_repair(true);
