@@ -201,12 +201,22 @@ fn free_port() -> u16 {
 }
 
 fn start(config: &Path, port: u16) -> ServerProcess {
+    start_with(config, port, Stdio::piped())
+}
+
+/// [`start`] for a server whose log no one reads: a pipe no one reads
+/// fills, and the server then waits on its next log line.
+fn start_unread(config: &Path, port: u16) -> ServerProcess {
+    start_with(config, port, Stdio::null())
+}
+
+fn start_with(config: &Path, port: u16, stderr: Stdio) -> ServerProcess {
     let child = Command::new(BINARY)
         .args(["run", "--config"])
         .arg(config)
         .env("SAMENOP_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     ServerProcess {
@@ -218,21 +228,9 @@ fn start(config: &Path, port: u16) -> ServerProcess {
 /// Connects once the server serves (and, in dev mode, once it has written
 /// its PKI), retrying for up to 30 seconds.
 async fn connect(pki: &PkiPaths, port: u16) -> Client {
-    let slug = DEMO_ORGANISATIONS[0].slug;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let attempt = async {
-            let mut config = ClientConfig::from_files(
-                format!("https://localhost:{port}"),
-                pki.ca_cert(),
-                pki.org_cert(slug),
-                pki.org_key(slug),
-            )?;
-            config.server_name = Some("localhost".into());
-            let client = Client::connect(config).await?;
-            client.health().await.map(|_| client)
-        };
-        match attempt.await {
+        match connect_once(pki, port).await {
             Ok(client) => return client,
             Err(_) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -240,6 +238,20 @@ async fn connect(pki: &PkiPaths, port: u16) -> Client {
             Err(err) => panic!("server did not come up: {err}"),
         }
     }
+}
+
+/// One attempt of [`connect`]: a connection that has had an answer.
+async fn connect_once(pki: &PkiPaths, port: u16) -> samenop_client::Result<Client> {
+    let slug = DEMO_ORGANISATIONS[0].slug;
+    let mut config = ClientConfig::from_files(
+        format!("https://localhost:{port}"),
+        pki.ca_cert(),
+        pki.org_cert(slug),
+        pki.org_key(slug),
+    )?;
+    config.server_name = Some("localhost".into());
+    let client = Client::connect(config).await?;
+    client.health().await.map(|_| client)
 }
 
 fn write_config(dir: &Path, text: &str) -> PathBuf {

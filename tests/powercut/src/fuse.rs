@@ -43,6 +43,7 @@ fn errno(refusal: Refusal) -> Errno {
         Refusal::IsDir => Errno::EISDIR,
         Refusal::NotEmpty => Errno::ENOTEMPTY,
         Refusal::Unsupported => Errno::EOPNOTSUPP,
+        Refusal::Io => Errno::EIO,
     }
 }
 

@@ -123,6 +123,16 @@ impl Mount {
         self.attach()
     }
 
+    /// Makes every `fsync` and `fdatasync` from now on fail with EIO and
+    /// make nothing durable, as a failing disk does (written bytes stay
+    /// readable until a power cut), or, with `false`, work again.
+    pub fn fail_syncs(&self, failing: bool) {
+        self.model
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .fail_syncs(failing);
+    }
+
     /// How many bytes written since their file's last sync a power cut
     /// would lose now (for the harness's own tests and reports).
     pub fn volatile_bytes(&self) -> u64 {

@@ -39,6 +39,8 @@ pub(crate) enum Refusal {
     NotEmpty,
     /// The operation is not supported (EOPNOTSUPP).
     Unsupported,
+    /// The disk failed the operation (EIO).
+    Io,
 }
 
 /// One change to a file since its last sync.
@@ -130,6 +132,8 @@ pub(crate) struct Model {
     nodes: HashMap<u64, Node>,
     /// The next inode number to give out.
     next: u64,
+    /// Whether syncs fail (EIO) and make nothing durable.
+    failing_syncs: bool,
 }
 
 impl Model {
@@ -147,6 +151,7 @@ impl Model {
         Model {
             nodes: HashMap::from([(ROOT, root)]),
             next: ROOT + 1,
+            failing_syncs: false,
         }
     }
 
@@ -310,8 +315,13 @@ impl Model {
     }
 
     /// `fsync`/`fdatasync` of `ino`: a file's content and size become
-    /// durable, a directory's entries do.
+    /// durable, a directory's entries do; while syncs fail, EIO and
+    /// nothing more durable.
     pub(crate) fn sync(&mut self, ino: u64) -> Result<(), Refusal> {
+        if self.failing_syncs {
+            self.node(ino)?;
+            return Err(Refusal::Io);
+        }
         match &mut self.node_mut(ino)?.content {
             Content::File {
                 data,
@@ -335,6 +345,12 @@ impl Model {
                 Content::Dir { .. } => 0,
             })
             .sum()
+    }
+
+    /// Makes every sync from now on fail (EIO, nothing made durable), as
+    /// a failing disk does, or work again.
+    pub(crate) fn fail_syncs(&mut self, failing: bool) {
+        self.failing_syncs = failing;
     }
 
     /// The power cut: every directory keeps its durable entries, every
@@ -450,6 +466,28 @@ mod tests {
             "its directory was not synced"
         );
         assert_eq!(model.volatile_bytes(), 0);
+    }
+
+    #[test]
+    fn a_failing_sync_makes_nothing_durable_and_reads_go_on() {
+        let mut model = Model::new(0, 0);
+        let file = model
+            .create(ROOT, name("log"), false, 0o644, (0, 0))
+            .unwrap();
+        model.sync(ROOT).unwrap();
+        model.write(file, 0, b"durable").unwrap();
+        model.sync(file).unwrap();
+        model.fail_syncs(true);
+        model.write(file, 7, b" unsynced").unwrap();
+        assert_eq!(model.sync(file), Err(Refusal::Io));
+        assert_eq!(content(&model, ROOT, "log").unwrap(), b"durable unsynced");
+        model.fail_syncs(false);
+        model.power_cut(Cut::Clean);
+        assert_eq!(content(&model, ROOT, "log").unwrap(), b"durable");
+        model.write(file, 7, b" synced").unwrap();
+        model.sync(file).unwrap();
+        model.power_cut(Cut::Clean);
+        assert_eq!(content(&model, ROOT, "log").unwrap(), b"durable synced");
     }
 
     #[test]
