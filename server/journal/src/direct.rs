@@ -1,5 +1,6 @@
 //! Records written straight to the disk (`O_DIRECT`) in whole blocks, a
-//! durable one made durable by the write itself (`RWF_DSYNC`).
+//! durable one made durable by the write itself (`RWF_DSYNC`), and the
+//! zeros written ahead of them.
 //!
 //! A buffered write and `fdatasync` copy the record into the page cache,
 //! then find the dirty pages again and write them back; a direct write
@@ -41,6 +42,17 @@ fn refused(errno: i32) -> bool {
 
 /// The largest buffer kept from one write to the next.
 const SCRATCH_KEPT: usize = 1 << 20;
+
+/// The zeros a segment's space is written ahead with, 1 MiB aligned to a
+/// block for direct writes: allocated zeroed once, so their pages are the
+/// kernel's zero page until written, and in no binary.
+pub(crate) fn zeros_ahead() -> &'static [u8] {
+    const LENGTH: usize = 1 << 20;
+    static ZEROS: std::sync::LazyLock<Vec<u8>> =
+        std::sync::LazyLock::new(|| vec![0; LENGTH + BLOCK]);
+    let pad = ZEROS.as_ptr().align_offset(BLOCK).min(BLOCK);
+    &ZEROS[pad..pad + LENGTH]
+}
 
 /// A segment file open for direct writes.
 pub(crate) struct Direct {
@@ -154,6 +166,35 @@ impl Direct {
         Ok(())
     }
 
+    /// Writes zeros over `length` bytes from `at`, both whole blocks,
+    /// straight to the disk: no copy into the page cache, and no cached
+    /// page for a record's direct write to drop later. Durable only with
+    /// the next sync, as any write ahead.
+    ///
+    /// # Errors
+    /// When `at` or `length` is not a whole number of blocks, or the write
+    /// fails.
+    pub(crate) fn write_zeros(&mut self, at: u64, length: u64) -> std::io::Result<()> {
+        if !at.is_multiple_of(BLOCK as u64) || !length.is_multiple_of(BLOCK as u64) {
+            return Err(std::io::Error::other(format!(
+                "zeros written ahead directly must be whole blocks ({length} bytes at {at})"
+            )));
+        }
+        let mut done = 0;
+        while done < length {
+            let zeros = zeros_ahead();
+            let n = zeros
+                .len()
+                .min(usize::try_from(length - done).unwrap_or(usize::MAX));
+            let n = rustix::io::pwrite(&self.file, &zeros[..n], at + done)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            done += n as u64;
+        }
+        Ok(())
+    }
+
     /// Makes every write so far durable.
     ///
     /// # Errors
@@ -213,6 +254,31 @@ mod tests {
         File::open(&path).unwrap().read_to_end(&mut bytes).unwrap();
         assert_eq!(&bytes[..expected.len()], expected.as_slice());
         assert!(bytes[expected.len()..].iter().all(|b| *b == 0));
+    }
+
+    /// Zeros written ahead extend the file without touching what was
+    /// written before them, and records then go on over them.
+    #[test]
+    fn zeros_written_ahead_extend_the_file_and_records_go_on_over_them() {
+        let Some((_dir, path, mut direct)) = zeros(1) else {
+            return;
+        };
+        direct.write(0, &[&[7u8; 5000]], true).unwrap();
+        let size = |path: &Path| std::fs::metadata(path).unwrap().len();
+        assert_eq!(size(&path), 2 * BLOCK as u64);
+        let ahead = (zeros_ahead().len() + 3 * BLOCK) as u64;
+        direct.write_zeros(2 * BLOCK as u64, ahead).unwrap();
+        direct.sync().unwrap();
+        assert_eq!(size(&path), 2 * BLOCK as u64 + ahead);
+        assert!(direct.write_zeros(100, BLOCK as u64).is_err());
+        assert!(direct.write_zeros(0, 100).is_err());
+        direct.write(5000, &[&[9u8; 9000]], true).unwrap();
+        let mut bytes = Vec::new();
+        File::open(&path).unwrap().read_to_end(&mut bytes).unwrap();
+        assert!(bytes[..5000].iter().all(|b| *b == 7));
+        assert!(bytes[5000..14_000].iter().all(|b| *b == 9));
+        assert!(bytes[14_000..].iter().all(|b| *b == 0));
+        assert_eq!(bytes.len() as u64, 2 * BLOCK as u64 + ahead);
     }
 
     #[test]

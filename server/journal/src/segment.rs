@@ -23,7 +23,9 @@
 //! A segment grows in steps written with zeros and synced ahead of the
 //! records (from [`INITIAL`], doubling up to [`EXTEND`]), so that a
 //! record's flush carries the record alone and not also the file's new
-//! size, and a segment of a quiet server stays small.
+//! size, and a segment of a quiet server stays small. Where records are
+//! written straight to the disk, so are those zeros (no copy into the
+//! page cache, and no cached page for each record's write to drop).
 
 use std::{
     collections::BTreeMap,
@@ -424,16 +426,23 @@ impl Journal {
     /// reports about them is reported once only, so it is
     /// [`AppendError::Unknown`].
     fn write_ahead(&mut self, until: u64) -> Result<(), AppendError> {
-        const CHUNK: usize = 1 << 20;
-        let zeros = vec![0u8; CHUNK];
-        let mut at = self.written_ahead;
-        while at < until {
-            let n = CHUNK.min((until - at) as usize);
-            self.file
-                .write_all_at(&zeros[..n], at)
-                .map_err(|e| AppendError::NotWritten(io("write", &self.path(), e)))?;
-            at += n as u64;
-        }
+        let from = self.written_ahead;
+        let written = match &mut self.direct {
+            // Straight to the disk, where records go too.
+            Some(direct) => direct.write_zeros(from, until.saturating_sub(from)),
+            None => {
+                let zeros = crate::direct::zeros_ahead();
+                let mut at = from;
+                let mut written = Ok(());
+                while at < until && written.is_ok() {
+                    let n = zeros.len().min((until - at) as usize);
+                    written = self.file.write_all_at(&zeros[..n], at);
+                    at += n as u64;
+                }
+                written
+            }
+        };
+        written.map_err(|e| AppendError::NotWritten(io("write", &self.path(), e)))?;
         self.file
             .sync_data()
             .map_err(|e| AppendError::Unknown(io("sync", &self.path(), e)))?;
