@@ -180,9 +180,9 @@ impl Direct {
                 "zeros written ahead directly must be whole blocks ({length} bytes at {at})"
             )));
         }
+        let zeros = zeros_ahead();
         let mut done = 0;
         while done < length {
-            let zeros = zeros_ahead();
             let n = zeros
                 .len()
                 .min(usize::try_from(length - done).unwrap_or(usize::MAX));

@@ -56,6 +56,13 @@ struct Acknowledged {
     consults: Vec<(Uuid, ConsultState)>,
 }
 
+impl Acknowledged {
+    /// How many writes were acknowledged.
+    fn count(&self) -> usize {
+        self.messages.len() + self.consents.len() + self.consults.len()
+    }
+}
+
 /// The people of the test and their devices (state on the ordinary disk:
 /// only the server's data is on the power-cut file system).
 struct People {
@@ -382,13 +389,12 @@ async fn under_load(mount: Option<&mut Mount>, cut: impl Fn(u64) -> Option<Cut>)
             } else {
                 Pause::FirstWrite
             };
-            let writes = |a: &Acknowledged| a.messages.len() + a.consents.len() + a.consults.len();
-            let earlier = writes(&acked.lock().unwrap());
+            let earlier = acked.lock().unwrap().count();
             soon += 1;
             if again_soon(&path, &pki, port, &data, &p, &acked, pause).await {
                 replay_pending += 1;
             }
-            acknowledged_between += writes(&acked.lock().unwrap()) - earlier;
+            acknowledged_between += acked.lock().unwrap().count() - earlier;
         }
         if let (Some(mount), Some(what)) = (mount.as_deref_mut(), what) {
             mount.power_cut(what).unwrap();
@@ -468,20 +474,13 @@ async fn again_soon(
     let journal = samenop_server::store::redb::RedbStore::journal_dir(data);
     let before = segments(&journal);
     let mut server = start_unread(config, port);
-    within("the server to serve again", async {
-        while connect_once(pki, port).await.is_err() {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    })
-    .await;
+    first_answer(pki, port).await;
     let mut pending = false;
-    let writes = |a: &Acknowledged| a.messages.len() + a.consents.len() + a.consults.len();
-    let earlier = writes(&acked.lock().unwrap());
+    let earlier = acked.lock().unwrap().count();
     let kill = async {
         if let Pause::FirstWrite = pause {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-            while writes(&acked.lock().unwrap()) == earlier
-                && tokio::time::Instant::now() < deadline
+            while acked.lock().unwrap().count() == earlier && tokio::time::Instant::now() < deadline
             {
                 tokio::time::sleep(Duration::from_micros(200)).await;
             }
@@ -495,6 +494,20 @@ async fn again_soon(
     })
     .await;
     pending
+}
+
+/// A connection as soon as the server first answers (tried every
+/// millisecond, where [`connect`] waits 50 between tries).
+async fn first_answer(pki: &PkiPaths, port: u16) -> Client {
+    within("the server to serve again", async {
+        loop {
+            if let Ok(client) = connect_once(pki, port).await {
+                return client;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
 }
 
 /// The journal's segment files by name.
@@ -589,15 +602,7 @@ async fn what_a_restart_replays_survives_a_power_cut_soon_after() {
 
         let before = segments(&journal);
         server = start_unread(&path, port);
-        let client = within("the server to serve again", async {
-            loop {
-                if let Ok(client) = connect_once(&pki, port).await {
-                    return client;
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        })
-        .await;
+        let client = first_answer(&pki, port).await;
         let after = client
             .acting_as(ADMINS[0].parse().unwrap())
             .register_professional("Daarna", &[Role::ContactPerson], &[])
