@@ -1,21 +1,52 @@
 //! Live delivery: wakes each device's subscription when its event log grows.
 //!
 //! The events themselves are durable in the store (see
-//! [`crate::store::threads`]); the hub only carries "the log of device D now
+//! [`crate::store::threads`]); the hub carries "the log of device D now
 //! ends at N", so a subscription reads what is new from the store at its own
-//! pace. Nothing is queued per subscriber: a slow one holds at most its
-//! stream's small channel of events in memory, and a fast writer never waits
-//! for it.
+//! pace. A change committed on this server also hands the hub the events it
+//! appended, as they are delivered (a post's entry in full, shared by every
+//! device told), and a subscription takes them from there instead of reading
+//! them back, when they are exactly the ones it is behind by (decision 54).
+//! That is a cache: a subscription that finds anything else there reads the
+//! store. Nothing is queued per subscriber beyond it: a slow one holds at
+//! most [`HANDED_KEPT`] handed events and a few read ahead, and a fast writer
+//! never waits for it.
 
 use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex, PoisonError},
+    collections::{HashMap, VecDeque},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
 
-use crate::domain::DeviceId;
+use crate::{domain::DeviceId, store::threads::StoredEvent};
+
+/// Handed events kept per subscribed device, newest first kept.
+pub const HANDED_KEPT: usize = 32;
+/// How long a handed event may be taken: older ones are read from the
+/// store, so a thread erased on another replica is not delivered from here
+/// later than this.
+const HANDED_FOR: Duration = Duration::from_millis(500);
+
+/// An event handed over by the change that appended it.
+struct Handed {
+    /// Its number in the device's log.
+    number: u64,
+    /// When it was handed over.
+    at: Instant,
+    /// The hub's count of thread erasures then.
+    erasures: u64,
+    /// The event as delivered.
+    event: Arc<StoredEvent>,
+}
+
+/// Events handed over for one device, in number order.
+type HandedEvents = Arc<Mutex<VecDeque<Handed>>>;
 
 /// One device's wake-up signals.
 struct Mailbox {
@@ -23,6 +54,8 @@ struct Mailbox {
     head: watch::Sender<u64>,
     /// Counts subscriptions: a newer one ends the older.
     generation: watch::Sender<u64>,
+    /// Events handed over and not taken yet.
+    handed: HandedEvents,
 }
 
 /// The hub: one mailbox per device that ever subscribed since start.
@@ -34,6 +67,9 @@ pub struct Hub {
     closing: Arc<watch::Sender<bool>>,
     /// Subscriptions alive now.
     live: Gauge,
+    /// Thread erasures committed since start: events handed over before
+    /// one are no longer taken.
+    erasures: Arc<AtomicU64>,
 }
 
 /// A device's subscription as the hub sees it.
@@ -48,6 +84,10 @@ pub struct Subscription {
     closing: watch::Receiver<bool>,
     /// The hub's count of live subscriptions, less one when this ends.
     live: Gauge,
+    /// The device's handed events.
+    handed: HandedEvents,
+    /// The hub's count of thread erasures.
+    erasures: Arc<AtomicU64>,
 }
 
 impl Drop for Subscription {
@@ -74,6 +114,37 @@ impl Subscription {
     /// once for growth already read).
     pub fn known(&mut self) -> u64 {
         *self.head.borrow_and_update()
+    }
+
+    /// The events numbered `after + 1` to `last`, when they were all handed
+    /// over, not too long ago and before no thread erasure; `None`
+    /// otherwise (read them from the store). Events up to `after` are
+    /// dropped either way: the subscription has them.
+    pub fn handed(&self, after: u64, last: u64) -> Option<Vec<(u64, Arc<StoredEvent>)>> {
+        let mut handed = self.handed.lock().unwrap_or_else(PoisonError::into_inner);
+        while handed.front().is_some_and(|h| h.number <= after) {
+            handed.pop_front();
+        }
+        let wanted = usize::try_from(last.checked_sub(after)?).ok()?;
+        if wanted == 0 || handed.len() < wanted {
+            return None;
+        }
+        let erasures = self.erasures.load(Ordering::Acquire);
+        let fresh = |h: &Handed| h.erasures == erasures && h.at.elapsed() < HANDED_FOR;
+        let whole = handed
+            .iter()
+            .take(wanted)
+            .zip(after + 1..)
+            .all(|(h, number)| h.number == number && fresh(h));
+        if !whole {
+            return None;
+        }
+        Some(
+            handed
+                .drain(..wanted)
+                .map(|h| (h.number, h.event))
+                .collect(),
+        )
     }
 
     /// Waits until the device's log grows, this subscription is replaced or
@@ -103,6 +174,7 @@ impl Hub {
             mailboxes: Arc::default(),
             closing: Arc::new(watch::channel(false).0),
             live: Gauge::default(),
+            erasures: Arc::default(),
         }
     }
 
@@ -113,17 +185,61 @@ impl Hub {
 
     /// Tells a device's subscription that its log now ends at `last`.
     pub fn notify(&self, device: DeviceId, last: u64) {
+        self.appended(device, last, &[]);
+    }
+
+    /// Tells a device's subscription that its log now ends at `last`, and
+    /// hands over `events`, the last of the log (numbered up to `last`), as
+    /// they are delivered, for a live subscription to take instead of
+    /// reading them (none kept when there is none).
+    pub fn appended(&self, device: DeviceId, last: u64, events: &[Arc<StoredEvent>]) {
         let mailboxes = self
             .mailboxes
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(mailbox) = mailboxes.get(&device) {
-            mailbox.head.send_if_modified(|head| {
-                let grew = last > *head;
-                *head = (*head).max(last);
-                grew
-            });
+        let Some(mailbox) = mailboxes.get(&device) else {
+            return;
+        };
+        let first = (last + 1).checked_sub(events.len() as u64);
+        if let Some(first) = first.filter(|_| mailbox.head.receiver_count() > 0) {
+            let at = Instant::now();
+            let erasures = self.erasures.load(Ordering::Acquire);
+            let mut handed = mailbox
+                .handed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (number, event) in (first..).zip(events) {
+                // Changes committed together may be handed over in another
+                // order: each goes where its number says.
+                let at_index = handed.partition_point(|h| h.number < number);
+                if handed.get(at_index).is_some_and(|h| h.number == number) {
+                    continue;
+                }
+                handed.insert(
+                    at_index,
+                    Handed {
+                        number,
+                        at,
+                        erasures,
+                        event: event.clone(),
+                    },
+                );
+            }
+            while handed.len() > HANDED_KEPT {
+                handed.pop_front();
+            }
         }
+        mailbox.head.send_if_modified(|head| {
+            let grew = last > *head;
+            *head = (*head).max(last);
+            grew
+        });
+    }
+
+    /// Says a change that erased threads committed: nothing handed over
+    /// before it is taken any more (it may name an entry now gone).
+    pub fn threads_erased(&self) {
+        self.erasures.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Starts a subscription for `device`, ending any older one. Take it
@@ -136,7 +252,15 @@ impl Hub {
         let mailbox = mailboxes.entry(device).or_insert_with(|| Mailbox {
             head: watch::channel(0).0,
             generation: watch::channel(0).0,
+            handed: HandedEvents::default(),
         });
+        // What was handed over for an earlier subscription is not kept for
+        // this one, which reads from its own cursor.
+        mailbox
+            .handed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         let mut generation = 0;
         mailbox.generation.send_modify(|current| {
             *current += 1;
@@ -151,6 +275,8 @@ impl Hub {
             current: mailbox.generation.subscribe(),
             closing: self.closing.subscribe(),
             live: self.live.clone(),
+            handed: mailbox.handed.clone(),
+            erasures: self.erasures.clone(),
         }
     }
 
@@ -205,5 +331,115 @@ pub(crate) async fn follow_others(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use samenop_proto::v1;
+
+    use super::*;
+
+    fn device() -> DeviceId {
+        DeviceId::from_bytes(*uuid::Uuid::now_v7().as_bytes())
+    }
+
+    /// An event whose content says which number it was handed over as.
+    fn event(number: u64) -> Arc<StoredEvent> {
+        Arc::new(StoredEvent {
+            event: Some(v1::subscribe_response::Event::ThreadEntry(
+                v1::ThreadEntry {
+                    sequence: number,
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        })
+    }
+
+    fn numbers(handed: Option<Vec<(u64, Arc<StoredEvent>)>>) -> Option<Vec<u64>> {
+        handed.map(|events| {
+            events
+                .into_iter()
+                .map(|(number, event)| match &event.event {
+                    Some(v1::subscribe_response::Event::ThreadEntry(e)) => {
+                        assert_eq!(e.sequence, number, "the event handed over as {number}");
+                        number
+                    }
+                    _ => panic!("not an event made here"),
+                })
+                .collect()
+        })
+    }
+
+    #[test]
+    fn handed_events_are_taken_once_in_order_and_only_all_together() {
+        let hub = Hub::new();
+        let d = device();
+        let mut s = hub.subscribe(d);
+        hub.appended(d, 3, &[event(2), event(3)]);
+        assert_eq!(s.known(), 3);
+        // Event 1 was never handed over: the store has it.
+        assert_eq!(numbers(s.handed(0, 3)), None);
+        assert_eq!(numbers(s.handed(1, 3)), Some(vec![2, 3]));
+        assert_eq!(numbers(s.handed(3, 3)), None, "taken once");
+        // Two changes handed over in the other order than their numbers.
+        hub.appended(d, 6, &[event(6)]);
+        assert_eq!(numbers(s.handed(3, 6)), None);
+        hub.appended(d, 5, &[event(4), event(5)]);
+        assert_eq!(s.known(), 6, "the head never goes back");
+        assert_eq!(numbers(s.handed(3, 6)), Some(vec![4, 5, 6]));
+        // Woken by a change that handed nothing over (another replica's).
+        hub.notify(d, 7);
+        assert_eq!(numbers(s.handed(6, 7)), None);
+    }
+
+    #[test]
+    fn what_a_subscription_is_behind_by_beyond_what_is_kept_is_read() {
+        let hub = Hub::new();
+        let d = device();
+        let s = hub.subscribe(d);
+        let events: Vec<_> = (1..=40).map(event).collect();
+        hub.appended(d, 40, &events);
+        assert_eq!(numbers(s.handed(0, 40)), None);
+        let kept = 40 - HANDED_KEPT as u64;
+        assert_eq!(
+            numbers(s.handed(kept, 40)),
+            Some((kept + 1..=40).collect::<Vec<_>>())
+        );
+    }
+
+    #[test]
+    fn nothing_is_kept_without_a_subscription_nor_for_the_next() {
+        let hub = Hub::new();
+        let d = device();
+        let first = hub.subscribe(d);
+        drop(first);
+        hub.appended(d, 1, &[event(1)]);
+        let s = hub.subscribe(d);
+        assert_eq!(numbers(s.handed(0, 1)), None, "no subscription was alive");
+        hub.appended(d, 2, &[event(2)]);
+        let newer = hub.subscribe(d);
+        assert_eq!(numbers(newer.handed(1, 2)), None, "kept for the older one");
+        assert_eq!(numbers(s.handed(1, 2)), None);
+    }
+
+    #[test]
+    fn an_erasure_or_time_sends_subscriptions_to_the_store() {
+        let hub = Hub::new();
+        let d = device();
+        let s = hub.subscribe(d);
+        hub.appended(d, 1, &[event(1)]);
+        hub.threads_erased();
+        assert_eq!(
+            numbers(s.handed(0, 1)),
+            None,
+            "handed over before an erasure"
+        );
+        hub.appended(d, 2, &[event(2)]);
+        assert_eq!(numbers(s.handed(1, 2)), Some(vec![2]), "after it");
+        hub.appended(d, 3, &[event(3)]);
+        std::thread::sleep(HANDED_FOR + Duration::from_millis(50));
+        assert_eq!(numbers(s.handed(2, 3)), None, "handed over too long ago");
     }
 }

@@ -122,6 +122,7 @@ pub(crate) async fn round(ctx: &Context, retention: &Retention) -> ServiceResult
                  period",
             ));
             ctx.consults.commit(batch).await?;
+            ctx.hub.threads_erased();
             purged.consults += 1;
         } else if ended + retention.thread <= now {
             let mut batch = Batch::new();
@@ -141,6 +142,7 @@ pub(crate) async fn round(ctx: &Context, retention: &Retention) -> ServiceResult
                 ),
             ));
             ctx.consults.commit(batch).await?;
+            ctx.hub.threads_erased();
             purged.threads += 1;
         }
     }

@@ -219,6 +219,7 @@ pub(super) async fn erase(
     let event_id = event.event_id.clone();
     batch.audit(event);
     ctx.consults.commit(batch).await?;
+    ctx.hub.threads_erased();
     tracing::info!(family = %id, "family erased");
     Ok(v1::EraseFamilyResponse {
         erased_at: Some(timestamp(ctx.now())),

@@ -9,7 +9,7 @@
 //! the consult id and the actor; the consult itself is filled in at delivery,
 //! as the recipient may see it then.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use samenop_proto::v1;
 
@@ -39,6 +39,9 @@ pub(super) struct Notice<'a> {
 #[derive(Default)]
 pub(super) struct Fanout {
     events: BTreeMap<DeviceId, Vec<StoredEvent>>,
+    /// The thread entry the change appends, in full, as its references are
+    /// delivered (see [`Fanout::delivering`]).
+    entry: Option<Arc<StoredEvent>>,
 }
 
 impl Fanout {
@@ -55,17 +58,41 @@ impl Fanout {
         }
     }
 
+    /// Hands subscriptions `entry` (the thread entry the change appends)
+    /// in full where the logs keep only a reference to it, so they need
+    /// not read it back.
+    pub(super) fn delivering(&mut self, entry: StoredEvent) {
+        self.entry = Some(Arc::new(entry));
+    }
+
     /// Commits `batch` (with [`Fanout::stage`] done on it, and no other log
-    /// append) and wakes each device's subscription.
+    /// append), wakes each device's subscription and hands it the events.
     ///
     /// # Errors
     /// As [`crate::store::threads::Threads::commit`].
     pub(super) async fn commit(&self, ctx: &Context, batch: Batch) -> Result<(), StoreError> {
         let lasts = ctx.threads.commit_logged(batch).await?;
-        for (device, last) in self.events.keys().zip(lasts) {
-            ctx.hub.notify(*device, last);
+        let mut handed = Vec::new();
+        for ((device, events), last) in self.events.iter().zip(lasts) {
+            handed.clear();
+            handed.extend(events.iter().map(|event| self.as_delivered(event)));
+            ctx.hub.appended(*device, last, &handed);
         }
         Ok(())
+    }
+
+    /// `event` as a subscription delivers it: a reference to the entry
+    /// given to [`Fanout::delivering`] is that entry.
+    fn as_delivered(&self, event: &StoredEvent) -> Arc<StoredEvent> {
+        if let (Some(full), Some(v1::subscribe_response::Event::ThreadEntry(reference))) =
+            (&self.entry, &event.event)
+            && let Some(v1::subscribe_response::Event::ThreadEntry(entry)) = &full.event
+            && entry.consult_id == reference.consult_id
+            && entry.sequence == reference.sequence
+        {
+            return full.clone();
+        }
+        Arc::new(event.clone())
     }
 
     /// Adds `event` to every active device of `professional`.

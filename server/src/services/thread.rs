@@ -141,9 +141,19 @@ fn header(
     Ok(protocol)
 }
 
-/// The cursor text of event `number` of `device`'s log.
+/// The cursor text of event `number` of `device`'s log (made for every
+/// delivery: the id is written without the formatting machinery).
 fn cursor(device: DeviceId, number: u64) -> String {
-    format!("{device}.{number}")
+    use std::fmt::Write as _;
+    let mut id = uuid::Uuid::encode_buffer();
+    let id = uuid::Uuid::from_bytes(*device.as_bytes())
+        .hyphenated()
+        .encode_lower(&mut id);
+    let mut text = String::with_capacity(id.len() + 21);
+    text.push_str(id);
+    text.push('.');
+    let _ = write!(text, "{number}");
+    text
 }
 
 /// The event number a cursor names, checked to be of `device`.
@@ -383,6 +393,11 @@ impl ThreadApi {
                 );
             }
             fanout.stage(&self.ctx, &mut batch);
+            fanout.delivering(StoredEvent {
+                occurred_at: Some(timestamp(now)),
+                event: Some(v1::subscribe_response::Event::ThreadEntry(entry.clone())),
+                ..Default::default()
+            });
             batch.audit(caller.audit.allowed());
             match fanout.commit(&self.ctx, batch).await {
                 Ok(()) => return Ok((entry.sequence, epoch_after)),
@@ -449,13 +464,15 @@ impl ThreadApi {
     }
 
     /// Fills a stored event for delivery: its cursor, and a thread entry's
-    /// message read from the thread.
+    /// message read from the thread, unless it came in full from the hub
+    /// (`handed`, see [`crate::delivery`]).
     async fn deliverable(
         &self,
         viewer: ProfessionalId,
         device: DeviceId,
         number: u64,
         mut event: StoredEvent,
+        handed: bool,
     ) -> ServiceResult<v1::SubscribeResponse> {
         event.cursor = cursor(device, number);
         if let Some(v1::subscribe_response::Event::Consult(change)) = &mut event.event {
@@ -463,6 +480,7 @@ impl ThreadApi {
                 super::notices::fill(&self.consults, &viewer, change).await?;
             }
         } else if let Some(v1::subscribe_response::Event::ThreadEntry(reference)) = &mut event.event
+            && (!handed || reference.mls_message.is_empty())
         {
             let consult = ConsultId::parse("consult_id", &reference.consult_id).map_err(|_| {
                 StoreError::Corrupt {
@@ -696,8 +714,8 @@ struct Following {
     /// The number of the last event delivered (or the cursor resumed from).
     after: u64,
     subscription: crate::delivery::Subscription,
-    /// Events read and not yet delivered, in order.
-    ready: std::collections::VecDeque<(u64, StoredEvent)>,
+    /// Events read or handed over (`true`) and not yet delivered, in order.
+    ready: std::collections::VecDeque<(u64, StoredEvent, bool)>,
     /// Whether the last read reached the end of the log: wait for growth
     /// before reading again.
     caught_up: bool,
@@ -713,10 +731,16 @@ impl Following {
             return None;
         }
         loop {
-            if let Some((number, event)) = self.ready.pop_front() {
+            if let Some((number, event, handed)) = self.ready.pop_front() {
                 let item = self
                     .api
-                    .deliverable(self.device.professional, self.device.id, number, event)
+                    .deliverable(
+                        self.device.professional,
+                        self.device.id,
+                        number,
+                        event,
+                        handed,
+                    )
                     .await
                     .map_err(Status::from);
                 match item {
@@ -758,9 +782,20 @@ impl Following {
             Ok(false) => return Err(Status::not_found(format!("no active device {id} of yours"))),
             Err(err) => return Err(ServiceError::from(err).into()),
         }
-        // Woken for a few new events: read them by their numbers.
         let known = self.subscription.known();
         let after = self.after;
+        // Woken for events committed here: take them as they were handed
+        // over, when they are all there.
+        if let Some(handed) = self.subscription.handed(after, known) {
+            self.caught_up = true;
+            self.ready.extend(
+                handed
+                    .into_iter()
+                    .map(|(number, event)| (number, std::sync::Arc::unwrap_or_clone(event), true)),
+            );
+            return Ok(());
+        }
+        // Woken for a few new events: read them by their numbers.
         let numbered = if known > after && known - after <= EVENTS_PER_READ as u64 {
             ctx.threads.events_numbered(id, after, known).await
         } else {
@@ -772,7 +807,26 @@ impl Following {
             Err(err) => return Err(ServiceError::from(err).into()),
         };
         self.caught_up = events.len() < EVENTS_PER_READ;
-        self.ready.extend(events);
+        self.ready.extend(
+            events
+                .into_iter()
+                .map(|(number, event)| (number, event, false)),
+        );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_is_the_device_and_the_number_and_reads_back() {
+        let device = DeviceId::from_bytes(*uuid::Uuid::now_v7().as_bytes());
+        for number in [0, 7, u64::MAX] {
+            let text = cursor(device, number);
+            assert_eq!(text, format!("{device}.{number}"));
+            assert_eq!(parse_cursor(device, &text).ok(), Some(number));
+        }
     }
 }

@@ -4,7 +4,7 @@
 
 use samenop_client::{Client, Expertise, Role, ViolenceType, mls::Messenger};
 use samenop_proto::v1::{self, thread_service_client::ThreadServiceClient};
-use samenop_tests::{ORG_B, ThreadedConsult, acting, threaded_consult};
+use samenop_tests::{ORG_B, ThreadedConsult, acting, threaded_consult, within};
 use tonic::Code;
 use uuid::Uuid;
 
@@ -138,4 +138,71 @@ async fn an_application_message_of_a_past_epoch_is_refused_and_stored_nowhere() 
         "{refused:?}"
     );
     assert_eq!(thread(&t).await.latest_sequence, moved.latest_sequence);
+}
+
+/// Reads `stream` up to the thread entry of `sequence`, answering it and
+/// the event before it.
+async fn up_to_entry(
+    stream: &mut tonic::Streaming<v1::SubscribeResponse>,
+    sequence: u64,
+) -> (Option<v1::SubscribeResponse>, v1::SubscribeResponse) {
+    let mut before = None;
+    loop {
+        let event = within("the entry's delivery", stream.message())
+            .await
+            .unwrap()
+            .expect("the stream goes on");
+        if let Some(v1::subscribe_response::Event::ThreadEntry(entry)) = &event.event
+            && entry.sequence == sequence
+        {
+            return (before, event);
+        }
+        before = Some(event);
+    }
+}
+
+#[tokio::test]
+async fn a_message_delivered_live_is_the_event_a_resumed_subscription_reads() {
+    let t = threaded_consult().await;
+    let subscribe = |cursor: String| {
+        let mut threads = ThreadServiceClient::new(t.eva.channel());
+        let request = acting(
+            &t.eva,
+            v1::SubscribeRequest {
+                device_id: t.eva_device.device().to_string(),
+                cursor,
+            },
+        );
+        async move { threads.subscribe(request).await }
+    };
+    let mut live = subscribe(String::new()).await.unwrap().into_inner();
+    // Once the subscription has caught up, each message comes as its post
+    // handed it over (decision 54)...
+    let first = t
+        .sanne_device
+        .send(t.consult, "eerste", None)
+        .await
+        .unwrap();
+    let (_, first) = up_to_entry(&mut live, first).await;
+    let second = t
+        .sanne_device
+        .send(t.consult, "tweede", None)
+        .await
+        .unwrap();
+    let (between, delivered) = up_to_entry(&mut live, second).await;
+    let before = between.unwrap_or(first);
+    // ... and is the very event a subscription resuming before it reads
+    // from the store.
+    let mut resumed = subscribe(before.cursor).await.unwrap().into_inner();
+    let (_, read) = up_to_entry(&mut resumed, second).await;
+    assert_eq!(delivered, read);
+    let Some(v1::subscribe_response::Event::ThreadEntry(entry)) = &read.event else {
+        unreachable!("a thread entry")
+    };
+    assert!(!entry.mls_message.is_empty(), "{entry:?}");
+    assert_eq!(
+        thread(&t).await.entries.last(),
+        Some(entry),
+        "as the thread has it"
+    );
 }
