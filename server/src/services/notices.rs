@@ -35,10 +35,13 @@ pub(super) struct Notice<'a> {
     pub actor: Option<ProfessionalId>,
 }
 
-/// The events one change adds to device logs, per device, in order.
+/// The events one change adds to device logs: each event once, and per
+/// device which of them, in order (a post tells hundreds of devices the
+/// same reference, and it is encoded once).
 #[derive(Default)]
 pub(super) struct Fanout {
-    events: BTreeMap<DeviceId, Vec<StoredEvent>>,
+    events: Vec<StoredEvent>,
+    told: BTreeMap<DeviceId, Vec<usize>>,
     /// The thread entry the change appends, in full, as its references are
     /// delivered (see [`Fanout::delivering`]).
     entry: Option<Arc<StoredEvent>>,
@@ -47,14 +50,36 @@ pub(super) struct Fanout {
 impl Fanout {
     /// Adds `event` to `device`'s log.
     pub(super) fn add(&mut self, device: DeviceId, event: StoredEvent) {
-        self.events.entry(device).or_default().push(event);
+        self.add_to_each([device], event);
+    }
+
+    /// Adds `event` to the log of each of `devices`.
+    pub(super) fn add_to_each(
+        &mut self,
+        devices: impl IntoIterator<Item = DeviceId>,
+        event: StoredEvent,
+    ) {
+        let index = self.events.len();
+        self.events.push(event);
+        for device in devices {
+            self.told.entry(device).or_default().push(index);
+        }
     }
 
     /// Stages the events into `batch`, each device's at the end of its log
     /// as it is when the batch commits.
     pub(super) fn stage(&self, ctx: &Context, batch: &mut Batch) {
-        for (device, events) in &self.events {
-            ctx.threads.stage_events(batch, *device, events);
+        let encoded: Vec<Vec<u8>> = self
+            .events
+            .iter()
+            .map(prost::Message::encode_to_vec)
+            .collect();
+        for (device, events) in &self.told {
+            ctx.threads.stage_events(
+                batch,
+                *device,
+                events.iter().map(|&i| encoded[i].clone()).collect(),
+            );
         }
     }
 
@@ -72,10 +97,12 @@ impl Fanout {
     /// As [`crate::store::threads::Threads::commit`].
     pub(super) async fn commit(&self, ctx: &Context, batch: Batch) -> Result<(), StoreError> {
         let lasts = ctx.threads.commit_logged(batch).await?;
+        let delivered: Vec<Arc<StoredEvent>> =
+            self.events.iter().map(|e| self.as_delivered(e)).collect();
         let mut handed = Vec::new();
-        for ((device, events), last) in self.events.iter().zip(lasts) {
+        for ((device, events), last) in self.told.iter().zip(lasts) {
             handed.clear();
-            handed.extend(events.iter().map(|event| self.as_delivered(event)));
+            handed.extend(events.iter().map(|&i| delivered[i].clone()));
             ctx.hub.appended(*device, last, &handed);
         }
         Ok(())
@@ -100,11 +127,10 @@ impl Fanout {
         &mut self,
         ctx: &Context,
         professional: ProfessionalId,
-        event: &StoredEvent,
+        event: StoredEvent,
     ) -> ServiceResult<()> {
-        for device in ctx.directory.active_device_ids_of(professional).await? {
-            self.add(device, event.clone());
-        }
+        let devices = ctx.directory.active_device_ids_of(professional).await?;
+        self.add_to_each(devices, event);
         Ok(())
     }
 }
@@ -207,7 +233,7 @@ pub(super) async fn fanout(consults: &ConsultApi, notices: &[Notice<'_>]) -> Ser
                 })),
                 ..Default::default()
             };
-            fanout.add_to_devices(ctx, professional, &event).await?;
+            fanout.add_to_devices(ctx, professional, event).await?;
         }
     }
     Ok(fanout)

@@ -380,18 +380,14 @@ impl ThreadApi {
                 sequence: entry.sequence,
                 ..Default::default()
             };
-            for device in self.member_devices(&loaded.now).await? {
-                fanout.add(
-                    device,
-                    StoredEvent {
-                        occurred_at: Some(timestamp(now)),
-                        event: Some(v1::subscribe_response::Event::ThreadEntry(
-                            reference.clone(),
-                        )),
-                        ..Default::default()
-                    },
-                );
-            }
+            fanout.add_to_each(
+                self.member_devices(&loaded.now).await?,
+                StoredEvent {
+                    occurred_at: Some(timestamp(now)),
+                    event: Some(v1::subscribe_response::Event::ThreadEntry(reference)),
+                    ..Default::default()
+                },
+            );
             fanout.stage(&self.ctx, &mut batch);
             fanout.delivering(StoredEvent {
                 occurred_at: Some(timestamp(now)),

@@ -372,11 +372,9 @@ impl Threads {
 
     /// Adds to `batch` events appended to the end of `device`'s log, as it
     /// is when the batch commits (see [`Threads::commit_logged`]).
-    pub fn stage_events(&self, batch: &mut Batch, device: DeviceId, events: &[StoredEvent]) {
-        batch.append_log(
-            *device.as_bytes(),
-            events.iter().map(prost::Message::encode_to_vec).collect(),
-        );
+    /// `encoded` holds each event's [`StoredEvent`] encoding, in order.
+    pub fn stage_events(&self, batch: &mut Batch, device: DeviceId, encoded: Vec<Vec<u8>>) {
+        batch.append_log(*device.as_bytes(), encoded);
     }
 
     /// The number up to which a device's log was trimmed (0: never).
