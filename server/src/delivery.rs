@@ -21,26 +21,42 @@ use std::{
     time::{Duration, Instant},
 };
 
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
 use tokio::sync::watch;
 
 use crate::{domain::DeviceId, store::threads::StoredEvent};
 
 /// Handed events kept per subscribed device, newest first kept.
 pub const HANDED_KEPT: usize = 32;
+/// The largest thread entry handed over in full (encoded): a larger one is
+/// handed over as the log keeps it, a reference read at delivery, so that
+/// a slow subscription holds no more than a few of those at a time.
+pub const HANDED_ENTRY_BYTES: usize = 16 * 1024;
 /// How long a handed event may be taken: older ones are read from the
 /// store, so a thread erased on another replica is not delivered from here
 /// later than this.
 const HANDED_FOR: Duration = Duration::from_millis(500);
 
+/// When an event was handed over: it is delivered as handed over only
+/// while [`Subscription::fresh`] says so, up to its delivery.
+#[derive(Clone, Copy)]
+pub struct Stamp {
+    /// When it was handed over.
+    at: Instant,
+    /// The hub's count of thread erasures before the change that appended
+    /// it committed.
+    erasures: u64,
+}
+
 /// An event handed over by the change that appended it.
 struct Handed {
     /// Its number in the device's log.
     number: u64,
-    /// When it was handed over.
-    at: Instant,
-    /// The hub's count of thread erasures then.
-    erasures: u64,
+    stamp: Stamp,
     /// The event as delivered.
     event: Arc<StoredEvent>,
 }
@@ -70,6 +86,41 @@ pub struct Hub {
     /// Thread erasures committed since start: events handed over before
     /// one are no longer taken.
     erasures: Arc<AtomicU64>,
+    /// Events delivered, by where they came from.
+    deliveries: Deliveries,
+}
+
+/// Where a delivered event came from, as a label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    /// `handed` (from the change that appended it) or `read` (from the
+    /// store).
+    source: &'static str,
+}
+
+/// The count of delivered events, by where they came from.
+#[derive(Clone)]
+struct Deliveries {
+    family: Family<SourceLabels, Counter>,
+    handed: Counter,
+    read: Counter,
+}
+
+impl Default for Deliveries {
+    fn default() -> Self {
+        let family = Family::<SourceLabels, Counter>::default();
+        let handed = family
+            .get_or_create(&SourceLabels { source: "handed" })
+            .clone();
+        let read = family
+            .get_or_create(&SourceLabels { source: "read" })
+            .clone();
+        Deliveries {
+            family,
+            handed,
+            read,
+        }
+    }
 }
 
 /// A device's subscription as the hub sees it.
@@ -93,6 +144,13 @@ pub struct Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.live.dec();
+        // What was handed over and not taken is not kept for nobody.
+        if *self.current.borrow() == self.generation {
+            self.handed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
+        }
     }
 }
 
@@ -120,7 +178,7 @@ impl Subscription {
     /// over, not too long ago and before no thread erasure; `None`
     /// otherwise (read them from the store). Events up to `after` are
     /// dropped either way: the subscription has them.
-    pub fn handed(&self, after: u64, last: u64) -> Option<Vec<(u64, Arc<StoredEvent>)>> {
+    pub fn handed(&self, after: u64, last: u64) -> Option<Vec<(u64, Arc<StoredEvent>, Stamp)>> {
         let mut handed = self.handed.lock().unwrap_or_else(PoisonError::into_inner);
         while handed.front().is_some_and(|h| h.number <= after) {
             handed.pop_front();
@@ -129,22 +187,27 @@ impl Subscription {
         if wanted == 0 || handed.len() < wanted {
             return None;
         }
-        let erasures = self.erasures.load(Ordering::Acquire);
-        let fresh = |h: &Handed| h.erasures == erasures && h.at.elapsed() < HANDED_FOR;
         let whole = handed
             .iter()
             .take(wanted)
             .zip(after + 1..)
-            .all(|(h, number)| h.number == number && fresh(h));
+            .all(|(h, number)| h.number == number && self.fresh(h.stamp));
         if !whole {
             return None;
         }
         Some(
             handed
                 .drain(..wanted)
-                .map(|h| (h.number, h.event))
+                .map(|h| (h.number, h.event, h.stamp))
                 .collect(),
         )
+    }
+
+    /// Whether an event handed over at `stamp` may still be delivered as it
+    /// was handed over: less than 500 ms ago, and no thread erasure has
+    /// committed here since before the change that appended it.
+    pub fn fresh(&self, stamp: Stamp) -> bool {
+        stamp.erasures == self.erasures.load(Ordering::Acquire) && stamp.at.elapsed() < HANDED_FOR
     }
 
     /// Waits until the device's log grows, this subscription is replaced or
@@ -175,6 +238,26 @@ impl Hub {
             closing: Arc::new(watch::channel(false).0),
             live: Gauge::default(),
             erasures: Arc::default(),
+            deliveries: Deliveries::default(),
+        }
+    }
+
+    /// Registers the hub's own metrics.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "samenop_deliveries",
+            "Events delivered to subscriptions, by where they came from: handed over by the change \
+             that appended them on this server, or read from the store",
+            self.deliveries.family.clone(),
+        );
+    }
+
+    /// Counts one event delivered, `handed` over or read.
+    pub fn delivered(&self, handed: bool) {
+        if handed {
+            self.deliveries.handed.inc();
+        } else {
+            self.deliveries.read.inc();
         }
     }
 
@@ -185,14 +268,27 @@ impl Hub {
 
     /// Tells a device's subscription that its log now ends at `last`.
     pub fn notify(&self, device: DeviceId, last: u64) {
-        self.appended(device, last, &[]);
+        self.appended(device, last, &[], self.erasures());
+    }
+
+    /// The count of thread erasures committed here: read it before
+    /// committing a change whose events are then handed over.
+    pub fn erasures(&self) -> u64 {
+        self.erasures.load(Ordering::Acquire)
     }
 
     /// Tells a device's subscription that its log now ends at `last`, and
     /// hands over `events`, the last of the log (numbered up to `last`), as
     /// they are delivered, for a live subscription to take instead of
-    /// reading them (none kept when there is none).
-    pub fn appended(&self, device: DeviceId, last: u64, events: &[Arc<StoredEvent>]) {
+    /// reading them (none kept when there is none). `erasures` is
+    /// [`Hub::erasures`] as read before the change committed.
+    pub fn appended(
+        &self,
+        device: DeviceId,
+        last: u64,
+        events: &[Arc<StoredEvent>],
+        erasures: u64,
+    ) {
         let mailboxes = self
             .mailboxes
             .lock()
@@ -202,8 +298,10 @@ impl Hub {
         };
         let first = (last + 1).checked_sub(events.len() as u64);
         if let Some(first) = first.filter(|_| mailbox.head.receiver_count() > 0) {
-            let at = Instant::now();
-            let erasures = self.erasures.load(Ordering::Acquire);
+            let stamp = Stamp {
+                at: Instant::now(),
+                erasures,
+            };
             let mut handed = mailbox
                 .handed
                 .lock()
@@ -219,8 +317,7 @@ impl Hub {
                     at_index,
                     Handed {
                         number,
-                        at,
-                        erasures,
+                        stamp,
                         event: event.clone(),
                     },
                 );
@@ -228,6 +325,13 @@ impl Hub {
             while handed.len() > HANDED_KEPT {
                 handed.pop_front();
             }
+        } else if mailbox.head.receiver_count() == 0 {
+            // Handed over while the last subscription was ending.
+            mailbox
+                .handed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
         }
         mailbox.head.send_if_modified(|head| {
             let grew = last > *head;
@@ -236,8 +340,9 @@ impl Hub {
         });
     }
 
-    /// Says a change that erased threads committed: nothing handed over
-    /// before it is taken any more (it may name an entry now gone).
+    /// Says a change that erased threads committed, or may have: nothing
+    /// handed over by a change that committed before it is delivered as
+    /// handed over any more (it may be an entry now gone).
     pub fn threads_erased(&self) {
         self.erasures.fetch_add(1, Ordering::AcqRel);
     }
@@ -357,11 +462,11 @@ mod tests {
         })
     }
 
-    fn numbers(handed: Option<Vec<(u64, Arc<StoredEvent>)>>) -> Option<Vec<u64>> {
+    fn numbers(handed: Option<Vec<(u64, Arc<StoredEvent>, Stamp)>>) -> Option<Vec<u64>> {
         handed.map(|events| {
             events
                 .into_iter()
-                .map(|(number, event)| match &event.event {
+                .map(|(number, event, _)| match &event.event {
                     Some(v1::subscribe_response::Event::ThreadEntry(e)) => {
                         assert_eq!(e.sequence, number, "the event handed over as {number}");
                         number
@@ -377,16 +482,16 @@ mod tests {
         let hub = Hub::new();
         let d = device();
         let mut s = hub.subscribe(d);
-        hub.appended(d, 3, &[event(2), event(3)]);
+        hub.appended(d, 3, &[event(2), event(3)], hub.erasures());
         assert_eq!(s.known(), 3);
         // Event 1 was never handed over: the store has it.
         assert_eq!(numbers(s.handed(0, 3)), None);
         assert_eq!(numbers(s.handed(1, 3)), Some(vec![2, 3]));
         assert_eq!(numbers(s.handed(3, 3)), None, "taken once");
         // Two changes handed over in the other order than their numbers.
-        hub.appended(d, 6, &[event(6)]);
+        hub.appended(d, 6, &[event(6)], hub.erasures());
         assert_eq!(numbers(s.handed(3, 6)), None);
-        hub.appended(d, 5, &[event(4), event(5)]);
+        hub.appended(d, 5, &[event(4), event(5)], hub.erasures());
         assert_eq!(s.known(), 6, "the head never goes back");
         assert_eq!(numbers(s.handed(3, 6)), Some(vec![4, 5, 6]));
         // Woken by a change that handed nothing over (another replica's).
@@ -400,7 +505,7 @@ mod tests {
         let d = device();
         let s = hub.subscribe(d);
         let events: Vec<_> = (1..=40).map(event).collect();
-        hub.appended(d, 40, &events);
+        hub.appended(d, 40, &events, hub.erasures());
         assert_eq!(numbers(s.handed(0, 40)), None);
         let kept = 40 - HANDED_KEPT as u64;
         assert_eq!(
@@ -415,10 +520,10 @@ mod tests {
         let d = device();
         let first = hub.subscribe(d);
         drop(first);
-        hub.appended(d, 1, &[event(1)]);
+        hub.appended(d, 1, &[event(1)], hub.erasures());
         let s = hub.subscribe(d);
         assert_eq!(numbers(s.handed(0, 1)), None, "no subscription was alive");
-        hub.appended(d, 2, &[event(2)]);
+        hub.appended(d, 2, &[event(2)], hub.erasures());
         let newer = hub.subscribe(d);
         assert_eq!(numbers(newer.handed(1, 2)), None, "kept for the older one");
         assert_eq!(numbers(s.handed(1, 2)), None);
@@ -429,17 +534,51 @@ mod tests {
         let hub = Hub::new();
         let d = device();
         let s = hub.subscribe(d);
-        hub.appended(d, 1, &[event(1)]);
+        hub.appended(d, 1, &[event(1)], hub.erasures());
         hub.threads_erased();
         assert_eq!(
             numbers(s.handed(0, 1)),
             None,
             "handed over before an erasure"
         );
-        hub.appended(d, 2, &[event(2)]);
-        assert_eq!(numbers(s.handed(1, 2)), Some(vec![2]), "after it");
-        hub.appended(d, 3, &[event(3)]);
+        // Taken before an erasure, delivered after it.
+        hub.appended(d, 2, &[event(2)], hub.erasures());
+        let taken = s.handed(1, 2).expect("taken");
+        assert!(s.fresh(taken[0].2));
+        hub.threads_erased();
+        assert!(
+            !s.fresh(taken[0].2),
+            "an erasure between taking and delivering"
+        );
+        // Committed before an erasure, handed over after it.
+        let before = hub.erasures();
+        hub.threads_erased();
+        hub.appended(d, 3, &[event(3)], before);
+        assert_eq!(numbers(s.handed(2, 3)), None, "committed before an erasure");
+        hub.appended(d, 4, &[event(4)], hub.erasures());
+        assert_eq!(numbers(s.handed(3, 4)), Some(vec![4]), "after it");
+        hub.appended(d, 5, &[event(5)], hub.erasures());
         std::thread::sleep(HANDED_FOR + Duration::from_millis(50));
-        assert_eq!(numbers(s.handed(2, 3)), None, "handed over too long ago");
+        assert_eq!(numbers(s.handed(4, 5)), None, "handed over too long ago");
+    }
+
+    #[test]
+    fn what_an_ended_subscription_did_not_take_is_let_go() {
+        let hub = Hub::new();
+        let d = device();
+        let kept = |hub: &Hub| {
+            hub.mailboxes.lock().unwrap()[&d]
+                .handed
+                .lock()
+                .unwrap()
+                .len()
+        };
+        let s = hub.subscribe(d);
+        hub.appended(d, 2, &[event(1), event(2)], hub.erasures());
+        assert_eq!(kept(&hub), 2);
+        drop(s);
+        assert_eq!(kept(&hub), 0);
+        hub.appended(d, 3, &[event(3)], hub.erasures());
+        assert_eq!(kept(&hub), 0, "kept for no subscription");
     }
 }

@@ -251,6 +251,7 @@ pub async fn serve(
         hub.live_subscriptions(),
     );
     store.register_metrics(metrics.registry());
+    hub.register_metrics(metrics.registry());
     let metrics = Arc::new(metrics);
     let serving = metrics::Serving::default();
     serving.set(true);

@@ -121,8 +121,11 @@ pub(crate) async fn round(ctx: &Context, retention: &Retention) -> ServiceResult
                 "consult record, thread content and attachments removed after the retention \
                  period",
             ));
-            ctx.consults.commit(batch).await?;
+            // Said whatever the outcome: an erasure whose commit failed may
+            // have committed (decision 54).
+            let committed = ctx.consults.commit(batch).await;
             ctx.hub.threads_erased();
+            committed?;
             purged.consults += 1;
         } else if ended + retention.thread <= now {
             let mut batch = Batch::new();
@@ -141,8 +144,11 @@ pub(crate) async fn round(ctx: &Context, retention: &Retention) -> ServiceResult
                      after the retention period"
                 ),
             ));
-            ctx.consults.commit(batch).await?;
+            // Said whatever the outcome: an erasure whose commit failed may
+            // have committed (decision 54).
+            let committed = ctx.consults.commit(batch).await;
             ctx.hub.threads_erased();
+            committed?;
             purged.threads += 1;
         }
     }

@@ -15,6 +15,7 @@ use samenop_proto::v1;
 
 use super::{Context, consult::ConsultApi, timestamp};
 use crate::{
+    delivery::HANDED_ENTRY_BYTES,
     domain::{DeviceId, ProfessionalId, consult::Consult, consult::Standing, consult::State},
     error::{ServiceError, ServiceResult},
     store::{Batch, Keyspace, StoreError, threads::StoredEvent},
@@ -85,9 +86,11 @@ impl Fanout {
 
     /// Hands subscriptions `entry` (the thread entry the change appends)
     /// in full where the logs keep only a reference to it, so they need
-    /// not read it back.
+    /// not read it back; not one over [`HANDED_ENTRY_BYTES`].
     pub(super) fn delivering(&mut self, entry: StoredEvent) {
-        self.entry = Some(Arc::new(entry));
+        if prost::Message::encoded_len(&entry) <= HANDED_ENTRY_BYTES {
+            self.entry = Some(Arc::new(entry));
+        }
     }
 
     /// Commits `batch` (with [`Fanout::stage`] done on it, and no other log
@@ -96,6 +99,9 @@ impl Fanout {
     /// # Errors
     /// As [`crate::store::threads::Threads::commit`].
     pub(super) async fn commit(&self, ctx: &Context, batch: Batch) -> Result<(), StoreError> {
+        // Read before the commit: an erasure that commits after this one
+        // makes what is handed over stale, however late it is handed over.
+        let erasures = ctx.hub.erasures();
         let lasts = ctx.threads.commit_logged(batch).await?;
         let delivered: Vec<Arc<StoredEvent>> =
             self.events.iter().map(|e| self.as_delivered(e)).collect();
@@ -103,7 +109,7 @@ impl Fanout {
         for ((device, events), last) in self.told.iter().zip(lasts) {
             handed.clear();
             handed.extend(events.iter().map(|&i| delivered[i].clone()));
-            ctx.hub.appended(*device, last, &handed);
+            ctx.hub.appended(*device, last, &handed, erasures);
         }
         Ok(())
     }

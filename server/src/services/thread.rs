@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status, codegen::BoxStream};
 use super::{Context, consult::ConsultApi, notices::Fanout, timestamp};
 use crate::{
     auth::Caller,
-    delivery::Wake,
+    delivery::{Stamp, Wake},
     domain::{
         Device, DeviceId, InvalidInput, ProfessionalId,
         consult::{Consult, ConsultId, Standing, State, SuspensionReason},
@@ -702,6 +702,18 @@ impl ThreadService for ThreadApi {
     }
 }
 
+/// A thread entry in `event` made back into what a device's log keeps of
+/// it: where it is.
+fn as_reference(event: &mut StoredEvent) {
+    if let Some(v1::subscribe_response::Event::ThreadEntry(entry)) = &mut event.event {
+        *entry = v1::ThreadEntry {
+            consult_id: std::mem::take(&mut entry.consult_id),
+            sequence: entry.sequence,
+            ..Default::default()
+        };
+    }
+}
+
 /// A device's subscription: what it read of the device's log and has not
 /// delivered yet, and where it is.
 struct Following {
@@ -710,8 +722,9 @@ struct Following {
     /// The number of the last event delivered (or the cursor resumed from).
     after: u64,
     subscription: crate::delivery::Subscription,
-    /// Events read or handed over (`true`) and not yet delivered, in order.
-    ready: std::collections::VecDeque<(u64, StoredEvent, bool)>,
+    /// Events read, or handed over (decision 54) when they were, and not
+    /// yet delivered, in order.
+    ready: std::collections::VecDeque<(u64, StoredEvent, Option<Stamp>)>,
     /// Whether the last read reached the end of the log: wait for growth
     /// before reading again.
     caught_up: bool,
@@ -727,7 +740,17 @@ impl Following {
             return None;
         }
         loop {
-            if let Some((number, event, handed)) = self.ready.pop_front() {
+            if let Some((number, mut event, handed)) = self.ready.pop_front() {
+                // After an erasure, or a long wait, a handed-over entry is
+                // read again, as one read from the log is.
+                let handed = match handed {
+                    Some(stamp) if self.subscription.fresh(stamp) => true,
+                    Some(_) => {
+                        as_reference(&mut event);
+                        false
+                    }
+                    None => false,
+                };
                 let item = self
                     .api
                     .deliverable(
@@ -740,7 +763,10 @@ impl Following {
                     .await
                     .map_err(Status::from);
                 match item {
-                    Ok(_) => self.after = number,
+                    Ok(_) => {
+                        self.after = number;
+                        self.api.ctx.hub.delivered(handed);
+                    }
                     Err(_) => self.ended = true,
                 }
                 return Some(item);
@@ -784,11 +810,10 @@ impl Following {
         // over, when they are all there.
         if let Some(handed) = self.subscription.handed(after, known) {
             self.caught_up = true;
-            self.ready.extend(
-                handed
-                    .into_iter()
-                    .map(|(number, event)| (number, std::sync::Arc::unwrap_or_clone(event), true)),
-            );
+            self.ready
+                .extend(handed.into_iter().map(|(number, event, stamp)| {
+                    (number, std::sync::Arc::unwrap_or_clone(event), Some(stamp))
+                }));
             return Ok(());
         }
         // Woken for a few new events: read them by their numbers.
@@ -806,7 +831,7 @@ impl Following {
         self.ready.extend(
             events
                 .into_iter()
-                .map(|(number, event)| (number, event, false)),
+                .map(|(number, event)| (number, event, None)),
         );
         Ok(())
     }

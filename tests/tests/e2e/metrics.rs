@@ -12,7 +12,7 @@ use samenop_tests::{ORG_A, ORG_B, TestServer, within};
 const ABUSE: Expertise = Expertise::Violence(ViolenceType::ChildAbuse);
 
 /// GET `path` on the admin listener: (status line, body).
-async fn get(server: &TestServer, path: &str) -> (String, String) {
+pub(crate) async fn get(server: &TestServer, path: &str) -> (String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(server.admin_addr)
         .await
@@ -35,7 +35,7 @@ async fn get(server: &TestServer, path: &str) -> (String, String) {
 
 /// The value of the sample whose line starts with `series` (name and
 /// labels exactly), if there is one.
-fn sample(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|line| line.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
         .and_then(|v| v.trim().parse().ok())

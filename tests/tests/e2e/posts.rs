@@ -184,6 +184,11 @@ async fn a_message_delivered_live_is_the_event_a_resumed_subscription_reads() {
         .await
         .unwrap();
     let (_, first) = up_to_entry(&mut live, first).await;
+    let handed = || async {
+        let (_, text) = crate::metrics::get(&t.server, "/metrics").await;
+        crate::metrics::sample(&text, "samenop_deliveries_total{source=\"handed\"}").unwrap_or(0.0)
+    };
+    let handed_before = handed().await;
     let second = t
         .sanne_device
         .send(t.consult, "tweede", None)
@@ -191,6 +196,9 @@ async fn a_message_delivered_live_is_the_event_a_resumed_subscription_reads() {
         .unwrap();
     let (between, delivered) = up_to_entry(&mut live, second).await;
     let before = between.unwrap_or(first);
+    // It came as it was handed over (unless this machine took more than
+    // 500 ms to deliver it).
+    assert!(handed().await > handed_before, "delivered as handed over");
     // ... and is the very event a subscription resuming before it reads
     // from the store.
     let mut resumed = subscribe(before.cursor).await.unwrap().into_inner();
