@@ -702,15 +702,29 @@ impl ThreadService for ThreadApi {
     }
 }
 
-/// A thread entry in `event` made back into what a device's log keeps of
-/// it: where it is.
-fn as_reference(event: &mut StoredEvent) {
-    if let Some(v1::subscribe_response::Event::ThreadEntry(entry)) = &mut event.event {
-        *entry = v1::ThreadEntry {
-            consult_id: std::mem::take(&mut entry.consult_id),
-            sequence: entry.sequence,
-            ..Default::default()
-        };
+/// An event about to be delivered, and whether it goes as it was handed
+/// over (decision 54): after an erasure, or a long wait, a handed-over
+/// thread entry is made back into what the device's log keeps of it (where
+/// it is) and read again, as one read from the log is. Not in the async
+/// `next`, whose state would then keep a copy of the event.
+fn settled(
+    subscription: &crate::delivery::Subscription,
+    mut event: StoredEvent,
+    handed: Option<Stamp>,
+) -> (StoredEvent, bool) {
+    match handed {
+        Some(stamp) if subscription.fresh(stamp) => (event, true),
+        Some(_) => {
+            if let Some(v1::subscribe_response::Event::ThreadEntry(entry)) = &mut event.event {
+                *entry = v1::ThreadEntry {
+                    consult_id: std::mem::take(&mut entry.consult_id),
+                    sequence: entry.sequence,
+                    ..Default::default()
+                };
+            }
+            (event, false)
+        }
+        None => (event, false),
     }
 }
 
@@ -740,17 +754,8 @@ impl Following {
             return None;
         }
         loop {
-            if let Some((number, mut event, handed)) = self.ready.pop_front() {
-                // After an erasure, or a long wait, a handed-over entry is
-                // read again, as one read from the log is.
-                let handed = match handed {
-                    Some(stamp) if self.subscription.fresh(stamp) => true,
-                    Some(_) => {
-                        as_reference(&mut event);
-                        false
-                    }
-                    None => false,
-                };
+            if let Some((number, event, handed)) = self.ready.pop_front() {
+                let (event, handed) = settled(&self.subscription, event, handed);
                 let item = self
                     .api
                     .deliverable(
