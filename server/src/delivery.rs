@@ -9,8 +9,9 @@
 //! them back, when they are exactly the ones it is behind by (decision 54).
 //! That is a cache: a subscription that finds anything else there reads the
 //! store. Nothing is queued per subscriber beyond it: a slow one holds at
-//! most [`HANDED_KEPT`] handed events and a few read ahead, and a fast writer
-//! never waits for it.
+//! most [`HANDED_KEPT`] handed events and as many taken or read ahead, none
+//! over [`HANDED_BYTES`] when handed over, and a fast writer never waits for
+//! it.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -32,13 +33,15 @@ use crate::{domain::DeviceId, store::threads::StoredEvent};
 
 /// Handed events kept per subscribed device, newest first kept.
 pub const HANDED_KEPT: usize = 32;
-/// The largest thread entry handed over in full (encoded): a larger one is
-/// handed over as the log keeps it, a reference read at delivery, so that
-/// a slow subscription holds no more than a few of those at a time.
-pub const HANDED_ENTRY_BYTES: usize = 16 * 1024;
-/// How long a handed event may be taken: older ones are read from the
-/// store, so a thread erased on another replica is not delivered from here
-/// later than this.
+/// The largest event handed over (encoded): a larger thread entry is
+/// handed over as the log keeps it, a reference read at delivery, and a
+/// change with another larger event hands a device nothing (it reads the
+/// store), so that a slow subscription holds no more than a few of those.
+pub const HANDED_BYTES: usize = 16 * 1024;
+/// How long after it was handed over a thread entry may be delivered as
+/// it was (checked when taken and at delivery): a later one is read from
+/// the store, so a thread erased on another replica is not delivered from
+/// here later than this.
 const HANDED_FOR: Duration = Duration::from_millis(500);
 
 /// When an event was handed over: it is delivered as handed over only
@@ -83,8 +86,8 @@ pub struct Hub {
     closing: Arc<watch::Sender<bool>>,
     /// Subscriptions alive now.
     live: Gauge,
-    /// Thread erasures committed since start: events handed over before
-    /// one are no longer taken.
+    /// Thread erasures committed (or maybe committed) since start: entries
+    /// committed before one are no longer delivered as handed over.
     erasures: Arc<AtomicU64>,
     /// Events delivered, by where they came from.
     deliveries: Deliveries,
@@ -151,6 +154,15 @@ impl Drop for Subscription {
                 .unwrap_or_else(PoisonError::into_inner)
                 .clear();
         }
+    }
+}
+
+/// See [`Hub::erasing`].
+pub struct Erasing<'a>(&'a Hub);
+
+impl Drop for Erasing<'_> {
+    fn drop(&mut self) {
+        self.0.threads_erased();
     }
 }
 
@@ -345,6 +357,14 @@ impl Hub {
     /// handed over any more (it may be an entry now gone).
     pub fn threads_erased(&self) {
         self.erasures.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A guard that says [`Hub::threads_erased`] when dropped: take it
+    /// before committing an erasure, so that it is said whatever the
+    /// commit's outcome, even when the call committing it is dropped (its
+    /// batch may commit anyway).
+    pub fn erasing(&self) -> Erasing<'_> {
+        Erasing(self)
     }
 
     /// Starts a subscription for `device`, ending any older one. Take it
@@ -550,9 +570,10 @@ mod tests {
             !s.fresh(taken[0].2),
             "an erasure between taking and delivering"
         );
-        // Committed before an erasure, handed over after it.
+        // Committed before an erasure, handed over after it (the erasure
+        // said by its guard, as a dropped call says it too).
         let before = hub.erasures();
-        hub.threads_erased();
+        drop(hub.erasing());
         hub.appended(d, 3, &[event(3)], before);
         assert_eq!(numbers(s.handed(2, 3)), None, "committed before an erasure");
         hub.appended(d, 4, &[event(4)], hub.erasures());

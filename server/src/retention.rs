@@ -121,11 +121,10 @@ pub(crate) async fn round(ctx: &Context, retention: &Retention) -> ServiceResult
                 "consult record, thread content and attachments removed after the retention \
                  period",
             ));
-            // Said whatever the outcome: an erasure whose commit failed may
-            // have committed (decision 54).
-            let committed = ctx.consults.commit(batch).await;
-            ctx.hub.threads_erased();
-            committed?;
+            // Said whatever the outcome, even if this call is dropped: an
+            // erasure whose commit failed may have committed (decision 54).
+            let _said = ctx.hub.erasing();
+            ctx.consults.commit(batch).await?;
             purged.consults += 1;
         } else if ended + retention.thread <= now {
             let mut batch = Batch::new();
@@ -144,11 +143,10 @@ pub(crate) async fn round(ctx: &Context, retention: &Retention) -> ServiceResult
                      after the retention period"
                 ),
             ));
-            // Said whatever the outcome: an erasure whose commit failed may
-            // have committed (decision 54).
-            let committed = ctx.consults.commit(batch).await;
-            ctx.hub.threads_erased();
-            committed?;
+            // Said whatever the outcome, even if this call is dropped: an
+            // erasure whose commit failed may have committed (decision 54).
+            let _said = ctx.hub.erasing();
+            ctx.consults.commit(batch).await?;
             purged.threads += 1;
         }
     }

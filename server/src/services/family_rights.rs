@@ -218,11 +218,10 @@ pub(super) async fn erase(
     let event = caller.audit.allowed();
     let event_id = event.event_id.clone();
     batch.audit(event);
-    // Said whatever the outcome: an erasure whose commit failed may
-    // have committed (decision 54).
-    let committed = ctx.consults.commit(batch).await;
-    ctx.hub.threads_erased();
-    committed?;
+    // Said whatever the outcome, even if this call is dropped: an
+    // erasure whose commit failed may have committed (decision 54).
+    let _said = ctx.hub.erasing();
+    ctx.consults.commit(batch).await?;
     tracing::info!(family = %id, "family erased");
     Ok(v1::EraseFamilyResponse {
         erased_at: Some(timestamp(ctx.now())),

@@ -15,7 +15,7 @@ use samenop_proto::v1;
 
 use super::{Context, consult::ConsultApi, timestamp};
 use crate::{
-    delivery::HANDED_ENTRY_BYTES,
+    delivery::HANDED_BYTES,
     domain::{DeviceId, ProfessionalId, consult::Consult, consult::Standing, consult::State},
     error::{ServiceError, ServiceResult},
     store::{Batch, Keyspace, StoreError, threads::StoredEvent},
@@ -86,9 +86,9 @@ impl Fanout {
 
     /// Hands subscriptions `entry` (the thread entry the change appends)
     /// in full where the logs keep only a reference to it, so they need
-    /// not read it back; not one over [`HANDED_ENTRY_BYTES`].
+    /// not read it back; not one over [`HANDED_BYTES`].
     pub(super) fn delivering(&mut self, entry: StoredEvent) {
-        if prost::Message::encoded_len(&entry) <= HANDED_ENTRY_BYTES {
+        if prost::Message::encoded_len(&entry) <= HANDED_BYTES {
             self.entry = Some(Arc::new(entry));
         }
     }
@@ -103,29 +103,34 @@ impl Fanout {
         // makes what is handed over stale, however late it is handed over.
         let erasures = ctx.hub.erasures();
         let lasts = ctx.threads.commit_logged(batch).await?;
-        let delivered: Vec<Arc<StoredEvent>> =
+        let delivered: Vec<Option<Arc<StoredEvent>>> =
             self.events.iter().map(|e| self.as_delivered(e)).collect();
         let mut handed = Vec::new();
         for ((device, events), last) in self.told.iter().zip(lasts) {
             handed.clear();
-            handed.extend(events.iter().map(|&i| delivered[i].clone()));
+            // A device with an event too large to hand over reads them all.
+            let all = events.iter().all(|&i| delivered[i].is_some());
+            if all {
+                handed.extend(events.iter().filter_map(|&i| delivered[i].clone()));
+            }
             ctx.hub.appended(*device, last, &handed, erasures);
         }
         Ok(())
     }
 
     /// `event` as a subscription delivers it: a reference to the entry
-    /// given to [`Fanout::delivering`] is that entry.
-    fn as_delivered(&self, event: &StoredEvent) -> Arc<StoredEvent> {
+    /// given to [`Fanout::delivering`] is that entry. `None` when it is
+    /// over [`HANDED_BYTES`].
+    fn as_delivered(&self, event: &StoredEvent) -> Option<Arc<StoredEvent>> {
         if let (Some(full), Some(v1::subscribe_response::Event::ThreadEntry(reference))) =
             (&self.entry, &event.event)
             && let Some(v1::subscribe_response::Event::ThreadEntry(entry)) = &full.event
             && entry.consult_id == reference.consult_id
             && entry.sequence == reference.sequence
         {
-            return full.clone();
+            return Some(full.clone());
         }
-        Arc::new(event.clone())
+        (prost::Message::encoded_len(event) <= HANDED_BYTES).then(|| Arc::new(event.clone()))
     }
 
     /// Adds `event` to every active device of `professional`.

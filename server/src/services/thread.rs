@@ -476,7 +476,7 @@ impl ThreadApi {
                 super::notices::fill(&self.consults, &viewer, change).await?;
             }
         } else if let Some(v1::subscribe_response::Event::ThreadEntry(reference)) = &mut event.event
-            && (!handed || reference.mls_message.is_empty())
+            && !handed
         {
             let consult = ConsultId::parse("consult_id", &reference.consult_id).map_err(|_| {
                 StoreError::Corrupt {
@@ -703,29 +703,36 @@ impl ThreadService for ThreadApi {
 }
 
 /// An event about to be delivered, and whether it goes as it was handed
-/// over (decision 54): after an erasure, or a long wait, a handed-over
-/// thread entry is made back into what the device's log keeps of it (where
-/// it is) and read again, as one read from the log is. Not in the async
-/// `next`, whose state would then keep a copy of the event.
+/// over (decision 54), without reading anything of it back. A thread entry
+/// handed over in full goes so while fresh; after an erasure, or a long
+/// wait, it is made back into what the device's log keeps of it (where it
+/// is) and read again, as one read from the log is. Other events are what
+/// the log holds. Not in the async `next`, whose state would then keep a
+/// copy of the event.
 fn settled(
     subscription: &crate::delivery::Subscription,
     mut event: StoredEvent,
     handed: Option<Stamp>,
 ) -> (StoredEvent, bool) {
-    match handed {
-        Some(stamp) if subscription.fresh(stamp) => (event, true),
-        Some(_) => {
-            if let Some(v1::subscribe_response::Event::ThreadEntry(entry)) = &mut event.event {
-                *entry = v1::ThreadEntry {
-                    consult_id: std::mem::take(&mut entry.consult_id),
-                    sequence: entry.sequence,
-                    ..Default::default()
-                };
-            }
-            (event, false)
-        }
-        None => (event, false),
+    let Some(stamp) = handed else {
+        return (event, false);
+    };
+    let Some(v1::subscribe_response::Event::ThreadEntry(entry)) = &mut event.event else {
+        return (event, true);
+    };
+    if entry.mls_message.is_empty() {
+        // Handed over as a reference: too large to hand over in full.
+        return (event, false);
     }
+    if subscription.fresh(stamp) {
+        return (event, true);
+    }
+    *entry = v1::ThreadEntry {
+        consult_id: std::mem::take(&mut entry.consult_id),
+        sequence: entry.sequence,
+        ..Default::default()
+    };
+    (event, false)
 }
 
 /// A device's subscription: what it read of the device's log and has not
