@@ -163,8 +163,9 @@ async fn post(
             )),
             ..Default::default()
         };
+        let reference = prost::Message::encode_to_vec(&reference);
         for device in devices {
-            threads.stage_events(&mut batch, device, std::slice::from_ref(&reference));
+            threads.stage_events(&mut batch, device, vec![reference.clone()]);
         }
         batch.audit(audit_event(consult, family, devices[0]));
         match threads.commit(batch).await {
