@@ -33,10 +33,10 @@ use crate::{domain::DeviceId, store::threads::StoredEvent};
 
 /// Handed events kept per subscribed device, newest first kept.
 pub const HANDED_KEPT: usize = 32;
-/// The largest event handed over (encoded): a larger thread entry is
-/// handed over as the log keeps it, a reference read at delivery, and a
-/// change with another larger event hands a device nothing (it reads the
-/// store), so that a slow subscription holds no more than a few of those.
+/// The largest event handed over (encoded): a change with a larger one
+/// (a thread entry or a Welcome) hands the devices it tells of it nothing,
+/// and they read the store, so that a slow subscription holds no more than
+/// a few of those.
 pub const HANDED_BYTES: usize = 16 * 1024;
 /// How long after it was handed over a thread entry may be delivered as
 /// it was (checked when taken and at delivery): a later one is read from
@@ -308,16 +308,19 @@ impl Hub {
         let Some(mailbox) = mailboxes.get(&device) else {
             return;
         };
-        let first = (last + 1).checked_sub(events.len() as u64);
-        if let Some(first) = first.filter(|_| mailbox.head.receiver_count() > 0) {
+        let mut handed = mailbox
+            .handed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if mailbox.head.receiver_count() == 0 {
+            // Handed over while the last subscription was ending: kept for
+            // nobody.
+            handed.clear();
+        } else if let Some(first) = (last + 1).checked_sub(events.len() as u64) {
             let stamp = Stamp {
                 at: Instant::now(),
                 erasures,
             };
-            let mut handed = mailbox
-                .handed
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
             for (number, event) in (first..).zip(events) {
                 // Changes committed together may be handed over in another
                 // order: each goes where its number says.
@@ -337,14 +340,8 @@ impl Hub {
             while handed.len() > HANDED_KEPT {
                 handed.pop_front();
             }
-        } else if mailbox.head.receiver_count() == 0 {
-            // Handed over while the last subscription was ending.
-            mailbox
-                .handed
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clear();
         }
+        drop(handed);
         mailbox.head.send_if_modified(|head| {
             let grew = last > *head;
             *head = (*head).max(last);

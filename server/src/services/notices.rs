@@ -108,7 +108,8 @@ impl Fanout {
         let mut handed = Vec::new();
         for ((device, events), last) in self.told.iter().zip(lasts) {
             handed.clear();
-            // A device with an event too large to hand over reads them all.
+            // A device with an event that cannot be handed over reads them
+            // all.
             let all = events.iter().all(|&i| delivered[i].is_some());
             if all {
                 handed.extend(events.iter().filter_map(|&i| delivered[i].clone()));
@@ -119,16 +120,16 @@ impl Fanout {
     }
 
     /// `event` as a subscription delivers it: a reference to the entry
-    /// given to [`Fanout::delivering`] is that entry. `None` when it is
-    /// over [`HANDED_BYTES`].
+    /// given to [`Fanout::delivering`] is that entry. `None` when it cannot
+    /// be handed over: a reference to an entry not given in full, or an
+    /// event over [`HANDED_BYTES`].
     fn as_delivered(&self, event: &StoredEvent) -> Option<Arc<StoredEvent>> {
-        if let (Some(full), Some(v1::subscribe_response::Event::ThreadEntry(reference))) =
-            (&self.entry, &event.event)
-            && let Some(v1::subscribe_response::Event::ThreadEntry(entry)) = &full.event
-            && entry.consult_id == reference.consult_id
-            && entry.sequence == reference.sequence
-        {
-            return Some(full.clone());
+        if let Some(v1::subscribe_response::Event::ThreadEntry(reference)) = &event.event {
+            return self.entry.clone().filter(|full| {
+                matches!(&full.event, Some(v1::subscribe_response::Event::ThreadEntry(entry))
+                    if entry.consult_id == reference.consult_id
+                        && entry.sequence == reference.sequence)
+            });
         }
         (prost::Message::encoded_len(event) <= HANDED_BYTES).then(|| Arc::new(event.clone()))
     }

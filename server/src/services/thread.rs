@@ -704,11 +704,11 @@ impl ThreadService for ThreadApi {
 
 /// An event about to be delivered, and whether it goes as it was handed
 /// over (decision 54), without reading anything of it back. A thread entry
-/// handed over in full goes so while fresh; after an erasure, or a long
-/// wait, it is made back into what the device's log keeps of it (where it
-/// is) and read again, as one read from the log is. Other events are what
-/// the log holds. Not in the async `next`, whose state would then keep a
-/// copy of the event.
+/// (handed over only in full) goes so while fresh; after an erasure, or a
+/// long wait, it is made back into what the device's log keeps of it
+/// (where it is) and read again, as one read from the log is. Other events
+/// are what the log holds. Not in the async `next`, whose state would then
+/// keep a copy of the event.
 fn settled(
     subscription: &crate::delivery::Subscription,
     mut event: StoredEvent,
@@ -720,10 +720,6 @@ fn settled(
     let Some(v1::subscribe_response::Event::ThreadEntry(entry)) = &mut event.event else {
         return (event, true);
     };
-    if entry.mls_message.is_empty() {
-        // Handed over as a reference: too large to hand over in full.
-        return (event, false);
-    }
     if subscription.fresh(stamp) {
         return (event, true);
     }
